@@ -1,0 +1,530 @@
+// Package config reads, defaults and validates drover's YAML configuration.
+//
+// A Config is a typed struct: every field has a yaml tag and a doc comment,
+// Default fills what the operator left out, and Validate checks everything and
+// resolves the string fields into typed values (the fields tagged `yaml:"-"`).
+// Errors name the field by its path in the file ("peers[1].sa.out.key") so
+// main can print them and exit with status 2. docs/config.md documents every key.
+package config
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/drovernet/drover/crypto/esp"
+	"github.com/drovernet/drover/router/packet"
+	"github.com/drovernet/drover/router/vxlan"
+)
+
+// Encapsulations drover speaks on the underlay.
+const (
+	EncapESP   = "esp"
+	EncapVXLAN = "vxlan"
+)
+
+// Defaults, in one place so docs/config.md and the code agree.
+const (
+	DefaultTUN           = "drover0"
+	DefaultESPPort       = 4500 // RFC 3948 §2
+	DefaultCipher        = "aes-128-gcm"
+	DefaultReplayWindow  = 1024
+	DefaultControlSocket = "/run/drover/drover.sock"
+	DefaultStateDir      = "/var/lib/drover"
+	DefaultUnderlayMTU   = 1500
+	MinReplayWindow      = 1024 // issue contract: at least 1024 packets
+	MaxReplayWindow      = 1 << 16
+)
+
+// Config is the whole file.
+type Config struct {
+	// Node describes this host.
+	Node Node `yaml:"node"`
+	// Encapsulation is "esp" (ESP-in-UDP, encrypted) or "vxlan" (plain VXLAN). Default esp.
+	Encapsulation string `yaml:"encapsulation"`
+	// Cipher is the ESP AEAD: aes-128-gcm (default), aes-256-gcm or chacha20-poly1305.
+	Cipher string `yaml:"cipher"`
+	// VNI is the VXLAN network identifier (24 bits). Default 1042, as Rancher's vtep1042.
+	VNI uint32 `yaml:"vni"`
+	// MTU is the underlay MTU. 0 reads it from the interface that holds
+	// node.underlay, or uses 1500 when no interface holds it.
+	MTU int `yaml:"mtu"`
+	// TUNMTU overrides the TUN device's MTU. 0 (default) computes it: the
+	// underlay MTU minus the real overhead of the encapsulation and underlay
+	// family. Larger values are allowed; packets that then do not fit the
+	// tunnel get ICMP "fragmentation needed"/"packet too big" (or, without DF,
+	// are fragmented by the underlay).
+	TUNMTU int `yaml:"tun_mtu"`
+	// ControlSocket is the unix socket (mode 0600) serving status and
+	// metrics. Default /run/drover/drover.sock; "none" disables it.
+	ControlSocket string `yaml:"control_socket"`
+	// StateDir keeps state across restarts: the outbound ESP sequence
+	// number reservations, so a restarted host never reuses (key, seq).
+	// Default /var/lib/drover.
+	StateDir string `yaml:"state_dir"`
+	// Log sets logging.
+	Log Log `yaml:"log"`
+	// Peers are the other hosts, statically configured.
+	Peers []Peer `yaml:"peers"`
+
+	// Resolved by Validate.
+	CipherID esp.Cipher `yaml:"-"`
+}
+
+// Log configures log/slog output on stderr.
+type Log struct {
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+	// Format is text (default) or json.
+	Format string `yaml:"format"`
+}
+
+// Node is this host.
+type Node struct {
+	// Name identifies the host in logs and to peers. Default: the hostname.
+	Name string `yaml:"name"`
+	// Underlay is the address peers send to (IPv4 or IPv6). Required.
+	Underlay string `yaml:"underlay"`
+	// Port is the UDP port to listen on. Default 4500 for esp, 4789 for vxlan.
+	Port uint16 `yaml:"port"`
+	// TUN is the TUN device name. Default drover0.
+	TUN string `yaml:"tun"`
+	// MAC is the inner MAC of VXLAN frames sent by this host. Default:
+	// 0e:00 followed by the last four bytes of the underlay address.
+	MAC string `yaml:"mac"`
+	// Prefixes are the container addresses behind this host. Required.
+	Prefixes []string `yaml:"prefixes"`
+	// Address is the TUN device's own address: the source of the ICMP
+	// errors drover sends and of packets the host itself sends through the
+	// tunnel. Default: the first host address of the first IPv4 prefix (and
+	// of the first IPv6 prefix).
+	Address []string `yaml:"address"`
+
+	UnderlayAddr netip.Addr     `yaml:"-"`
+	MACAddr      packet.MAC     `yaml:"-"`
+	PrefixList   []netip.Prefix `yaml:"-"`
+	AddressList  []netip.Addr   `yaml:"-"`
+}
+
+// Peer is another host.
+type Peer struct {
+	// Name identifies the peer in logs and counters. Required, unique.
+	Name string `yaml:"name"`
+	// Underlay is the peer's underlay address. Required.
+	Underlay string `yaml:"underlay"`
+	// Port is the peer's UDP port. Default: as node.port's default.
+	Port uint16 `yaml:"port"`
+	// MAC is the peer's inner MAC (vxlan). Default derived from its underlay
+	// address as for node.mac.
+	MAC string `yaml:"mac"`
+	// Prefixes are the container addresses behind the peer. Packets to them
+	// go to this peer; packets from the peer must come from them.
+	Prefixes []string `yaml:"prefixes"`
+	// SA is the manual ESP keying (esp only; required there).
+	SA *SAPair `yaml:"sa"`
+
+	UnderlayAddr netip.Addr     `yaml:"-"`
+	MACAddr      packet.MAC     `yaml:"-"`
+	PrefixList   []netip.Prefix `yaml:"-"`
+}
+
+// SAPair is the manual keying of one peer, as `ip xfrm state` takes it.
+type SAPair struct {
+	// Out is the SA this host sends with (the peer's inbound SA).
+	Out SA `yaml:"out"`
+	// In is the SA this host receives with (the peer's outbound SA).
+	In SA `yaml:"in"`
+	// ESN enables 64-bit extended sequence numbers (RFC 4303 §2.2.1).
+	ESN bool `yaml:"esn"`
+	// ReplayWindow is the anti-replay window in packets (RFC 4303 §3.4.3).
+	// Default 1024; 1024..65536.
+	ReplayWindow int `yaml:"replay_window"`
+}
+
+// SA is one direction.
+type SA struct {
+	// SPI is the security parameter index, >= 256 (RFC 4303 §2.1: 1-255 reserved).
+	SPI uint32 `yaml:"spi"`
+	// Key is the key material in hex: key bytes followed by the 4-byte salt,
+	// the kernel's layout (20 bytes for aes-128-gcm, 36 for the others).
+	Key string `yaml:"key"`
+
+	KeyBytes []byte `yaml:"-"`
+}
+
+// FieldError is a configuration error tied to one field.
+type FieldError struct {
+	Path string // e.g. "peers[2].sa.out.spi"
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// ErrInvalid marks every configuration error (errors.Is), so main can map
+// any of them to exit status 2.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Errors is the list of every problem found; it unwraps to each FieldError
+// and to ErrInvalid.
+type Errors []*FieldError
+
+func (es Errors) Error() string {
+	var b strings.Builder
+	for i, e := range es {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.Is/As see ErrInvalid and each FieldError.
+func (es Errors) Unwrap() []error {
+	out := make([]error, 0, len(es)+1)
+	out = append(out, ErrInvalid)
+	for _, e := range es {
+		out = append(out, e)
+	}
+	return out
+}
+
+// Load reads, defaults and validates the file at path.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	defer f.Close()
+	return Parse(f)
+}
+
+// Parse reads YAML from r; unknown keys are errors (a misspelt key would
+// otherwise silently fall back to a default).
+func Parse(r io.Reader) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, Errors{{Path: "(file)", Msg: "empty configuration"}}
+		}
+		return nil, Errors{{Path: "(yaml)", Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	c.Default()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Marshal renders c as YAML (used by testenv and `drover lab`).
+func (c *Config) Marshal() ([]byte, error) {
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("config: encode: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+// Default fills in every unset field that has a default.
+func (c *Config) Default() {
+	if c.Encapsulation == "" {
+		c.Encapsulation = EncapESP
+	}
+	if c.Cipher == "" {
+		c.Cipher = DefaultCipher
+	}
+	if c.VNI == 0 {
+		c.VNI = vxlan.DefaultVNI
+	}
+	if c.ControlSocket == "" {
+		c.ControlSocket = DefaultControlSocket
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.Node.Name == "" {
+		c.Node.Name, _ = os.Hostname()
+	}
+	if c.Node.TUN == "" {
+		c.Node.TUN = DefaultTUN
+	}
+	if c.Node.Port == 0 {
+		c.Node.Port = c.defaultPort()
+	}
+	for i := range c.Peers {
+		p := &c.Peers[i]
+		if p.Port == 0 {
+			p.Port = c.defaultPort()
+		}
+		if p.SA != nil && p.SA.ReplayWindow == 0 {
+			p.SA.ReplayWindow = DefaultReplayWindow
+		}
+	}
+}
+
+func (c *Config) defaultPort() uint16 {
+	if c.Encapsulation == EncapVXLAN {
+		return vxlan.DefaultPort
+	}
+	return DefaultESPPort
+}
+
+// Validate checks every field, resolves the typed fields and returns all
+// problems at once (an Errors), or nil.
+func (c *Config) Validate() error {
+	var es Errors
+	add := func(path, format string, args ...any) {
+		es = append(es, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+
+	switch c.Encapsulation {
+	case EncapESP, EncapVXLAN:
+	default:
+		add("encapsulation", "%q is not one of esp, vxlan", c.Encapsulation)
+	}
+	if id, err := esp.ParseCipher(c.Cipher); err != nil {
+		add("cipher", "%q is not one of aes-128-gcm, aes-256-gcm, chacha20-poly1305", c.Cipher)
+	} else {
+		c.CipherID = id
+	}
+	if c.VNI >= 1<<24 {
+		add("vni", "%d does not fit in 24 bits (RFC 7348 §5)", c.VNI)
+	}
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+		add("mtu", "%d is outside 576..65535", c.MTU)
+	}
+	if c.TUNMTU != 0 && (c.TUNMTU < 576 || c.TUNMTU > 65535) {
+		add("tun_mtu", "%d is outside 576..65535", c.TUNMTU)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		add("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+
+	n := &c.Node
+	if n.Name == "" {
+		add("node.name", "is required")
+	}
+	if a, err := netip.ParseAddr(n.Underlay); err != nil {
+		add("node.underlay", "%q is not an IP address", n.Underlay)
+	} else {
+		n.UnderlayAddr = a.Unmap()
+	}
+	if n.TUN == "" || len(n.TUN) > 15 || strings.ContainsAny(n.TUN, "/ \t") {
+		add("node.tun", "%q is not a valid interface name (1-15 characters, no '/' or space)", n.TUN)
+	}
+	n.MACAddr = resolveMAC(add, "node.mac", n.MAC, n.UnderlayAddr)
+	n.PrefixList = resolvePrefixes(add, "node.prefixes", n.Prefixes)
+	if len(n.Prefixes) == 0 {
+		add("node.prefixes", "at least one prefix is required")
+	}
+	n.AddressList = n.AddressList[:0]
+	for i, s := range n.Address {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			add(fmt.Sprintf("node.address[%d]", i), "%q is not an IP address", s)
+			continue
+		}
+		n.AddressList = append(n.AddressList, a.Unmap())
+	}
+	if len(n.Address) == 0 {
+		n.AddressList = defaultAddresses(n.PrefixList)
+	}
+
+	owner := map[netip.Prefix]string{}
+	for _, p := range n.PrefixList {
+		owner[p] = "node"
+	}
+	names := map[string]int{}
+	spis := map[uint32]string{}
+	for i := range c.Peers {
+		p := &c.Peers[i]
+		path := fmt.Sprintf("peers[%d]", i)
+		if p.Name == "" {
+			add(path+".name", "is required")
+		} else if j, dup := names[p.Name]; dup {
+			add(path+".name", "%q is also the name of peers[%d]", p.Name, j)
+		} else {
+			names[p.Name] = i
+		}
+		if a, err := netip.ParseAddr(p.Underlay); err != nil {
+			add(path+".underlay", "%q is not an IP address", p.Underlay)
+		} else {
+			p.UnderlayAddr = a.Unmap()
+			if p.UnderlayAddr == n.UnderlayAddr {
+				add(path+".underlay", "%s is this node's own underlay address", a)
+			} else if n.UnderlayAddr.IsValid() && p.UnderlayAddr.Is4() != n.UnderlayAddr.Is4() {
+				add(path+".underlay", "%s is not of node.underlay's address family (one socket, one family)", a)
+			}
+		}
+		p.MACAddr = resolveMAC(add, path+".mac", p.MAC, p.UnderlayAddr)
+		p.PrefixList = resolvePrefixes(add, path+".prefixes", p.Prefixes)
+		if len(p.Prefixes) == 0 {
+			add(path+".prefixes", "at least one prefix is required")
+		}
+		for j, pfx := range p.PrefixList {
+			if o, dup := owner[pfx]; dup {
+				add(fmt.Sprintf("%s.prefixes[%d]", path, j), "%s is also claimed by %s", pfx, o)
+			} else {
+				owner[pfx] = path
+			}
+		}
+		if c.Encapsulation != EncapESP {
+			if p.SA != nil {
+				add(path+".sa", "is only used with encapsulation esp")
+			}
+			continue
+		}
+		if p.SA == nil {
+			add(path+".sa", "is required with encapsulation esp (manual keying: out and in SPI and key)")
+			continue
+		}
+		sa := p.SA
+		if sa.ReplayWindow < MinReplayWindow || sa.ReplayWindow > MaxReplayWindow {
+			add(path+".sa.replay_window", "%d is outside %d..%d", sa.ReplayWindow, MinReplayWindow, MaxReplayWindow)
+		}
+		for _, d := range []struct {
+			name string
+			sa   *SA
+		}{{"out", &sa.Out}, {"in", &sa.In}} {
+			dp := path + ".sa." + d.name
+			if d.sa.SPI < 256 {
+				add(dp+".spi", "%#x is reserved (must be >= 0x100, RFC 4303 §2.1)", d.sa.SPI)
+			}
+			if d.name == "in" && d.sa.SPI >= 256 {
+				if o, dup := spis[d.sa.SPI]; dup {
+					add(dp+".spi", "%#08x is also the inbound SPI of %s", d.sa.SPI, o)
+				} else {
+					spis[d.sa.SPI] = path
+				}
+			}
+			key, err := ParseHex(d.sa.Key)
+			switch {
+			case err != nil:
+				add(dp+".key", "not hex: %v", err)
+			case c.CipherID != 0 && len(key) != c.CipherID.KeyLen():
+				add(dp+".key", "%d bytes, %s needs %d (key then 4-byte salt)", len(key), c.Cipher, c.CipherID.KeyLen())
+			default:
+				d.sa.KeyBytes = key
+			}
+		}
+	}
+	if len(es) > 0 {
+		return es
+	}
+	return nil
+}
+
+func resolvePrefixes(add func(string, string, ...any), path string, in []string) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(in))
+	for i, s := range in {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			add(fmt.Sprintf("%s[%d]", path, i), "%q is not a prefix (like 10.42.1.0/24)", s)
+			continue
+		}
+		if p.Masked() != p {
+			add(fmt.Sprintf("%s[%d]", path, i), "%s has host bits set (did you mean %s?)", s, p.Masked())
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func resolveMAC(add func(string, string, ...any), path, s string, underlay netip.Addr) packet.MAC {
+	if s == "" {
+		return DeriveMAC(underlay)
+	}
+	m, err := packet.ParseMAC(s)
+	if err != nil {
+		add(path, "%q is not a MAC address", s)
+		return m
+	}
+	if m[0]&1 != 0 {
+		add(path, "%s is a multicast address", s)
+	}
+	return m
+}
+
+// DeriveMAC is the default inner MAC for an underlay address: 0e:00 (locally
+// administered, unicast) then the address's last four bytes, so
+// 192.0.2.1 → 0e:00:c0:00:02:01.
+func DeriveMAC(a netip.Addr) packet.MAC {
+	m := packet.MAC{0x0e, 0x00}
+	if !a.IsValid() {
+		return m
+	}
+	b := a.As16()
+	copy(m[2:], b[12:])
+	return m
+}
+
+// defaultAddresses picks the first host address of the first IPv4 and IPv6 prefix.
+func defaultAddresses(ps []netip.Prefix) []netip.Addr {
+	var out []netip.Addr
+	var have4, have6 bool
+	for _, p := range ps {
+		if p.Addr().Is4() && have4 || p.Addr().Is6() && have6 {
+			continue
+		}
+		a := p.Addr()
+		if p.Bits() < a.BitLen() {
+			a = a.Next()
+		}
+		out = append(out, a)
+		have4 = have4 || a.Is4()
+		have6 = have6 || a.Is6()
+	}
+	return out
+}
+
+// ParseHex reads key material as ip-xfrm prints it: optional 0x, optional ':' or spaces.
+func ParseHex(s string) ([]byte, error) {
+	s = strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(s), "0x"), "0X")
+	s = strings.NewReplacer(":", "", " ", "").Replace(s)
+	if s == "" {
+		return nil, errors.New("empty")
+	}
+	return hex.DecodeString(s)
+}
+
+// Overhead returns the bytes an encapsulated packet adds on an underlay of
+// the given family, for the inner MTU computation. ESP depends on the inner
+// size (padding), so it is done by TunnelMTU.
+//
+// TunnelMTU is the largest inner packet that crosses an underlay of
+// underlayMTU bytes in one datagram.
+func TunnelMTU(encap string, underlayMTU int, underlayIs6 bool) int {
+	ipudp := 20 + 8
+	if underlayIs6 {
+		ipudp = 40 + 8
+	}
+	if encap == EncapVXLAN {
+		return underlayMTU - ipudp - vxlan.HeaderLen - packet.EthHeaderLen
+	}
+	return esp.MaxInner(underlayMTU - ipudp)
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/drovernet/drover/router"
+)
+
+// serveControl serves the router's status on a unix socket (mode 0600: the
+// counters and peer list are for the host's administrator only):
+//
+//	GET /v1/status  router.Status as JSON
+//	GET /metrics    the same counters in the Prometheus text format
+//
+// It returns a function that stops the server and removes the socket.
+func serveControl(path string, r *router.Router, log *slog.Logger) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	// A socket file left by a daemon that died is removed; one that answers
+	// belongs to a running daemon, and two daemons must not share it.
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s: another drover is running", path)
+	}
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(r.Status())
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		writeMetrics(w, r.Status())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("control socket", "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		_ = os.Remove(path)
+	}, nil
+}
+
+func writeMetrics(w io.Writer, st router.Status) {
+	fmt.Fprintf(w, "# HELP drover_drops_total Packets not delivered, by reason.\n# TYPE drover_drops_total counter\n")
+	reasons := make([]string, 0, len(st.Drops))
+	for k := range st.Drops {
+		reasons = append(reasons, k)
+	}
+	sort.Strings(reasons)
+	for _, k := range reasons {
+		fmt.Fprintf(w, "drover_drops_total{reason=%q} %d\n", k, st.Drops[k])
+	}
+	for _, c := range []struct {
+		name, help string
+		v          uint64
+	}{
+		{"drover_tx_packets_total", "Packets sent to peers (TUN to underlay).", st.TxPackets},
+		{"drover_tx_bytes_total", "UDP payload bytes sent to peers.", st.TxBytes},
+		{"drover_rx_packets_total", "Packets received from peers and written to the TUN.", st.RxPackets},
+		{"drover_rx_bytes_total", "Inner bytes written to the TUN.", st.RxBytes},
+		{"drover_icmp_sent_total", "ICMP too-big errors sent.", st.ICMPSent},
+		{"drover_esp_keepalives_total", "RFC 3948 NAT keepalives received.", st.Keepalives},
+		{"drover_esp_non_esp_total", "Non-ESP (IKE) datagrams received on the ESP port.", st.NonESP},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", c.name, c.help, c.name, c.name, c.v)
+	}
+	fmt.Fprintf(w, "# HELP drover_peer_packets_total Packets per peer and direction.\n# TYPE drover_peer_packets_total counter\n")
+	for _, p := range st.Peers {
+		fmt.Fprintf(w, "drover_peer_packets_total{peer=%q,direction=\"tx\"} %d\n", p.Name, p.TxPackets)
+		fmt.Fprintf(w, "drover_peer_packets_total{peer=%q,direction=\"rx\"} %d\n", p.Name, p.RxPackets)
+	}
+}
+
+// printStatus renders a Status for humans.
+func printStatus(w io.Writer, st router.Status) {
+	fmt.Fprintf(w, "node %s  %s", st.Node, st.Encapsulation)
+	if st.Cipher != "" {
+		fmt.Fprintf(w, " %s", st.Cipher)
+	}
+	fmt.Fprintf(w, "  listen %s  tun %s mtu %d (underlay %d)\n", st.Listen, st.TUN, st.TUNMTU, st.UnderlayMTU)
+	fmt.Fprintf(w, "tx %d packets %d bytes  rx %d packets %d bytes  icmp %d\n\n", st.TxPackets, st.TxBytes, st.RxPackets, st.RxBytes, st.ICMPSent)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tUNDERLAY\tPREFIXES\tMTU\tTX PKTS\tRX PKTS\tSPI OUT\tSPI IN")
+	for _, p := range st.Peers {
+		spiOut, spiIn := "-", "-"
+		if p.SAOut != nil {
+			spiOut = fmt.Sprintf("%#08x", p.SAOut.SPI)
+		}
+		if p.SAIn != nil {
+			spiIn = fmt.Sprintf("%#08x", p.SAIn.SPI)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.Underlay, p.Prefixes, p.TunnelMTU, p.TxPackets, p.RxPackets, spiOut, spiIn)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\ndrops:")
+	reasons := make([]string, 0, len(st.Drops))
+	for k := range st.Drops {
+		reasons = append(reasons, k)
+	}
+	sort.Strings(reasons)
+	for _, k := range reasons {
+		fmt.Fprintf(w, "  %-16s %d\n", k, st.Drops[k])
+	}
+}

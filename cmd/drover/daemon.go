@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+
+	"github.com/drovernet/drover/cmd/drover/config"
+	"github.com/drovernet/drover/crypto/esp"
+	"github.com/drovernet/drover/router"
+	"github.com/drovernet/drover/router/udp"
+	"github.com/drovernet/drover/tun"
+)
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (YAML, see docs/config.md)")
+	nsName := fs.String("netns", "", "run inside this named network namespace (/run/netns/NAME)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &exitError{code: 2, err: err}
+	}
+	if fs.NArg() > 0 {
+		return usageErr("run: unexpected argument %q", fs.Arg(0))
+	}
+	if *cfgPath == "" {
+		return usageErr("run: --config FILE is required")
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return fmt.Errorf("%s:\n%w", *cfgPath, err)
+	}
+	if *nsName != "" {
+		// Re-exec without --netns, inside the namespace. Only returns on error.
+		rest := []string{"run", "--config", *cfgPath}
+		return reexecInNetns(*nsName, rest)
+	}
+	log := newLogger(cfg.Log, stderr)
+	return runDaemon(ctx, cfg, log)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// daemon holds what runDaemon set up, so that teardown undoes exactly that.
+type daemon struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	undo   []func()
+	routes []tun.Route
+}
+
+func (d *daemon) teardown() {
+	for i := len(d.undo) - 1; i >= 0; i-- {
+		d.undo[i]()
+	}
+	d.undo = nil
+}
+
+// runDaemon sets up the socket, the TUN device, its addresses and routes, and
+// runs the router until ctx is done. Anything it set up is removed before it
+// returns, on success and on failure.
+func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err error) {
+	d := &daemon{cfg: cfg, log: log}
+	defer d.teardown()
+
+	n := &cfg.Node
+	underlayMTU := cfg.MTU
+	if underlayMTU == 0 {
+		m, err := tun.UnderlayMTU(n.UnderlayAddr)
+		if err != nil {
+			return err
+		}
+		if m == 0 {
+			log.Warn("no interface holds the underlay address; assuming the default MTU", "underlay", n.UnderlayAddr, "mtu", config.DefaultUnderlayMTU)
+			m = config.DefaultUnderlayMTU
+		}
+		underlayMTU = m
+	}
+	tunnelMTU := config.TunnelMTU(cfg.Encapsulation, underlayMTU, n.UnderlayAddr.Is6())
+	tunMTU := tunnelMTU
+	if cfg.TUNMTU != 0 {
+		tunMTU = cfg.TUNMTU
+	}
+
+	peers, err := buildPeers(cfg, tunnelMTU)
+	if err != nil {
+		return err
+	}
+
+	local := netip.AddrPortFrom(n.UnderlayAddr, n.Port)
+	conn, err := udp.Listen(udp.Config{Local: local})
+	if err != nil {
+		return fmt.Errorf("underlay socket: %w", err)
+	}
+	dev, err := tun.Create(n.TUN, tunMTU)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	// The router owns dev and conn from here; Run closes them. Until Run
+	// starts, close them here on failure.
+	started := false
+	d.undo = append(d.undo, func() {
+		if !started {
+			dev.Close()
+			conn.Close()
+		}
+	})
+	if err := tun.Configure(n.TUN, tunMTU, n.AddressList); err != nil {
+		return err
+	}
+	encap := router.EncapESP
+	if cfg.Encapsulation == config.EncapVXLAN {
+		encap = router.EncapVXLAN
+	}
+	r, err := router.New(router.Config{
+		Name:        n.Name,
+		Encap:       encap,
+		Cipher:      cfg.Cipher,
+		VNI:         cfg.VNI,
+		MAC:         n.MACAddr,
+		Prefixes:    n.PrefixList,
+		Addrs:       n.AddressList,
+		MTU:         tunMTU,
+		UnderlayMTU: underlayMTU,
+		TUN:         n.TUN,
+		Log:         log,
+	}, dev, conn)
+	if err != nil {
+		return err
+	}
+	if err := r.SetPeers(peers); err != nil {
+		return err
+	}
+	for _, p := range peers {
+		for _, pfx := range p.Prefixes {
+			rt := tun.Route{Prefix: pfx, Src: sourceFor(n.AddressList, pfx.Addr().Is4())}
+			if err := tun.AddRoute(n.TUN, rt); err != nil {
+				return fmt.Errorf("peer %s: %w", p.Name, err)
+			}
+			d.routes = append(d.routes, rt)
+			log.Debug("route added", "peer", p.Name, "prefix", pfx)
+		}
+	}
+	d.undo = append(d.undo, func() {
+		for _, rt := range d.routes {
+			if err := tun.DelRoute(n.TUN, rt); err != nil {
+				log.Warn("remove route", "prefix", rt.Prefix, "err", err)
+			}
+		}
+		log.Info("routes removed", "count", len(d.routes))
+	})
+
+	if cfg.ControlSocket != "none" {
+		stopCtl, err := serveControl(cfg.ControlSocket, r, log)
+		if err != nil {
+			return err
+		}
+		d.undo = append(d.undo, stopCtl)
+	}
+
+	log.Info("drover running", "node", n.Name, "underlay", local, "tun", n.TUN, "tun_mtu", tunMTU,
+		"underlay_mtu", underlayMTU, "encapsulation", cfg.Encapsulation, "peers", len(peers))
+	started = true
+	runErr := r.Run(ctx)
+	if runErr != nil {
+		return fmt.Errorf("router: %w", runErr)
+	}
+	return nil
+}
+
+func sourceFor(addrs []netip.Addr, v4 bool) netip.Addr {
+	for _, a := range addrs {
+		if a.Is4() == v4 {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+func buildPeers(cfg *config.Config, tunnelMTU int) ([]*router.Peer, error) {
+	peers := make([]*router.Peer, 0, len(cfg.Peers))
+	for i := range cfg.Peers {
+		pc := &cfg.Peers[i]
+		p := &router.Peer{
+			Name:      pc.Name,
+			Underlay:  netip.AddrPortFrom(pc.UnderlayAddr, pc.Port),
+			MAC:       pc.MACAddr,
+			Prefixes:  pc.PrefixList,
+			TunnelMTU: tunnelMTU,
+		}
+		if cfg.Encapsulation == config.EncapESP {
+			sa := pc.SA
+			var err error
+			p.Out, err = esp.NewOutSA(cfg.CipherID, sa.Out.SPI, sa.Out.KeyBytes, sa.ESN)
+			if err != nil {
+				return nil, fmt.Errorf("peers[%d] (%s): outbound SA: %w", i, pc.Name, err)
+			}
+			p.In, err = esp.NewInSA(cfg.CipherID, sa.In.SPI, sa.In.KeyBytes, sa.ESN, sa.ReplayWindow)
+			if err != nil {
+				return nil, fmt.Errorf("peers[%d] (%s): inbound SA: %w", i, pc.Name, err)
+			}
+		}
+		peers = append(peers, p)
+	}
+	return peers, nil
+}
+

@@ -1,0 +1,244 @@
+package router
+
+import (
+	"errors"
+
+	"github.com/drovernet/drover/crypto/esp"
+	"github.com/drovernet/drover/router/packet"
+	"github.com/drovernet/drover/router/udp"
+	"github.com/drovernet/drover/router/vxlan"
+	"github.com/drovernet/drover/tun"
+)
+
+// ingressBufSize holds any UDP datagram, including an outer packet the
+// underlay fragmented and the kernel reassembled.
+const ingressBufSize = 1 << 16
+
+// ingressState is owned by the ingress goroutine. msgs[i].Buf is bufs[i];
+// out borrows slices of bufs until the TUN Write returns.
+type ingressState struct {
+	bufs [][]byte
+	msgs []udp.Msg
+	out  [][]byte
+	arp  []byte // scratch for one ARP reply (VXLAN)
+}
+
+func (r *Router) newIngressState(n int) *ingressState {
+	s := &ingressState{
+		bufs: make([][]byte, n),
+		msgs: make([]udp.Msg, n),
+		out:  make([][]byte, 0, n),
+		arp:  make([]byte, vxlanEncapLen+packet.ARPLen),
+	}
+	for i := range s.bufs {
+		s.bufs[i] = make([]byte, ingressBufSize)
+	}
+	return s
+}
+
+// ingress receives batches from the underlay, opens or decapsulates each
+// datagram, checks it, and writes the inner packets to the TUN device in one
+// Write.
+func (r *Router) ingress() error {
+	s := r.newIngressState(r.dev.BatchSize())
+	failures := 0
+	for {
+		for i := range s.msgs {
+			s.msgs[i].Buf = s.bufs[i]
+		}
+		n, err := r.conn.ReadBatch(s.msgs)
+		if err != nil {
+			if isClosed(err) {
+				return nil
+			}
+			if failures++; failures > maxFailures {
+				return err
+			}
+			continue
+		}
+		failures = 0
+		r.ingressBatch(s, n)
+	}
+}
+
+func (r *Router) ingressBatch(s *ingressState, n int) {
+	st := r.state.Load()
+	s.out = s.out[:0]
+	for i := range n {
+		m := &s.msgs[i]
+		payload := m.Buf[:m.N]
+		var inner []byte
+		var p *Peer
+		if r.cfg.Encap == EncapESP {
+			inner, p = r.openESP(st, payload)
+		} else {
+			inner, p = r.decapVXLAN(st, s, m)
+		}
+		if inner == nil {
+			continue
+		}
+		// Write offset tun.MinOffset: the inner packet always starts at
+		// least that far into the buffer (ESP header + IV, or VXLAN +
+		// Ethernet), so the TUN's virtio header fits in front.
+		off := cap(m.Buf) - cap(inner) // index of inner in m.Buf (inner is a sub-slice)
+		s.out = append(s.out, m.Buf[off-tun.MinOffset:off+len(inner)])
+		p.rxPackets.Add(1)
+		p.rxBytes.Add(uint64(len(inner)))
+	}
+	if len(s.out) == 0 {
+		return
+	}
+	if _, err := r.dev.Write(s.out, tun.MinOffset); err != nil && !isClosed(err) {
+		// The device reports one error for the batch; the packets it did
+		// not take are not known individually. Count the batch.
+		r.drops[DropTUNWrite].Add(uint64(len(s.out)))
+		return
+	}
+	var bytes uint64
+	for _, b := range s.out {
+		bytes += uint64(len(b) - tun.MinOffset)
+	}
+	r.rxPackets.Add(uint64(len(s.out)))
+	r.rxBytes.Add(bytes)
+}
+
+// openESP handles one datagram on the ESP port (RFC 3948): keepalives and
+// non-ESP (IKE) traffic are counted and set aside, ESP is demultiplexed by
+// SPI, checked against replay, authenticated and decrypted in place.
+func (r *Router) openESP(st *snapshot, payload []byte) ([]byte, *Peer) {
+	switch esp.Classify(payload) {
+	case esp.KindKeepalive:
+		r.keepalives.Add(1)
+		return nil, nil
+	case esp.KindNonESP:
+		r.nonESP.Add(1)
+		return nil, nil
+	}
+	spi, ok := esp.PeekSPI(payload)
+	if !ok {
+		r.drops.add(DropTruncated)
+		return nil, nil
+	}
+	p, ok := st.bySPI[spi]
+	if !ok {
+		r.drops.add(DropUnknownSPI)
+		return nil, nil
+	}
+	inner, nh, err := p.In.Open(payload)
+	if err != nil {
+		switch {
+		case errors.Is(err, esp.ErrShort):
+			r.drops.add(DropTruncated)
+		case errors.Is(err, esp.ErrAuth):
+			r.drops.add(DropAuth)
+		case errors.Is(err, esp.ErrReplay):
+			r.drops.add(DropReplay)
+		case errors.Is(err, esp.ErrNextHeader):
+			r.drops.add(DropNextHeader)
+		default:
+			r.drops.add(DropMalformed)
+		}
+		return nil, nil
+	}
+	// RFC 4303 §2.6: next header 4 is IPv4, 41 IPv6; the packet must agree.
+	if len(inner) == 0 || (nh == 4) != (inner[0]>>4 == 4) {
+		r.drops.add(DropNextHeader)
+		return nil, nil
+	}
+	return r.checkInner(st, p, inner), p
+}
+
+// decapVXLAN handles one VXLAN datagram: header as Linux checks it, the
+// sender must be a peer, ARP requests for our addresses are answered, and
+// IP frames addressed to our MAC (or broadcast) are passed on.
+func (r *Router) decapVXLAN(st *snapshot, s *ingressState, m *udp.Msg) ([]byte, *Peer) {
+	payload := m.Buf[:m.N]
+	var h vxlan.Header
+	if err := h.Parse(payload); err != nil {
+		if errors.Is(err, vxlan.ErrShort) {
+			r.drops.add(DropTruncated)
+		} else {
+			r.drops.add(DropBadVXLAN)
+		}
+		return nil, nil
+	}
+	if h.VNI != r.cfg.VNI {
+		r.drops.add(DropBadVXLAN)
+		return nil, nil
+	}
+	p, ok := st.byAddr[m.Addr.Addr().Unmap()]
+	if !ok {
+		r.drops.add(DropUnknownPeer)
+		return nil, nil
+	}
+	frame := payload[vxlan.HeaderLen:]
+	var eth packet.Eth
+	if err := eth.Parse(frame); err != nil {
+		r.drops.add(DropTruncated)
+		return nil, nil
+	}
+	if eth.Dst != r.cfg.MAC && eth.Dst != packet.BroadcastMAC {
+		r.drops.add(DropNotForUs)
+		return nil, nil
+	}
+	body := frame[packet.EthHeaderLen:]
+	switch eth.Type {
+	case packet.EtherTypeARP:
+		r.answerARP(st, s, p, m, eth, body)
+		return nil, nil
+	case packet.EtherTypeIPv4, packet.EtherTypeIPv6:
+		return r.checkInner(st, p, body), p
+	}
+	r.drops.add(DropNotForUs)
+	return nil, nil
+}
+
+// checkInner validates the decapsulated packet, trims link-layer padding,
+// and enforces that the source belongs to the sending peer (no spoofing one
+// peer's containers from another) and the destination is ours (no relaying
+// through this host). It returns nil after counting a drop.
+func (r *Router) checkInner(st *snapshot, p *Peer, inner []byte) []byte {
+	var ip packet.IP
+	if err := ip.Parse(inner); err != nil {
+		if errors.Is(err, packet.ErrShort) {
+			r.drops.add(DropTruncated)
+		} else {
+			r.drops.add(DropMalformed)
+		}
+		return nil
+	}
+	if owner, ok := st.fib.Lookup(ip.Src); !ok || owner != p {
+		r.drops.add(DropSpoofed)
+		return nil
+	}
+	if _, ok := st.local.Lookup(ip.Dst); !ok {
+		r.drops.add(DropNotForUs)
+		return nil
+	}
+	return inner[:ip.TotalLen]
+}
+
+// answerARP replies to an ARP request that arrived over VXLAN (a kernel VTEP
+// without a static neighbour entry asks for our containers) when the target
+// is one of ours: a local prefix or the TUN's own address (RFC 826).
+func (r *Router) answerARP(st *snapshot, s *ingressState, p *Peer, m *udp.Msg, eth packet.Eth, body []byte) {
+	var req packet.ARP
+	if err := req.Parse(body); err != nil || req.Op != packet.ARPRequest {
+		r.drops.add(DropNotForUs)
+		return
+	}
+	if _, ok := st.local.Lookup(req.TargetIP); !ok {
+		r.drops.add(DropNotForUs)
+		return
+	}
+	b := s.arp[:0]
+	b = vxlan.Header{VNI: r.cfg.VNI}.Append(b)
+	b = b[:vxlan.HeaderLen+packet.EthHeaderLen]
+	packet.PutEth(b[vxlan.HeaderLen:], eth.Src, r.cfg.MAC, packet.EtherTypeARP)
+	b = packet.AppendARPReply(b, &req, r.cfg.MAC)
+	// Reply to the VTEP's own port (the kernel listens on the VXLAN port,
+	// not on the flow-hashed source port it sent from).
+	if err := r.conn.WriteTo(b, p.Underlay); err != nil {
+		r.drops.add(DropSend)
+	}
+}

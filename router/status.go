@@ -1,0 +1,50 @@
+package router
+
+// Status is a snapshot of the router for the control socket (`drover status
+// -o json`, tests, `drover lab`). Field names are part of the JSON API:
+// only add fields.
+type Status struct {
+	Node          string       `json:"node"`
+	Encapsulation string       `json:"encapsulation"`
+	Cipher        string       `json:"cipher,omitempty"`
+	TUN           string       `json:"tun"`
+	TUNMTU        int          `json:"tun_mtu"`
+	UnderlayMTU   int          `json:"underlay_mtu"`
+	Listen        string       `json:"listen"`
+	Peers         []PeerStatus `json:"peers"`
+	// Drops counts packets the router could not deliver, by reason
+	// (DropReason.String()). Every reason is present, zero or not.
+	Drops map[string]uint64 `json:"drops"`
+	// Egress and ingress totals (packets moved TUN→UDP and UDP→TUN).
+	TxPackets uint64 `json:"tx_packets"`
+	TxBytes   uint64 `json:"tx_bytes"`
+	RxPackets uint64 `json:"rx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
+	// ICMP errors sent back into the TUN (too big for the tunnel).
+	ICMPSent uint64 `json:"icmp_sent"`
+	// Non-ESP traffic seen on the ESP port (RFC 3948).
+	Keepalives uint64 `json:"keepalives"`
+	NonESP     uint64 `json:"non_esp"`
+}
+
+// PeerStatus is one peer.
+type PeerStatus struct {
+	Name      string    `json:"name"`
+	Underlay  string    `json:"underlay"`
+	Prefixes  []string  `json:"prefixes"`
+	TunnelMTU int       `json:"tunnel_mtu"`
+	TxPackets uint64    `json:"tx_packets"`
+	TxBytes   uint64    `json:"tx_bytes"`
+	RxPackets uint64    `json:"rx_packets"`
+	RxBytes   uint64    `json:"rx_bytes"`
+	SAOut     *SAStatus `json:"sa_out,omitempty"`
+	SAIn      *SAStatus `json:"sa_in,omitempty"`
+}
+
+// SAStatus is one ESP security association.
+type SAStatus struct {
+	SPI        uint32 `json:"spi"`
+	Packets    uint64 `json:"packets"`
+	Bytes      uint64 `json:"bytes"`
+	AgeSeconds int64  `json:"age_seconds"`
+}

@@ -1,0 +1,324 @@
+//go:build linux
+
+package udp
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// oobSize is the control-message room kept per datagram. Nothing uses it
+// yet; it is there so UDP_GRO (receive: a cmsg with the segment size) and
+// UDP_SEGMENT (send) can be added without reshaping the scratch. Each of
+// those is one cmsg of an int or uint16, CmsgSpace(4) = 24 bytes on 64-bit
+// targets; 64 leaves room for a second (IP_PKTINFO is 32).
+const oobSize = 64
+
+// scratch is one direction's preallocated system-call arguments: slot i of
+// hdrs always points at iovs[i], names[i] and oob[i*oobSize:], so a batch
+// only rewrites lengths and buffer pointers. Addresses of both families are
+// stored in RawSockaddrInet6 slots, the larger of the two.
+type scratch struct {
+	hdrs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6
+	oob   []byte
+}
+
+func (s *scratch) init(n int) {
+	s.hdrs = make([]unix.Mmsghdr, n)
+	s.iovs = make([]unix.Iovec, n)
+	s.names = make([]unix.RawSockaddrInet6, n)
+	s.oob = make([]byte, n*oobSize)
+	for i := range s.hdrs {
+		h := &s.hdrs[i].Hdr
+		h.Iov = &s.iovs[i]
+		h.SetIovlen(1)
+		h.Name = (*byte)(unsafe.Pointer(&s.names[i]))
+		h.Control = &s.oob[i*oobSize]
+	}
+}
+
+// release drops the references to the caller's buffers taken for slots
+// [0, n), so the Conn does not keep them alive after the call returns.
+func (s *scratch) release(n int) {
+	for i := range n {
+		s.iovs[i].Base = nil
+	}
+}
+
+// rxBatch is ReadBatch's state. fn is the recvmmsg callback handed to
+// RawConn.Read; it is a method value made once, so a call allocates
+// nothing, and it talks to ReadBatch through the fields below.
+type rxBatch struct {
+	scratch
+	busy  atomic.Bool
+	fn    func(fd uintptr) bool
+	n     int           // in: slots prepared
+	got   int           // out: datagrams received
+	errno syscall.Errno // out: hard error from recvmmsg
+	zones map[uint32]string
+}
+
+func (rx *rxBatch) init(n int) {
+	rx.scratch.init(n)
+	rx.fn = rx.recv
+	rx.zones = make(map[uint32]string)
+}
+
+// prepare points the first min(len(msgs), batch size) slots at msgs' buffers.
+func (rx *rxBatch) prepare(msgs []Msg) int {
+	n := min(len(msgs), len(rx.hdrs))
+	for i := range n {
+		b := msgs[i].Buf
+		rx.iovs[i].Base = unsafe.SliceData(b)
+		rx.iovs[i].SetLen(len(b))
+		h := &rx.hdrs[i]
+		h.Hdr.Namelen = unix.SizeofSockaddrInet6
+		h.Hdr.SetControllen(oobSize) // the kernel shrinks it to what it wrote
+		h.Hdr.Flags = 0
+		h.Len = 0
+	}
+	rx.n, rx.got, rx.errno = n, 0, 0
+	return n
+}
+
+// recv runs inside RawConn.Read. The socket is non-blocking (Go made it
+// so), so recvmmsg takes what is queued and returns; EAGAIN before the
+// first datagram means "park me until readable", which returning false
+// asks the netpoller to do.
+func (rx *rxBatch) recv(fd uintptr) bool {
+	for {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd,
+			uintptr(unsafe.Pointer(&rx.hdrs[0])), uintptr(rx.n), 0, 0, 0)
+		switch e {
+		case 0:
+			if r == 0 {
+				return false // nothing after all; wait rather than return an empty batch
+			}
+			rx.got = int(r)
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			rx.errno = e
+			return true
+		}
+	}
+}
+
+// finish copies the kernel's results into msgs (one per received datagram).
+func (rx *rxBatch) finish(msgs []Msg) {
+	for i := range msgs {
+		h := &rx.hdrs[i]
+		m := &msgs[i]
+		m.N = int(h.Len)
+		m.Truncated = h.Hdr.Flags&unix.MSG_TRUNC != 0
+		m.Addr = rx.addr(&rx.names[i])
+	}
+}
+
+// addr decodes a source sockaddr. IPv4-mapped sources (IPv4 peers of a
+// dual-stack socket) are unmapped, so a peer has one address whichever
+// socket it reached.
+func (rx *rxBatch) addr(sa *unix.RawSockaddrInet6) netip.AddrPort {
+	switch sa.Family {
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), getPort(&sa4.Port))
+	case unix.AF_INET6:
+		a := netip.AddrFrom16(sa.Addr)
+		if a.Is4In6() {
+			a = a.Unmap()
+		} else if sa.Scope_id != 0 {
+			a = a.WithZone(rx.zone(sa.Scope_id))
+		}
+		return netip.AddrPortFrom(a, getPort(&sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// zone returns the zone name for an interface index, cached: looking it up
+// allocates and asks the kernel, which must not happen per packet.
+func (rx *rxBatch) zone(index uint32) string {
+	if z, ok := rx.zones[index]; ok {
+		return z
+	}
+	z := zoneName(index)
+	rx.zones[index] = z
+	return z
+}
+
+// zoneName names interface index as netip and net do: the interface name,
+// or the decimal index if it has none (any more).
+func zoneName(index uint32) string {
+	if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
+		return ifi.Name
+	}
+	return strconv.FormatUint(uint64(index), 10)
+}
+
+// txBatch is WriteBatch's state, shaped like rxBatch. Messages that cannot
+// be sent are left out of the slots, so idx maps a slot back to its
+// message in msgs.
+type txBatch struct {
+	scratch
+	busy   atomic.Bool
+	fn     func(fd uintptr) bool
+	idx    []int
+	family int
+	v6only bool
+	scopes map[string]uint32
+
+	msgs   []Msg // in: the chunk being sent (borrowed until release)
+	n      int   // in: slots prepared
+	start  int   // progress: first slot not yet handed to the kernel
+	sent   int   // out: messages sent
+	err    error // out: error of the lowest-indexed failed message
+	errIdx int   // index in msgs of err's message
+}
+
+func (tx *txBatch) init(n, family int, v6only bool) {
+	tx.scratch.init(n)
+	tx.fn = tx.send
+	tx.idx = make([]int, n)
+	tx.family, tx.v6only = family, v6only
+	tx.scopes = make(map[string]uint32)
+}
+
+// prepare fills one slot per sendable message of msgs (at most the batch
+// size) and fails the others. Every message starts with N = -1.
+func (tx *txBatch) prepare(msgs []Msg) {
+	tx.msgs = msgs
+	tx.n, tx.start, tx.sent, tx.err, tx.errIdx = 0, 0, 0, nil, len(msgs)
+	for i := range msgs {
+		m := &msgs[i]
+		m.N = -1
+		k := tx.n
+		namelen, err := tx.putAddr(&tx.names[k], m.Addr)
+		if err != nil {
+			tx.fail(i, err)
+			continue
+		}
+		tx.iovs[k].Base = unsafe.SliceData(m.Buf)
+		tx.iovs[k].SetLen(len(m.Buf))
+		h := &tx.hdrs[k]
+		h.Hdr.Namelen = namelen
+		h.Hdr.SetControllen(0) // no cmsgs yet; the kernel ignores Control then
+		h.Hdr.Flags = 0
+		h.Len = 0
+		tx.idx[k] = i
+		tx.n++
+	}
+}
+
+func (tx *txBatch) fail(i int, err error) {
+	if i < tx.errIdx {
+		tx.err, tx.errIdx = err, i
+	}
+}
+
+// send runs inside RawConn.Write. sendmmsg stops at the first message the
+// kernel refuses and reports only how many went before it (the error is
+// lost if that is not zero), so a short count means "call again from
+// there": the refused message then comes first and its error is returned,
+// and it is skipped. EAGAIN (socket buffer full) parks the goroutine until
+// writable; RawConn.Write then calls send again, which resumes at start.
+func (tx *txBatch) send(fd uintptr) bool {
+	for tx.start < tx.n {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd,
+			uintptr(unsafe.Pointer(&tx.hdrs[tx.start])), uintptr(tx.n-tx.start), 0, 0, 0)
+		if e == 0 && r == 0 {
+			e = unix.EIO // cannot happen for vlen > 0; never spin on it
+		}
+		switch e {
+		case 0:
+			for k := tx.start; k < tx.start+int(r); k++ {
+				tx.msgs[tx.idx[k]].N = int(tx.hdrs[k].Len)
+			}
+			tx.sent += int(r)
+			tx.start += int(r)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			tx.fail(tx.idx[tx.start], e)
+			tx.start++
+		}
+	}
+	return true
+}
+
+func (tx *txBatch) release() {
+	tx.scratch.release(tx.n)
+	tx.msgs = nil
+}
+
+// putAddr writes the sockaddr for destination ap into sa and returns its
+// length. An IPv4 socket takes IPv4 and IPv4-mapped destinations; an IPv6
+// socket takes IPv6 ones and, unless it is IPv6-only, IPv4 ones in their
+// mapped form (RFC 4291 §2.5.5.2), which is how a dual-stack socket sends
+// IPv4.
+func (tx *txBatch) putAddr(sa *unix.RawSockaddrInet6, ap netip.AddrPort) (uint32, error) {
+	a := ap.Addr()
+	if tx.family == unix.AF_INET {
+		if !a.Is4() && !a.Is4In6() {
+			return 0, ErrAddrFamily
+		}
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		*sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.Unmap().As4()}
+		putPort(&sa4.Port, ap.Port())
+		return unix.SizeofSockaddrInet4, nil
+	}
+	if !a.IsValid() || (tx.v6only && (a.Is4() || a.Is4In6())) {
+		return 0, ErrAddrFamily
+	}
+	var scope uint32
+	if z := a.Zone(); z != "" && !a.Is4In6() {
+		var ok bool
+		if scope, ok = tx.scope(z); !ok {
+			return 0, ErrZone
+		}
+	}
+	*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.As16(), Scope_id: scope}
+	putPort(&sa.Port, ap.Port())
+	return unix.SizeofSockaddrInet6, nil
+}
+
+// scope returns the interface index for an IPv6 zone, cached (see
+// rxBatch.zone). The cache is never invalidated: a zone names the
+// interface it named when first used.
+func (tx *txBatch) scope(zone string) (uint32, bool) {
+	if s, ok := tx.scopes[zone]; ok {
+		return s, true
+	}
+	var s uint32
+	if ifi, err := net.InterfaceByName(zone); err == nil {
+		s = uint32(ifi.Index)
+	} else if v, err := strconv.ParseUint(zone, 10, 32); err == nil && v != 0 {
+		s = uint32(v)
+	} else {
+		return 0, false
+	}
+	tx.scopes[zone] = s
+	return s, true
+}
+
+// Ports in sockaddrs are in network byte order.
+func getPort(p *uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+func putPort(p *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	b[0], b[1] = byte(port>>8), byte(port)
+}

@@ -1,0 +1,414 @@
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/drovernet/drover/cmd/drover/config"
+	"github.com/drovernet/drover/crypto/esp"
+)
+
+// LabOptions shape a lab. The zero value is the default lab: 3 hosts with 2
+// containers each, ESP with AES-128-GCM, a 1500-byte underlay.
+type LabOptions struct {
+	// Hosts is the number of hosts, 1..250. Default 3.
+	Hosts int
+	// Containers is the number of containers per host, 1..253. Default 2.
+	Containers int
+	// Encapsulation is "esp" (default) or "vxlan".
+	Encapsulation string
+	// Cipher is the ESP AEAD (esp only). Default aes-128-gcm.
+	Cipher string
+	// VNI is the VXLAN network identifier (vxlan only). 0: the router's default.
+	VNI uint32
+	// UnderlayMTU is the MTU of the underlay links. Default 1500.
+	UnderlayMTU int
+	// ContainerMTU is the MTU of the containers' interfaces (and so of the
+	// hosts' bridges). 0: the tunnel MTU, as the CNI plugin sets it, so
+	// nothing depends on path MTU discovery.
+	ContainerMTU int
+	// Tag names everything the lab creates (Prefix+Tag+"-..."): 1-4
+	// characters, a-z and 0-9. Two labs with different tags never collide.
+	// Default "lab".
+	Tag string
+	// Bin is the drover binary the routers run. Empty: BuildDrover.
+	Bin string
+	// Dir holds the routers' configs, logs, control sockets and state.
+	// Empty: a temporary directory, removed by Close.
+	Dir string
+	// Log receives the lab's progress. Nil: discarded.
+	Log *slog.Logger
+}
+
+// Default fills in every unset option.
+func (o *LabOptions) Default() {
+	if o.Hosts == 0 {
+		o.Hosts = 3
+	}
+	if o.Containers == 0 {
+		o.Containers = 2
+	}
+	if o.Encapsulation == "" {
+		o.Encapsulation = config.EncapESP
+	}
+	if o.Cipher == "" {
+		o.Cipher = config.DefaultCipher
+	}
+	if o.UnderlayMTU == 0 {
+		o.UnderlayMTU = config.DefaultUnderlayMTU
+	}
+	if o.Tag == "" {
+		o.Tag = "lab"
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+var tagRE = regexp.MustCompile(`^[a-z0-9]{1,4}$`)
+
+// Validate checks the options; call after Default.
+func (o *LabOptions) Validate() error {
+	var errs []error
+	if o.Hosts < 1 || o.Hosts > maxHosts {
+		errs = append(errs, fmt.Errorf("hosts: %d is outside 1..%d", o.Hosts, maxHosts))
+	}
+	if o.Containers < 1 || o.Containers > maxContainers {
+		errs = append(errs, fmt.Errorf("containers: %d is outside 1..%d", o.Containers, maxContainers))
+	}
+	switch o.Encapsulation {
+	case config.EncapESP, config.EncapVXLAN:
+	default:
+		errs = append(errs, fmt.Errorf("encapsulation: %q is not one of esp, vxlan", o.Encapsulation))
+	}
+	if _, err := esp.ParseCipher(o.Cipher); err != nil {
+		errs = append(errs, fmt.Errorf("cipher: %w", err))
+	}
+	if o.UnderlayMTU < 576 || o.UnderlayMTU > 65535 {
+		errs = append(errs, fmt.Errorf("underlay MTU: %d is outside 576..65535", o.UnderlayMTU))
+	}
+	if o.ContainerMTU != 0 && (o.ContainerMTU < 576 || o.ContainerMTU > 65535) {
+		errs = append(errs, fmt.Errorf("container MTU: %d is outside 576..65535", o.ContainerMTU))
+	}
+	if !tagRE.MatchString(o.Tag) {
+		errs = append(errs, fmt.Errorf("tag: %q must be 1-%d characters a-z, 0-9 (it goes into interface names)", o.Tag, maxTagLen))
+	}
+	return errors.Join(errs...)
+}
+
+// Lab is a running lab: an underlay namespace with a bridge, hosts each with
+// an uplink, a bridge, containers and a drover router.
+type Lab struct {
+	// Underlay is the namespace holding the underlay bridge.
+	Underlay *NetNS
+	// Hosts are in order: Hosts[i].Index == i+1.
+	Hosts []*Host
+	// Dir holds the routers' configs, logs and control sockets.
+	Dir string
+	// ContainerMTU is the MTU of every container interface.
+	ContainerMTU int
+
+	opts LabOptions
+	tag  string
+	log  *slog.Logger
+
+	undo      undoList
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Host is one lab host.
+type Host struct {
+	Index    int    // from 1
+	Name     string // "h1": the router's node name
+	NS       *NetNS
+	Underlay netip.Addr   // 192.0.2.<Index> on Uplink
+	Prefix   netip.Prefix // 10.42.<Index>.0/24, behind Bridge
+	Gateway  netip.Addr   // 10.42.<Index>.1, the bridge's address
+	Uplink   string       // interface into the underlay bridge
+	Bridge   string       // the containers' bridge
+	// Containers are in order: Containers[i].Ref.Container == i+1.
+	Containers []*Container
+	// Router is the host's `drover run` process; nil until started.
+	Router *Router
+}
+
+// Container is one container: a namespace with eth0 on its host's bridge.
+type Container struct {
+	Ref  ContainerRef
+	Host *Host
+	NS   *NetNS
+	Addr netip.Addr // 10.42.<host>.<container+1>
+}
+
+// ContainerRef names a container by host and container index, both from 1.
+type ContainerRef struct{ Host, Container int }
+
+// String is "h<host>c<container>", as in the lab's names and tables.
+func (r ContainerRef) String() string { return fmt.Sprintf("h%dc%d", r.Host, r.Container) }
+
+// NewLab builds a lab and starts its routers. On failure, and when ctx ends
+// during the build, it removes everything it had made before returning the
+// error; on success the caller must Close the lab.
+func NewLab(ctx context.Context, opts LabOptions) (lab *Lab, err error) {
+	opts.Default()
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("lab options: %w", err)
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("lab: needs root to create network namespaces")
+	}
+	l := &Lab{opts: opts, tag: opts.Tag, log: opts.Log.With("component", "lab", "tag", opts.Tag)}
+	l.ContainerMTU = opts.ContainerMTU
+	if l.ContainerMTU == 0 {
+		l.ContainerMTU = config.TunnelMTU(opts.Encapsulation, opts.UnderlayMTU, false)
+	}
+	defer func() {
+		if err != nil {
+			if cerr := l.Close(); cerr != nil {
+				err = fmt.Errorf("%w (and removing the partial lab: %v)", err, cerr)
+			}
+			lab = nil
+		}
+	}()
+	if err := l.build(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Lab) build(ctx context.Context) error {
+	start := time.Now()
+	cfgs, err := labConfigs(l.opts)
+	if err != nil {
+		return err
+	}
+	bin := l.opts.Bin
+	if bin == "" {
+		if bin, err = BuildDrover(); err != nil {
+			return err
+		}
+	}
+	l.Dir = l.opts.Dir
+	if l.Dir == "" {
+		if l.Dir, err = os.MkdirTemp("", Prefix+l.tag+"-"); err != nil {
+			return err
+		}
+		dir := l.Dir
+		l.undo.push("remove "+dir, func() error { return os.RemoveAll(dir) })
+	}
+
+	if err := l.buildUnderlay(); err != nil {
+		return err
+	}
+	for h := 1; h <= l.opts.Hosts; h++ {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("lab setup: %w", err)
+		}
+		host, err := l.buildHost(h)
+		if err != nil {
+			return err
+		}
+		l.Hosts = append(l.Hosts, host)
+		for c := 1; c <= l.opts.Containers; c++ {
+			ctr, err := l.buildContainer(host, c)
+			if err != nil {
+				return err
+			}
+			host.Containers = append(host.Containers, ctr)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("lab setup: %w", err)
+	}
+	l.log.Info("namespaces ready", "hosts", len(l.Hosts), "containers", l.opts.Containers, "took", time.Since(start).Round(time.Millisecond))
+
+	// Routers start in parallel: each waits for its control socket, and
+	// that wait dominates the setup time.
+	l.undo.push("stop routers", l.stopRouters)
+	errs := make([]error, len(l.Hosts))
+	var wg sync.WaitGroup
+	for i, host := range l.Hosts {
+		wg.Go(func() {
+			r, err := StartRouter(ctx, bin, host.NS, cfgs[i], l.Dir)
+			if err != nil {
+				errs[i] = fmt.Errorf("host %s: %w", host.Name, err)
+				return
+			}
+			host.Router = r
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("lab setup: %w", err)
+	}
+	l.log.Info("lab up", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// stopRouters stops every started router at once (SIGTERM, then SIGKILL
+// after 10 s) and reports the ones that did not exit cleanly.
+func (l *Lab) stopRouters() error {
+	errs := make([]error, len(l.Hosts))
+	var wg sync.WaitGroup
+	for i, host := range l.Hosts {
+		if host.Router == nil {
+			continue
+		}
+		wg.Go(func() {
+			if err := host.Router.Stop(); err != nil {
+				errs[i] = fmt.Errorf("router %s: %w\n%s", host.Name, err, host.Router.LogTail(10))
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Close stops the routers and removes every namespace, link and file the lab
+// made, in the reverse order of creation. It is safe to call more than once
+// and after a failed NewLab; it returns the problems it met (a router that
+// did not exit cleanly, a namespace that could not be removed) but always
+// goes through the whole list.
+func (l *Lab) Close() error {
+	l.closeOnce.Do(func() {
+		start := time.Now()
+		l.closeErr = l.undo.run()
+		l.log.Info("lab removed", "took", time.Since(start).Round(time.Millisecond), "err", l.closeErr)
+	})
+	return l.closeErr
+}
+
+// Containers lists every container, host by host.
+func (l *Lab) Containers() []*Container {
+	var out []*Container
+	for _, h := range l.Hosts {
+		out = append(out, h.Containers...)
+	}
+	return out
+}
+
+// Container returns the container ref names.
+func (l *Lab) Container(ref ContainerRef) (*Container, error) {
+	if ref.Host < 1 || ref.Host > len(l.Hosts) || ref.Container < 1 || ref.Container > len(l.Hosts[ref.Host-1].Containers) {
+		return nil, fmt.Errorf("lab has no container %s", ref)
+	}
+	return l.Hosts[ref.Host-1].Containers[ref.Container-1], nil
+}
+
+// Options returns the lab's options with defaults filled in.
+func (l *Lab) Options() LabOptions { return l.opts }
+
+// labConfigs builds each host's router configuration: a full mesh of static
+// peers. For esp every ordered pair of hosts gets fresh random key material
+// and an SPI that is unique at the receiver (0x1000 + 0x100*dst + src); the
+// sender's outbound SA is the receiver's inbound SA, as with manual keying
+// through `ip xfrm state`.
+func labConfigs(opts LabOptions) ([]*config.Config, error) {
+	n := opts.Hosts
+	var keys [][]string // keys[src][dst], hex
+	if opts.Encapsulation == config.EncapESP {
+		cipher, err := esp.ParseCipher(opts.Cipher)
+		if err != nil {
+			return nil, fmt.Errorf("cipher: %w", err)
+		}
+		keys = make([][]string, n+1)
+		for src := 1; src <= n; src++ {
+			keys[src] = make([]string, n+1)
+			for dst := 1; dst <= n; dst++ {
+				if src == dst {
+					continue
+				}
+				k := make([]byte, cipher.KeyLen())
+				if _, err := rand.Read(k); err != nil {
+					return nil, err
+				}
+				keys[src][dst] = hex.EncodeToString(k)
+			}
+		}
+	}
+	spi := func(src, dst int) uint32 { return uint32(0x1000 + 0x100*dst + src) }
+
+	cfgs := make([]*config.Config, n)
+	for h := 1; h <= n; h++ {
+		c := &config.Config{
+			Node: config.Node{
+				Name:     fmt.Sprintf("h%d", h),
+				Underlay: underlayAddr(h).String(),
+				TUN:      config.DefaultTUN,
+				Prefixes: []string{hostPrefix(h).String()},
+			},
+			Encapsulation: opts.Encapsulation,
+			Cipher:        opts.Cipher,
+			VNI:           opts.VNI,
+			Log:           config.Log{Level: "info", Format: "text"},
+		}
+		for p := 1; p <= n; p++ {
+			if p == h {
+				continue
+			}
+			peer := config.Peer{
+				Name:     fmt.Sprintf("h%d", p),
+				Underlay: underlayAddr(p).String(),
+				Prefixes: []string{hostPrefix(p).String()},
+			}
+			if keys != nil {
+				peer.SA = &config.SAPair{
+					Out: config.SA{SPI: spi(h, p), Key: keys[h][p]},
+					In:  config.SA{SPI: spi(p, h), Key: keys[p][h]},
+				}
+			}
+			c.Peers = append(c.Peers, peer)
+		}
+		c.Default()
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("router config h%d: %w", h, err)
+		}
+		cfgs[h-1] = c
+	}
+	return cfgs, nil
+}
+
+// undoList is what Close runs: every step of the build pushes its inverse.
+type undoList struct {
+	mu    sync.Mutex
+	steps []undoStep
+}
+
+type undoStep struct {
+	what string
+	fn   func() error
+}
+
+func (u *undoList) push(what string, fn func() error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.steps = append(u.steps, undoStep{what, fn})
+}
+
+// run pops and runs every step, newest first, and joins their errors.
+func (u *undoList) run() error {
+	u.mu.Lock()
+	steps := u.steps
+	u.steps = nil
+	u.mu.Unlock()
+	var errs []error
+	for i := len(steps) - 1; i >= 0; i-- {
+		if err := steps[i].fn(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", steps[i].what, err))
+		}
+	}
+	return errors.Join(errs...)
+}

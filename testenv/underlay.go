@@ -1,0 +1,268 @@
+package testenv
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Lab addressing. The underlay is TEST-NET-1 (RFC 5737), so nothing in a lab
+// can be mistaken for a real network; containers live in drover's default
+// cluster CIDR 10.42.0.0/16, one /24 per host.
+var (
+	underlayNet = netip.MustParsePrefix("192.0.2.0/24")
+	clusterNet  = netip.MustParsePrefix("10.42.0.0/16")
+)
+
+// Limits that keep every address inside its /24 and every interface name
+// within IFNAMSIZ-1 (15 bytes): "drv-" + tag(4) + "-h250" is 13.
+const (
+	maxHosts      = 250
+	maxContainers = 253 // .2 .. .254; .1 is the host's bridge
+	maxTagLen     = 4
+)
+
+// underlayAddr is host h's underlay address, 192.0.2.<h>.
+func underlayAddr(h int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(h)}) }
+
+// hostPrefix is host h's container block, 10.42.<h>.0/24.
+func hostPrefix(h int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 42, byte(h), 0}), 24)
+}
+
+// hostGateway is host h's bridge address, 10.42.<h>.1: the containers'
+// default gateway.
+func hostGateway(h int) netip.Addr { return netip.AddrFrom4([4]byte{10, 42, byte(h), 1}) }
+
+// containerAddr is container c (from 1) of host h: 10.42.<h>.<c+1>.
+func containerAddr(h, c int) netip.Addr { return netip.AddrFrom4([4]byte{10, 42, byte(h), byte(c + 1)}) }
+
+// Names. Namespaces are Prefix+tag+"-"+role, so Sweep(tag+"-") removes
+// exactly one lab's leftovers even when another lab's tag starts with this
+// one. Interfaces also carry Prefix+tag even inside the lab's own namespaces,
+// so any that ever leaked would be recognisable.
+func (l *Lab) nsName(role string) string { return Prefix + l.tag + "-" + role }
+func (l *Lab) ifName(role string) string { return Prefix + l.tag + "-" + role }
+
+// containerIf is the container's side of its veth, named as a container
+// runtime would name it.
+const containerIf = "eth0"
+
+// sysctl is one /proc/sys setting; optional ones may be missing (IPv6
+// disabled at boot) without failing the lab.
+type sysctl struct {
+	key, val string
+	optional bool
+}
+
+// IPv6 is switched off in every lab namespace: the lab is IPv4-only, and
+// router solicitations, DAD and MLD reports would otherwise reach the TUN
+// device and show up as drops that have nothing to do with the test.
+var noIPv6 = []sysctl{
+	{"net/ipv6/conf/all/disable_ipv6", "1", true},
+	{"net/ipv6/conf/default/disable_ipv6", "1", true},
+}
+
+// setSysctls writes the settings inside ns: /proc/sys/net resolves against
+// the network namespace of the writing thread, which NetNS.Do provides.
+func setSysctls(ns *NetNS, settings ...sysctl) error {
+	return ns.Do(func() error {
+		for _, s := range settings {
+			err := os.WriteFile("/proc/sys/"+s.key, []byte(s.val), 0)
+			if err != nil && !(s.optional && errors.Is(err, fs.ErrNotExist)) {
+				return fmt.Errorf("netns %s: sysctl %s=%s: %w", ns.Name, s.key, s.val, err)
+			}
+		}
+		return nil
+	})
+}
+
+// withNetlink runs fn with a netlink handle bound to ns.
+func withNetlink(ns *NetNS, fn func(h *netlink.Handle) error) error {
+	h, err := ns.Netlink()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if err := fn(h); err != nil {
+		return fmt.Errorf("netns %s: %w", ns.Name, err)
+	}
+	return nil
+}
+
+// newNS creates a lab namespace, registers its removal and applies the
+// sysctls every lab namespace gets.
+func (l *Lab) newNS(role string, extra ...sysctl) (*NetNS, error) {
+	ns, err := CreateNetNS(l.nsName(role))
+	if err != nil {
+		return nil, err
+	}
+	l.undo.push("remove netns "+ns.Name, ns.Close)
+	if err := setSysctls(ns, append(noIPv6, extra...)...); err != nil {
+		return nil, err
+	}
+	return ns, nil
+}
+
+// addBridge creates an up bridge named name in the handle's namespace.
+// Multicast snooping is off: the lab has no multicast, and the querier's
+// timers only add noise.
+func addBridge(h *netlink.Handle, name string) (netlink.Link, error) {
+	off := false
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}, MulticastSnooping: &off}
+	if err := h.LinkAdd(br); err != nil {
+		return nil, fmt.Errorf("add bridge %s: %w", name, err)
+	}
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", name, err)
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("bridge %s up: %w", name, err)
+	}
+	return link, nil
+}
+
+// addVeth creates a veth pair whose side name is in ns and whose side peer is
+// created directly in peerNS (never in the caller's namespace, so a crash
+// mid-way cannot leave links behind in the root namespace), with the given
+// MTU on both sides. It attaches peer to the bridge named bridge in peerNS
+// and sets both sides up.
+func addVeth(ns *NetNS, name string, peerNS *NetNS, peer, bridge string, mtu int) error {
+	err := withNetlink(ns, func(h *netlink.Handle) error {
+		v := &netlink.Veth{
+			LinkAttrs:     netlink.LinkAttrs{Name: name, MTU: mtu},
+			PeerName:      peer,
+			PeerNamespace: netlink.NsFd(int(peerNS.Handle())),
+		}
+		if err := h.LinkAdd(v); err != nil {
+			return fmt.Errorf("add veth %s (peer %s in %s): %w", name, peer, peerNS.Name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return withNetlink(peerNS, func(h *netlink.Handle) error {
+		link, err := h.LinkByName(peer)
+		if err != nil {
+			return fmt.Errorf("veth %s: %w", peer, err)
+		}
+		br, err := h.LinkByName(bridge)
+		if err != nil {
+			return fmt.Errorf("bridge %s: %w", bridge, err)
+		}
+		if err := h.LinkSetMaster(link, br); err != nil {
+			return fmt.Errorf("attach %s to %s: %w", peer, bridge, err)
+		}
+		if err := h.LinkSetUp(link); err != nil {
+			return fmt.Errorf("veth %s up: %w", peer, err)
+		}
+		return nil
+	})
+}
+
+// addrUp assigns addr/bits to the named link and sets it up.
+func addrUp(h *netlink.Handle, name string, addr netip.Prefix) (netlink.Link, error) {
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("link %s: %w", name, err)
+	}
+	a, err := netlink.ParseAddr(addr.String())
+	if err != nil {
+		return nil, err
+	}
+	if err := h.AddrAdd(link, a); err != nil {
+		return nil, fmt.Errorf("%s: add address %s: %w", name, addr, err)
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("%s up: %w", name, err)
+	}
+	return link, nil
+}
+
+// buildUnderlay creates the underlay namespace and its bridge, which every
+// host's uplink joins: one flat L2 segment, 192.0.2.0/24.
+func (l *Lab) buildUnderlay() error {
+	ns, err := l.newNS("ul")
+	if err != nil {
+		return err
+	}
+	l.Underlay = ns
+	return withNetlink(ns, func(h *netlink.Handle) error {
+		_, err := addBridge(h, l.ifName("ul"))
+		return err
+	})
+}
+
+// buildHost creates host h: its namespace (IPv4 forwarding on), an uplink
+// veth into the underlay bridge with 192.0.2.<h>/24, and a bridge with
+// 10.42.<h>.1/24 for its containers.
+func (l *Lab) buildHost(h int) (*Host, error) {
+	ns, err := l.newNS(fmt.Sprintf("h%d", h), sysctl{key: "net/ipv4/ip_forward", val: "1"})
+	if err != nil {
+		return nil, err
+	}
+	host := &Host{
+		Index:    h,
+		Name:     fmt.Sprintf("h%d", h),
+		NS:       ns,
+		Underlay: underlayAddr(h),
+		Prefix:   hostPrefix(h),
+		Gateway:  hostGateway(h),
+		Uplink:   l.ifName("up"),
+		Bridge:   l.ifName("br"),
+	}
+	if err := addVeth(ns, host.Uplink, l.Underlay, l.ifName(fmt.Sprintf("h%d", h)), l.ifName("ul"), l.opts.UnderlayMTU); err != nil {
+		return nil, err
+	}
+	err = withNetlink(ns, func(nl *netlink.Handle) error {
+		if _, err := addrUp(nl, host.Uplink, netip.PrefixFrom(host.Underlay, underlayNet.Bits())); err != nil {
+			return err
+		}
+		if _, err := addBridge(nl, host.Bridge); err != nil {
+			return err
+		}
+		_, err := addrUp(nl, host.Bridge, netip.PrefixFrom(host.Gateway, hostPrefix(h).Bits()))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return host, nil
+}
+
+// buildContainer creates container c of host: a namespace whose eth0 is a
+// veth into the host's bridge, 10.42.<h>.<c+1>/24, default route via the
+// bridge. The bridge takes the MTU of its ports, so the containers' MTU is
+// also the bridge's.
+func (l *Lab) buildContainer(host *Host, c int) (*Container, error) {
+	ref := ContainerRef{Host: host.Index, Container: c}
+	ns, err := l.newNS(ref.String())
+	if err != nil {
+		return nil, err
+	}
+	ctr := &Container{Ref: ref, Host: host, NS: ns, Addr: containerAddr(host.Index, c)}
+	if err := addVeth(ns, containerIf, host.NS, l.ifName(fmt.Sprintf("c%d", c)), host.Bridge, l.ContainerMTU); err != nil {
+		return nil, err
+	}
+	err = withNetlink(ns, func(nl *netlink.Handle) error {
+		link, err := addrUp(nl, containerIf, netip.PrefixFrom(ctr.Addr, host.Prefix.Bits()))
+		if err != nil {
+			return err
+		}
+		gw := host.Gateway.AsSlice()
+		if err := nl.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw}); err != nil {
+			return fmt.Errorf("default route via %s: %w", host.Gateway, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ctr, nil
+}

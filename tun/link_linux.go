@@ -1,0 +1,113 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Configure sets the interface's MTU, adds the addresses (as host routes:
+// /32 or /128, so the device claims no subnet) and brings it up.
+func Configure(name string, mtu int, addrs []netip.Addr) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", name, err)
+	}
+	if err := netlink.LinkSetMTU(l, mtu); err != nil {
+		return fmt.Errorf("link %s: set mtu %d: %w", name, mtu, err)
+	}
+	for _, a := range addrs {
+		ipn := &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
+		addr := &netlink.Addr{IPNet: ipn}
+		if a.Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrReplace(l, addr); err != nil {
+			return fmt.Errorf("link %s: add address %s: %w", name, a, err)
+		}
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("link %s: up: %w", name, err)
+	}
+	return nil
+}
+
+// Route is one route through the TUN device.
+type Route struct {
+	Prefix netip.Prefix
+	Src    netip.Addr // preferred source; invalid for none
+	MTU    int        // route MTU; 0 for the device's
+}
+
+func (r Route) nl(ifindex int) *netlink.Route {
+	bits := r.Prefix.Addr().BitLen()
+	nr := &netlink.Route{
+		LinkIndex: ifindex,
+		Dst:       &net.IPNet{IP: r.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(r.Prefix.Bits(), bits)},
+		Scope:     netlink.SCOPE_LINK,
+		Protocol:  routeProtocol,
+		MTU:       r.MTU,
+	}
+	if r.Src.IsValid() && r.Src.BitLen() == bits {
+		nr.Src = r.Src.AsSlice()
+	}
+	return nr
+}
+
+// routeProtocol marks drover's routes (rtnetlink protocol numbers above 4
+// are free for routing daemons; 0x44 = 'D'), so `ip route show proto 68`
+// lists them.
+const routeProtocol = 0x44
+
+// AddRoute installs (or replaces) r through the named interface.
+func AddRoute(name string, r Route) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", name, err)
+	}
+	if err := netlink.RouteReplace(r.nl(l.Attrs().Index)); err != nil {
+		return fmt.Errorf("route %s dev %s: %w", r.Prefix, name, err)
+	}
+	return nil
+}
+
+// DelRoute removes r; a route that is already gone is not an error.
+func DelRoute(name string, r Route) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil // the device is gone, and its routes with it
+		}
+		return fmt.Errorf("link %s: %w", name, err)
+	}
+	if err := netlink.RouteDel(r.nl(l.Attrs().Index)); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("delete route %s dev %s: %w", r.Prefix, name, err)
+	}
+	return nil
+}
+
+// UnderlayMTU returns the MTU of the interface that holds addr, or 0 when no
+// interface holds it.
+func UnderlayMTU(addr netip.Addr) (int, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return 0, fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		as, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			continue
+		}
+		for _, a := range as {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
+				return l.Attrs().MTU, nil
+			}
+		}
+	}
+	return 0, nil
+}
