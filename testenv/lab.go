@@ -198,6 +198,7 @@ func (l *Lab) build(ctx context.Context) error {
 			return err
 		}
 	}
+	l.opts.Bin = bin
 	l.Dir = l.opts.Dir
 	if l.Dir == "" {
 		if l.Dir, err = os.MkdirTemp("", Prefix+l.tag+"-"); err != nil {
@@ -248,11 +249,13 @@ func (l *Lab) build(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
+	// A router that gave up because ctx ended reports its last probe
+	// error; the cause is the context.
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("lab setup: %w", err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	l.log.Info("lab up", "took", time.Since(start).Round(time.Millisecond))
 	return nil

@@ -13,10 +13,7 @@ import (
 // Lab addressing. The underlay is TEST-NET-1 (RFC 5737), so nothing in a lab
 // can be mistaken for a real network; containers live in drover's default
 // cluster CIDR 10.42.0.0/16, one /24 per host.
-var (
-	underlayNet = netip.MustParsePrefix("192.0.2.0/24")
-	clusterNet  = netip.MustParsePrefix("10.42.0.0/16")
-)
+var underlayNet = netip.MustParsePrefix("192.0.2.0/24")
 
 // Limits that keep every address inside its /24 and every interface name
 // within IFNAMSIZ-1 (15 bytes): "drv-" + tag(4) + "-h250" is 13.
@@ -39,7 +36,9 @@ func hostPrefix(h int) netip.Prefix {
 func hostGateway(h int) netip.Addr { return netip.AddrFrom4([4]byte{10, 42, byte(h), 1}) }
 
 // containerAddr is container c (from 1) of host h: 10.42.<h>.<c+1>.
-func containerAddr(h, c int) netip.Addr { return netip.AddrFrom4([4]byte{10, 42, byte(h), byte(c + 1)}) }
+func containerAddr(h, c int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 42, byte(h), byte(c + 1)})
+}
 
 // Names. Namespaces are Prefix+tag+"-"+role, so Sweep(tag+"-") removes
 // exactly one lab's leftovers even when another lab's tag starts with this

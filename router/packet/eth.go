@@ -24,7 +24,8 @@ var BroadcastMAC = MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 // ParseMAC parses a 48-bit MAC in the usual six-group form with ':' or '-'
 // separators ("02:42:0a:2a:01:01", "02-42-0A-2A-01-01"); each group is two
 // hex digits. Other forms (EUI-64, dotted Cisco) return ErrHeader. It is for
-// configuration, not the packet path, but does not allocate either.
+// configuration, not the packet path, but does not allocate either. On error
+// it returns the zero MAC.
 func ParseMAC(s string) (MAC, error) {
 	var m MAC
 	if len(s) != 17 {
@@ -37,12 +38,12 @@ func ParseMAC(s string) (MAC, error) {
 	for i := range m {
 		j := i * 3
 		if i > 0 && s[j-1] != sep {
-			return m, ErrHeader
+			return MAC{}, ErrHeader
 		}
 		hi, ok1 := unhexDigit(s[j])
 		lo, ok2 := unhexDigit(s[j+1])
 		if !ok1 || !ok2 {
-			return m, ErrHeader
+			return MAC{}, ErrHeader
 		}
 		m[i] = hi<<4 | lo
 	}

@@ -102,7 +102,7 @@ func (p *IP) Parse(b []byte) error {
 		if tl < hl {
 			return ErrHeader
 		}
-		if tl > len(b) {
+		if tl > len(b)+1 {
 			return ErrShort
 		}
 		*p = IP{

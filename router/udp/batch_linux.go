@@ -184,6 +184,8 @@ type txBatch struct {
 	sent   int   // out: messages sent
 	err    error // out: error of the lowest-indexed failed message
 	errIdx int   // index in msgs of err's message
+
+	parked uint64 // times the send buffer was full (EAGAIN); for tests and future counters
 }
 
 func (tx *txBatch) init(n, family int, v6only bool) {
@@ -248,6 +250,7 @@ func (tx *txBatch) send(fd uintptr) bool {
 			tx.start += int(r)
 		case unix.EINTR:
 		case unix.EAGAIN:
+			tx.parked++
 			return false
 		default:
 			tx.fail(tx.idx[tx.start], e)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -68,13 +69,15 @@ func Listen(cfg Config) (*Conn, error) {
 
 // listenTarget maps a configured local address onto the network and address
 // strings of net.ListenConfig, which then picks the socket family: "udp4"
-// for IPv4 (mapped or not), "udp" for the dual-stack wildcard, "udp6" (and
+// for IPv4 (mapped or not), "udp" for the dual-stack wildcards, "udp6" (and
 // so IPV6_V6ONLY) for a specific IPv6 address.
 func listenTarget(local netip.AddrPort) (network, address string) {
 	a, port := local.Addr(), local.Port()
 	switch {
 	case !a.IsValid():
-		return "udp", netip.AddrPortFrom(netip.IPv6Unspecified(), port).String()
+		// No address at all: Go opens a dual-stack socket, or an IPv4 one
+		// where the kernel has no IPv6.
+		return "udp", ":" + strconv.Itoa(int(port))
 	case a.Is4() || a.Is4In6():
 		return "udp4", netip.AddrPortFrom(a.Unmap(), port).String()
 	case a.IsUnspecified() && a.Zone() == "":
@@ -171,8 +174,9 @@ func (c *Conn) Close() error { return c.pc.Close() }
 // netpoller, not in the kernel) until one arrives, and as many more as are
 // already queued, up to len(msgs) and the batch size. It returns how many
 // it received: msgs[:n] have N, Addr and Truncated set; the rest are
-// untouched. Errors are net.ErrClosed after Close (wrapped in *net.OpError)
-// or a raw syscall.Errno from recvmmsg(2).
+// untouched. With len(msgs) == 0 it returns 0, nil at once. Errors are
+// net.ErrClosed after Close (wrapped in *net.OpError) or a raw
+// syscall.Errno from recvmmsg(2).
 //
 // Not safe for concurrent use with itself (it panics if misused); safe
 // alongside one WriteBatch.

@@ -34,9 +34,9 @@ type Config struct {
 	// Local is the address and port to bind. Port 0 picks a free port (see
 	// Conn.LocalAddr). An IPv4 or IPv4-mapped address gives an IPv4 socket;
 	// an IPv6 address gives an IPv6-only socket; the IPv6 unspecified
-	// address "::" or an invalid (zero) address gives a dual-stack socket
-	// that serves both families (falling back to IPv4 if the host has no
-	// IPv6). The caller chooses the port: 4500 for ESP-in-UDP (RFC 3948
+	// address "::" gives a dual-stack socket that serves both families; an
+	// invalid (zero) address does too, or gives an IPv4 socket on a kernel
+	// without IPv6. The caller chooses the port: 4500 for ESP-in-UDP (RFC 3948
 	// §3), 4789 for VXLAN (RFC 7348 §5).
 	Local netip.AddrPort
 	// RecvBuffer and SendBuffer are the socket buffer sizes in bytes

@@ -19,8 +19,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
-
-	"github.com/drovernet/drover/testenv"
 )
 
 //go:embed scripts/kernel-esp-peer.sh
@@ -28,6 +26,11 @@ var espScript []byte
 
 //go:embed scripts/kernel-vxlan-peer.sh
 var vxlanScript []byte
+
+// Prefix starts every namespace and link name the peers create, the same
+// as testenv.Prefix (this package does not import testenv, so that it builds
+// and its own tests run without the daemon's packages).
+const Prefix = "drv-"
 
 const (
 	espScriptName   = "kernel-esp-peer.sh"
@@ -38,9 +41,9 @@ const (
 	// its run directory (the script hostfs-mounts that directory by path).
 	DefaultRunBase = "/var/tmp"
 
-	runDirPattern = testenv.Prefix + "kp-" // run directories: /var/tmp/drv-kp-*
-	ownerFile     = "owner.pid"            // PID of the process that owns a run directory
-	binDir        = "_bin"                 // the scripts; "_" keeps it apart from peer names [a-z0-9]{1,8}
+	runDirPattern = Prefix + "kp-" // run directories: /var/tmp/drv-kp-*
+	ownerFile     = "owner.pid"    // PID of the process that owns a run directory
+	binDir        = "_bin"         // the scripts; "_" keeps it apart from peer names [a-z0-9]{1,8}
 
 	upTimeout   = 2 * time.Minute // UML boots in ~6 s; the script itself gives up after 60 s per phase
 	cmdTimeout  = 90 * time.Second
@@ -120,7 +123,7 @@ func (r *runRoot) run(ctx context.Context, timeout time.Duration, args ...string
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.script, args...)
-	cmd.Env = append(os.Environ(), "IP_PREFIX="+testenv.Prefix, "IP_RUNROOT="+r.dir)
+	cmd.Env = append(os.Environ(), "IP_PREFIX="+Prefix, "IP_RUNROOT="+r.dir)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	// Own process group: on timeout the whole script dies, not just bash.

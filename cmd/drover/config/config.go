@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"regexp"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -216,13 +217,35 @@ func Parse(r io.Reader) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, Errors{{Path: "(file)", Msg: "empty configuration"}}
 		}
-		return nil, Errors{{Path: "(yaml)", Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
+		return nil, yamlErrors(err)
 	}
 	c.Default()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// unknownField matches yaml.v3's message for a key that is not in the struct.
+var unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
+
+// yamlErrors turns a decode error into field errors: an unknown key is
+// named as such, with its line; anything else (bad syntax, a string where a
+// number belongs) keeps yaml's own message, which carries the line.
+func yamlErrors(err error) Errors {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return Errors{{Path: "(yaml)", Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	var es Errors
+	for _, msg := range te.Errors {
+		if m := unknownField.FindStringSubmatch(msg); m != nil {
+			es = append(es, &FieldError{Path: m[2], Msg: "unknown key (line " + m[1] + ")"})
+			continue
+		}
+		es = append(es, &FieldError{Path: "(yaml)", Msg: msg})
+	}
+	return es
 }
 
 // Marshal renders c as YAML (used by testenv and `drover lab`).
@@ -426,7 +449,7 @@ func (c *Config) Validate() error {
 			case err != nil:
 				add(dp+".key", "not hex: %v", err)
 			case c.CipherID != 0 && len(key) != c.CipherID.KeyLen():
-				add(dp+".key", "%d bytes, %s needs %d (key then 4-byte salt)", len(key), c.Cipher, c.CipherID.KeyLen())
+				add(dp+".key", "%d bytes of key material, %s needs %d (key then 4-byte salt)", len(key), c.Cipher, c.CipherID.KeyLen())
 			default:
 				d.sa.KeyBytes = key
 			}

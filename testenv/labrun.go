@@ -1,0 +1,189 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// LabThroughputTime is how long RunLab measures throughput.
+const LabThroughputTime = 3 * time.Second
+
+// RunLab is `drover lab`: it removes what a crashed earlier lab with the same
+// tag left behind, builds a lab, waits for the routers, prints the topology,
+// the reachability matrix, a throughput figure and each router's drop
+// counters to w, and removes the lab again — also when ctx ends (Ctrl-C) or a
+// step fails. It returns an error when any pair of containers is unreachable.
+func RunLab(ctx context.Context, opts LabOptions, w io.Writer) (err error) {
+	opts.Default()
+	if err := opts.Validate(); err != nil {
+		return fmt.Errorf("lab options: %w", err)
+	}
+	if gone := Sweep(opts.Tag + "-"); len(gone) > 0 {
+		fmt.Fprintf(w, "removed %d namespaces left by an earlier lab: %s\n", len(gone), strings.Join(gone, " "))
+	}
+	cipher := ""
+	if opts.Encapsulation == "esp" {
+		cipher = " " + opts.Cipher
+	}
+	fmt.Fprintf(w, "drover lab: %d hosts × %d containers, %s%s, underlay %s MTU %d\n",
+		opts.Hosts, opts.Containers, opts.Encapsulation, cipher, underlayNet, opts.UnderlayMTU)
+
+	start := time.Now()
+	lab, err := NewLab(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		t := time.Now()
+		cerr := lab.Close()
+		if cerr != nil {
+			fmt.Fprintf(w, "removing the lab: %v\n", cerr)
+			err = errors.Join(err, fmt.Errorf("removing the lab: %w", cerr))
+			return
+		}
+		fmt.Fprintf(w, "lab removed in %v\n", time.Since(t).Round(time.Millisecond))
+	}()
+	defer func() {
+		if ctx.Err() != nil {
+			fmt.Fprintln(w, "interrupted: removing the lab")
+		}
+	}()
+
+	if err := lab.WaitRouters(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "lab up in %v (routers run `%s run` in each host namespace)\n", time.Since(start).Round(time.Millisecond), lab.Options().Bin)
+	fmt.Fprint(w, lab.Topology())
+
+	fmt.Fprintf(w, "\nreachability (ICMP echo from row to column):\n")
+	t := time.Now()
+	m, err := lab.Reachability(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(w, m)
+	fmt.Fprintf(w, "(probed in %v)\n", time.Since(t).Round(time.Millisecond))
+
+	var failed []error
+	if !m.OK() {
+		ok, total := m.Count()
+		failed = append(failed, fmt.Errorf("lab: %d of %d container pairs unreachable", total-ok, total))
+	}
+
+	if from, to, ok := lab.throughputPair(); ok {
+		fmt.Fprintf(w, "\nthroughput (one TCP stream, %v):\n", LabThroughputTime)
+		res, err := lab.Throughput(ctx, from, to, LabThroughputTime)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			fmt.Fprintf(w, "%s → %s: %v\n", from, to, err)
+			failed = append(failed, fmt.Errorf("lab: throughput: %w", err))
+		} else {
+			fmt.Fprintf(w, "%s\n", res)
+		}
+	}
+
+	fmt.Fprintf(w, "\nrouters:\n")
+	fmt.Fprint(w, lab.Counters())
+	if len(failed) > 0 {
+		fmt.Fprintf(w, "\nrouter logs (last lines):\n")
+		for _, h := range lab.Hosts {
+			fmt.Fprintf(w, "--- %s (%s)\n%s\n", h.Name, h.NS.Name, h.Router.LogTail(15))
+		}
+	}
+	return errors.Join(failed...)
+}
+
+// WaitRouters waits until every router answers on its control socket and
+// knows all its peers.
+func (l *Lab) WaitRouters(ctx context.Context) error {
+	for _, h := range l.Hosts {
+		err := Poll(ctx, 10*time.Second, 50*time.Millisecond, func() error {
+			select {
+			case <-h.Router.Done():
+				return fmt.Errorf("router exited: %v\n%s", h.Router.ExitErr(), h.Router.LogTail(15))
+			default:
+			}
+			st, err := h.Router.Status()
+			if err != nil {
+				return err
+			}
+			if len(st.Peers) != len(l.Hosts)-1 {
+				return fmt.Errorf("%d peers, want %d", len(st.Peers), len(l.Hosts)-1)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("router %s: %w", h.Name, ctxOr(ctx, err))
+		}
+	}
+	return nil
+}
+
+// throughputPair picks the first container of host 1 and of host 2, or the
+// first two containers of a single host.
+func (l *Lab) throughputPair() (from, to ContainerRef, ok bool) {
+	from = ContainerRef{1, 1}
+	switch {
+	case len(l.Hosts) >= 2:
+		return from, ContainerRef{2, 1}, true
+	case len(l.Hosts[0].Containers) >= 2:
+		return from, ContainerRef{1, 2}, true
+	}
+	return from, from, false
+}
+
+// Topology describes the lab, a line per host.
+func (l *Lab) Topology() string {
+	var b strings.Builder
+	for _, h := range l.Hosts {
+		tun := ""
+		if h.Router != nil {
+			if st, err := h.Router.Status(); err == nil {
+				tun = fmt.Sprintf("  tun %s MTU %d", st.TUN, st.TUNMTU)
+			}
+		}
+		var ctrs []string
+		for _, c := range h.Containers {
+			ctrs = append(ctrs, fmt.Sprintf("%s %s", c.Ref, c.Addr))
+		}
+		fmt.Fprintf(&b, "  %s  netns %s  underlay %s%s\n      containers %s (MTU %d): %s\n",
+			h.Name, h.NS.Name, h.Underlay, tun, h.Prefix, l.ContainerMTU, strings.Join(ctrs, ", "))
+	}
+	return b.String()
+}
+
+// Counters summarises each router's traffic and its non-zero drop counters,
+// a line per host.
+func (l *Lab) Counters() string {
+	var b strings.Builder
+	for _, h := range l.Hosts {
+		if h.Router == nil {
+			continue
+		}
+		st, err := h.Router.Status()
+		if err != nil {
+			fmt.Fprintf(&b, "  %s  status: %v\n", h.Name, err)
+			continue
+		}
+		var drops []string
+		for _, k := range slices.Sorted(maps.Keys(st.Drops)) {
+			if st.Drops[k] != 0 {
+				drops = append(drops, fmt.Sprintf("%s=%d", k, st.Drops[k]))
+			}
+		}
+		if len(drops) == 0 {
+			drops = []string{"none"}
+		}
+		fmt.Fprintf(&b, "  %s  tx %d packets (%d bytes)  rx %d packets (%d bytes)  drops: %s\n",
+			h.Name, st.TxPackets, st.TxBytes, st.RxPackets, st.RxBytes, strings.Join(drops, " "))
+	}
+	return b.String()
+}
