@@ -70,8 +70,10 @@ const (
 // error for a packet that fails header validation), ErrVersion if orig is
 // not IPv4, ErrFamily if from is not IPv4 (an IPv4-mapped IPv6 address is
 // accepted), ErrMTU if mtu is outside 68..65535, and ErrNoReply where
-// RFC 1812 §4.3.2.7 forbids an ICMP error (see noReplyV4). On error the
-// returned slice is dst[:0].
+// RFC 1812 §4.3.2.7 forbids an ICMP error: orig is an ICMP error (or an ICMP
+// type not known to be a query), a non-first fragment, addressed to
+// multicast/broadcast, or from a source that is not one unicast host
+// (0/8, 127/8, 224/4, 240/4). On error the returned slice is dst[:0].
 //
 // It never panics and, with enough capacity in dst, does not allocate.
 func AppendFragNeeded(dst []byte, from netip.Addr, orig []byte, mtu int) ([]byte, error) {
@@ -142,8 +144,11 @@ func AppendFragNeeded(dst []byte, from netip.Addr, orig []byte, mtu int) ([]byte
 // Errors: those of IP.Parse, ErrVersion if orig is not IPv6, ErrFamily if
 // from is not an IPv6 address (IPv4-mapped ones included), ErrMTU if mtu is
 // below 1280 or does not fit 32 bits, and ErrNoReply where RFC 4443 §2.4(e)
-// forbids an ICMPv6 error (see noReplyV6). On error the returned slice is
-// dst[:0].
+// forbids an ICMPv6 error: orig is an ICMPv6 error message (found through
+// its extension headers; a malformed chain counts as one) or its source is
+// unspecified, multicast or loopback. Multicast destinations and non-first
+// fragments do get a Packet Too Big (RFC 4443 §2.4(e.3); Linux does the
+// same). On error the returned slice is dst[:0].
 //
 // It never panics and, with enough capacity in dst, does not allocate.
 func AppendPacketTooBig(dst []byte, from netip.Addr, orig []byte, mtu int) ([]byte, error) {

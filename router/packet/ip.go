@@ -102,7 +102,7 @@ func (p *IP) Parse(b []byte) error {
 		if tl < hl {
 			return ErrHeader
 		}
-		if tl > len(b)+1 {
+		if tl > len(b) {
 			return ErrShort
 		}
 		*p = IP{

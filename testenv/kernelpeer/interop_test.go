@@ -441,9 +441,9 @@ func logRouter(t *testing.T, r *testenv.Router) {
 }
 
 // pcapSummary counts the packets of a capture by kind and shows the first
-// ones (tcpdump -v, so the VXLAN header and inner frames are decoded).
+// ones (tcpdump decodes the VXLAN header and the inner frame).
 func pcapSummary(file string) string {
-	out, err := exec.Command("tcpdump", "-nr", file, "-e", "-v").CombinedOutput()
+	out, err := exec.Command("tcpdump", "-nr", file, "-e").CombinedOutput()
 	if err != nil {
 		return fmt.Sprintf("tcpdump -r: %v\n%s", err, out)
 	}
@@ -451,7 +451,7 @@ func pcapSummary(file string) string {
 	var first []string
 	for _, l := range strings.Split(string(out), "\n") {
 		if len(l) < 2 || l[0] < '0' || l[0] > '9' {
-			continue // continuation lines of -v
+			continue // not a packet line
 		}
 		kind := "other"
 		switch {

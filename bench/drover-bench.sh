@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# drover-bench.sh — run ../shared/bench/overlay-bench.sh with drover as its `custom` mode.
+#
+# Usage (root):  bench/drover-bench.sh [--encap esp|vxlan] [--cipher C] [--bench PATH] [--] [overlay-bench args and modes]
+#   e.g.  bench/drover-bench.sh -- --tsv direct vxlan wireguard-go custom
+#         bench/drover-bench.sh --encap vxlan -- --tsv vxlan custom
+# It builds drover (CGO_ENABLED=0) into a temporary directory, sets the harness's ROUTER_*
+# contract (see the top of overlay-bench.sh) so that each host namespace runs
+# `drover run` with a generated config (manual SAs with fresh random keys), and runs the
+# harness. Only namespaces the harness creates are touched.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+ENCAP=esp CIPHER=aes-128-gcm BENCH=${OVERLAY_BENCH:-$ROOT/../shared/bench/overlay-bench.sh}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --encap) ENCAP=$2; shift 2 ;;
+    --cipher) CIPHER=$2; shift 2 ;;
+    --bench) BENCH=$2; shift 2 ;;
+    --) shift; break ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) break ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "drover-bench: needs root" >&2; exit 1; }
+[ -x "$BENCH" ] || [ -f "$BENCH" ] || { echo "drover-bench: harness not found: $BENCH (--bench PATH)" >&2; exit 1; }
+case $ENCAP in esp|vxlan) ;; *) echo "drover-bench: --encap esp|vxlan" >&2; exit 2 ;; esac
+case $CIPHER in aes-128-gcm) KEYLEN=20 ;; aes-256-gcm|chacha20-poly1305) KEYLEN=36 ;; *) echo "drover-bench: bad --cipher" >&2; exit 2 ;; esac
+
+BINDIR=$(mktemp -d /tmp/drv-bench-bin.XXXXXX)
+trap 'rm -rf "$BINDIR"' EXIT
+(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$BINDIR/drover" ./cmd/drover)
+
+export DROVER_BIN=$BINDIR/drover DROVER_ENCAP=$ENCAP DROVER_CIPHER=$CIPHER DROVER_KEYLEN=$KEYLEN
+export ROUTER_NAME="drover-$ENCAP$([ "$ENCAP" = esp ] && echo "-$CIPHER")"
+# The TUN MTU drover computes for a 1500-byte IPv4 underlay; containers get the same.
+if [ "$ENCAP" = esp ]; then export ROUTER_MTU=1438; else export ROUTER_MTU=1450; fi
+export ROUTER_ADDR=0 ROUTER_DEV_A=ob-drva ROUTER_DEV_B=ob-drvb
+# Keys: one per direction, random, written once before the routers start.
+export ROUTER_SETUP='umask 077; for d in ab ba; do head -c "$DROVER_KEYLEN" /dev/urandom | od -An -tx1 | tr -d " \n" > "$OB_RUNDIR/key-$d"; done'
+ROUTER_CMD='peer=$([ "$OB_SIDE" = a ] && echo b || echo a)
+  if [ "$OB_SIDE" = a ]; then out=ab; in=ba; spo=0x1001; spi=0x1002; else out=ba; in=ab; spo=0x1002; spi=0x1001; fi
+  cfg=$OB_WORKDIR/drover.yaml
+  {
+    echo "node: {name: $OB_SIDE, underlay: $OB_LOCAL_UNDERLAY, tun: $OB_DEV, prefixes: [$OB_LOCAL_SUBNET, $OB_LOCAL_TUNNEL_IP/32], address: [$OB_LOCAL_TUNNEL_IP]}"
+    echo "encapsulation: $DROVER_ENCAP"
+    echo "cipher: $DROVER_CIPHER"
+    echo "control_socket: $OB_WORKDIR/drover.sock"
+    echo "state_dir: $OB_WORKDIR/state"
+    echo "log: {level: warn}"
+    echo "peers:"
+    echo "  - name: $peer"
+    echo "    underlay: $OB_PEER_UNDERLAY"
+    echo "    prefixes: [$OB_PEER_SUBNET, $OB_PEER_TUNNEL_IP/32]"
+    if [ "$DROVER_ENCAP" = esp ]; then
+      echo "    sa: {out: {spi: $spo, key: \"$(cat "$OB_RUNDIR/key-$out")\"}, in: {spi: $spi, key: \"$(cat "$OB_RUNDIR/key-$in")\"}}"
+    fi
+  } > "$cfg"
+  exec "$DROVER_BIN" run --config "$cfg"'
+export ROUTER_CMD_A="$ROUTER_CMD" ROUTER_CMD_B="$ROUTER_CMD"
+# drover installs its own routes; the harness's default route command is then a no-op replace.
+bash "$BENCH" "$@"

@@ -1,0 +1,184 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+const good = `
+node:
+  name: host-a
+  underlay: 192.0.2.1
+  prefixes: [10.42.1.0/24]
+encapsulation: esp
+cipher: aes-128-gcm
+peers:
+  - name: host-b
+    underlay: 192.0.2.2
+    prefixes: [10.42.2.0/24]
+    sa:
+      out: {spi: 0x00000a01, key: "000102030405060708090a0b0c0d0e0fa0a1a2a3"}
+      in:  {spi: 0x00000b01, key: "0x10:11:12:13:14:15:16:17:18:19:1a:1b:1c:1d:1e:1f:b0:b1:b2:b3"}
+`
+
+func TestParseGood(t *testing.T) {
+	c, err := Parse(strings.NewReader(good))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"node.port", c.Node.Port, uint16(4500)},
+		{"node.tun", c.Node.TUN, "drover0"},
+		{"node.mac", c.Node.MACAddr.String(), "0e:00:c0:00:02:01"},
+		{"node.address", c.Node.AddressList, []netip.Addr{netip.MustParseAddr("10.42.1.1")}},
+		{"vni", c.VNI, uint32(1042)},
+		{"peers[0].port", c.Peers[0].Port, uint16(4500)},
+		{"peers[0].sa.replay_window", c.Peers[0].SA.ReplayWindow, 1024},
+		{"peers[0].sa.in.key[0]", c.Peers[0].SA.In.KeyBytes[0], byte(0x10)},
+		{"peers[0].sa.out.spi", c.Peers[0].SA.Out.SPI, uint32(0xa01)},
+	}
+	for _, ck := range checks {
+		if !equal(ck.got, ck.want) {
+			t.Errorf("%s: got %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+}
+
+func equal(a, b any) bool {
+	if as, ok := a.([]netip.Addr); ok {
+		bs := b.([]netip.Addr)
+		if len(as) != len(bs) {
+			return false
+		}
+		for i := range as {
+			if as[i] != bs[i] {
+				return false
+			}
+		}
+		return true
+	}
+	return a == b
+}
+
+func TestParseVXLANDefaults(t *testing.T) {
+	c, err := Parse(strings.NewReader(`
+node: {name: a, underlay: "2001:db8::1", prefixes: [10.42.1.0/24, "fd42:1::/64"]}
+encapsulation: vxlan
+peers: [{name: b, underlay: "2001:db8::2", prefixes: [10.42.2.0/24]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Node.Port != 4789 || c.Peers[0].Port != 4789 {
+		t.Errorf("ports %d/%d, want 4789", c.Node.Port, c.Peers[0].Port)
+	}
+	if got := len(c.Node.AddressList); got != 2 {
+		t.Errorf("default addresses: got %v, want one IPv4 and one IPv6", c.Node.AddressList)
+	}
+	if got, want := c.Peers[0].MACAddr.String(), "0e:00:00:00:00:02"; got != want {
+		t.Errorf("derived MAC %s, want %s", got, want)
+	}
+}
+
+// TestParseErrors: every bad field yields an error naming it.
+func TestParseErrors(t *testing.T) {
+	cases := []struct {
+		name, yaml, path, msg string
+	}{
+		{"empty", ``, "(file)", "empty"},
+		{"syntax", "node: [", "(yaml)", "line"},
+		{"unknown key", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbogus: 1\n", "bogus", "unknown key (line 2)"},
+		{"unknown nested key", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24], colour: red}\n", "colour", "unknown key"},
+		{"bad encapsulation", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nencapsulation: gre\n", "encapsulation", `"gre"`},
+		{"bad cipher", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\ncipher: des\n", "cipher", `"des"`},
+		{"vni too big", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nvni: 16777216\n", "vni", "24 bits"},
+		{"mtu small", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nmtu: 100\n", "mtu", "576"},
+		{"tun_mtu big", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\ntun_mtu: 70000\n", "tun_mtu", "65535"},
+		{"no underlay", "node: {name: a, prefixes: [10.0.0.0/24]}\n", "node.underlay", "not an IP"},
+		{"bad underlay", "node: {name: a, underlay: 1.2.3, prefixes: [10.0.0.0/24]}\n", "node.underlay", `"1.2.3"`},
+		{"no prefixes", "node: {name: a, underlay: 192.0.2.1}\n", "node.prefixes", "required"},
+		{"host bits", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.1/24]}\n", "node.prefixes[0]", "10.0.0.0/24"},
+		{"bad prefix", "node: {name: a, underlay: 192.0.2.1, prefixes: [banana]}\n", "node.prefixes[0]", "not a prefix"},
+		{"bad mac", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24], mac: zz}\n", "node.mac", "not a MAC"},
+		{"multicast mac", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24], mac: '01:00:5e:00:00:01'}\n", "node.mac", "multicast"},
+		{"bad tun name", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24], tun: a-very-long-interface-name}\n", "node.tun", "1-15"},
+		{"bad log level", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nlog: {level: loud}\n", "log.level", `"loud"`},
+		{"port not a number", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24], port: http}\n", "(yaml)", "http"},
+		{"esp without sa", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\npeers: [{name: b, underlay: 192.0.2.2, prefixes: [10.1.0.0/24]}]\n", "peers[0].sa", "required"},
+		{"vxlan with sa", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nencapsulation: vxlan\npeers: [{name: b, underlay: 192.0.2.2, prefixes: [10.1.0.0/24], sa: {}}]\n", "peers[0].sa", "only used"},
+		{"peer no name", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nencapsulation: vxlan\npeers: [{underlay: 192.0.2.2, prefixes: [10.1.0.0/24]}]\n", "peers[0].name", "required"},
+		{"duplicate peer name", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nencapsulation: vxlan\npeers: [{name: b, underlay: 192.0.2.2, prefixes: [10.1.0.0/24]}, {name: b, underlay: 192.0.2.3, prefixes: [10.2.0.0/24]}]\n", "peers[1].name", "peers[0]"},
+		{"peer own underlay", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nencapsulation: vxlan\npeers: [{name: b, underlay: 192.0.2.1, prefixes: [10.1.0.0/24]}]\n", "peers[0].underlay", "own"},
+		{"peer family", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nencapsulation: vxlan\npeers: [{name: b, underlay: '2001:db8::2', prefixes: [10.1.0.0/24]}]\n", "peers[0].underlay", "family"},
+		{"prefix claimed twice", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nencapsulation: vxlan\npeers: [{name: b, underlay: 192.0.2.2, prefixes: [10.0.0.0/24]}]\n", "peers[0].prefixes[0]", "node"},
+		{"reserved spi", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\npeers: [{name: b, underlay: 192.0.2.2, prefixes: [10.1.0.0/24], sa: {out: {spi: 255, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}, in: {spi: 256, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}}}]\n", "peers[0].sa.out.spi", "reserved"},
+		{"short key", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\npeers: [{name: b, underlay: 192.0.2.2, prefixes: [10.1.0.0/24], sa: {out: {spi: 256, key: 000102030405060708090a0b0c0d0e0f}, in: {spi: 257, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}}}]\n", "peers[0].sa.out.key", "needs 20"},
+		{"key not hex", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\npeers: [{name: b, underlay: 192.0.2.2, prefixes: [10.1.0.0/24], sa: {out: {spi: 256, key: xyz}, in: {spi: 257, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}}}]\n", "peers[0].sa.out.key", "not hex"},
+		{"window small", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\npeers: [{name: b, underlay: 192.0.2.2, prefixes: [10.1.0.0/24], sa: {replay_window: 64, out: {spi: 256, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}, in: {spi: 257, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}}}]\n", "peers[0].sa.replay_window", "1024"},
+		{"duplicate in spi", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\npeers: [{name: b, underlay: 192.0.2.2, prefixes: [10.1.0.0/24], sa: {out: {spi: 256, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}, in: {spi: 257, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}}}, {name: c, underlay: 192.0.2.3, prefixes: [10.2.0.0/24], sa: {out: {spi: 258, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}, in: {spi: 257, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}}}]\n", "peers[1].sa.in.spi", "peers[0]"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(tc.yaml))
+			if err == nil {
+				t.Fatal("got nil error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("errors.Is(err, ErrInvalid) = false for %v", err)
+			}
+			var es Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("got %T, want config.Errors", err)
+			}
+			for _, fe := range es {
+				if fe.Path == tc.path && strings.Contains(fe.Msg, tc.msg) {
+					return
+				}
+			}
+			t.Errorf("got %q, want an error at %s containing %q", err, tc.path, tc.msg)
+		})
+	}
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	c, err := Parse(strings.NewReader(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Parse(strings.NewReader(string(y)))
+	if err != nil {
+		t.Fatalf("re-parse of marshalled config: %v\n%s", err, y)
+	}
+	if c2.Peers[0].SA.In.SPI != c.Peers[0].SA.In.SPI || c2.Node.Name != c.Node.Name {
+		t.Errorf("round trip changed the config:\n%s", y)
+	}
+}
+
+func TestTunnelMTU(t *testing.T) {
+	cases := []struct {
+		encap string
+		mtu   int
+		v6    bool
+		want  int
+	}{
+		{EncapESP, 1500, false, 1438}, // the kernel's figure (shared/interop README)
+		{EncapESP, 1500, true, 1418},
+		{EncapVXLAN, 1500, false, 1450}, // kernel vxlan0: underlay - 50
+		{EncapVXLAN, 1500, true, 1430},
+		{EncapESP, 9000, false, 8938},
+	}
+	for _, tc := range cases {
+		if got := TunnelMTU(tc.encap, tc.mtu, tc.v6); got != tc.want {
+			t.Errorf("TunnelMTU(%s, %d, v6=%v): got %d, want %d", tc.encap, tc.mtu, tc.v6, got, tc.want)
+		}
+	}
+}
