@@ -35,10 +35,10 @@ type Peer struct {
 // and never mutated, so each batch needs a single atomic load.
 type snapshot struct {
 	peers  []*Peer
-	fib    *fib.Table[*Peer]              // destination (egress) and source check (ingress)
-	bySPI  map[uint32]*Peer               // ESP ingress demux
-	byAddr map[netip.Addr]*Peer           // VXLAN ingress: outer source address → peer
-	local  *fib.Table[struct{}]           // our own prefixes and addresses: the only inner destinations accepted
+	fib    *fib.Table[*Peer]    // destination (egress) and source check (ingress)
+	bySPI  map[uint32]*Peer     // ESP ingress demux
+	byAddr map[netip.Addr]*Peer // VXLAN ingress: outer source address → peer
+	local  *fib.Table[struct{}] // our own prefixes and addresses: the only inner destinations accepted
 }
 
 // SetPeers replaces the peer set. It checks that no prefix is claimed twice

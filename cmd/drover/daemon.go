@@ -220,4 +220,3 @@ func buildPeers(cfg *config.Config, tunnelMTU int) ([]*router.Peer, error) {
 	}
 	return peers, nil
 }
-
