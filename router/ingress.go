@@ -66,11 +66,14 @@ func (r *Router) ingressBatch(s *ingressState, n int) {
 	s.out = s.out[:0]
 	for i := range n {
 		m := &s.msgs[i]
-		payload := m.Buf[:m.N]
+		if m.Truncated { // larger than our buffer: cannot be a packet we sent
+			r.drops.add(DropTruncated)
+			continue
+		}
 		var inner []byte
 		var p *Peer
 		if r.cfg.Encap == EncapESP {
-			inner, p = r.openESP(st, payload)
+			inner, p = r.openESP(st, m.Buf[:m.N])
 		} else {
 			inner, p = r.decapVXLAN(st, s, m)
 		}

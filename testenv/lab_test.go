@@ -311,34 +311,54 @@ func TestLabCancel(t *testing.T) {
 	NeedRoot(t)
 	bin := DroverBinary(t)
 
-	t.Run("setup", func(t *testing.T) {
-		tag := testTag()
-		leak := goroutineCheck(t)
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		// Cancel as soon as the first namespace of the lab exists.
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			_ = Poll(ctx, 30*time.Second, time.Millisecond, func() error {
-				if ns, err := listNamespaces(tag); err != nil || len(ns) == 0 {
-					return errors.New("no namespace yet")
-				}
-				cancel()
-				return nil
+	// Cancel as soon as the build has reached a point: the first namespace
+	// exists, or the first router has been started (its log file exists).
+	for _, tc := range []struct {
+		name    string
+		reached func(tag, dir string) bool
+	}{
+		{"namespaces", func(tag, _ string) bool {
+			ns, err := listNamespaces(tag)
+			return err == nil && len(ns) > 0
+		}},
+		{"routers", func(_, dir string) bool {
+			logs, err := filepath.Glob(filepath.Join(dir, "*.log"))
+			return err == nil && len(logs) > 0
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tag, dir := testTag(), t.TempDir()
+			leak := goroutineCheck(t)
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				_ = Poll(ctx, 30*time.Second, time.Millisecond, func() error {
+					if !tc.reached(tag, dir) {
+						return errors.New("not yet")
+					}
+					cancel()
+					return nil
+				})
 			})
+			start := time.Now()
+			lab, err := NewLab(ctx, LabOptions{Hosts: 3, Containers: 2, Tag: tag, Bin: bin, Dir: dir})
+			wg.Wait()
+			t.Logf("NewLab returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+			if err == nil {
+				lab.Close()
+				t.Fatal("NewLab finished although its context was cancelled during the build")
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("NewLab: got %v, want context.Canceled", err)
+			}
+			checkGone(t, tag)
+			if pids := processesWith(t, dir); len(pids) > 0 {
+				t.Errorf("router processes still running: %v", pids)
+			}
+			leak()
 		})
-		lab, err := NewLab(ctx, LabOptions{Hosts: 3, Containers: 2, Tag: tag, Bin: bin})
-		wg.Wait()
-		if err == nil {
-			lab.Close()
-			t.Fatal("NewLab finished although its context was cancelled during the build")
-		}
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("NewLab: got %v, want context.Canceled", err)
-		}
-		checkGone(t, tag)
-		leak()
-	})
+	}
 
 	t.Run("running", func(t *testing.T) {
 		tag := testTag()
