@@ -19,7 +19,7 @@ func (c *discardConn) WriteBatch(m []udp.Msg) (int, error) {
 	return len(m), nil
 }
 func (c *discardConn) WriteTo([]byte, netip.AddrPort) error { return nil }
-func (c *discardConn) LocalAddr() netip.AddrPort           { return netip.MustParseAddrPort("127.0.0.1:4500") }
+func (c *discardConn) LocalAddr() netip.AddrPort            { return netip.MustParseAddrPort("127.0.0.1:4500") }
 func (c *discardConn) Close() error                         { return nil }
 
 // discardDev is a TUN that takes every write.

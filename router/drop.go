@@ -23,6 +23,7 @@ const (
 	DropNotForUs                       // ingress VXLAN: inner frame to another MAC, or an ethertype we don't route
 	DropSend                           // egress: the underlay socket refused the datagram
 	DropTUNWrite                       // ingress: the TUN device refused the packet
+	DropSeqReserve                     // egress ESP: sequence number not yet durably reserved (state_dir lagging)
 	numDropReasons
 )
 
@@ -42,6 +43,7 @@ var dropNames = [numDropReasons]string{
 	DropNotForUs:     "not_for_us",
 	DropSend:         "send_error",
 	DropTUNWrite:     "tun_write_error",
+	DropSeqReserve:   "seq_not_reserved",
 }
 
 func (d DropReason) String() string {

@@ -107,9 +107,12 @@ func (r *Router) egressBatch(e *egressState, n int) {
 			var err error
 			out, err = p.Out.Seal(buf, egressHeadroom, size)
 			if err != nil {
-				if errors.Is(err, esp.ErrSeqExhausted) {
+				switch {
+				case errors.Is(err, esp.ErrSeqExhausted):
 					r.drops.add(DropSeqExhausted)
-				} else {
+				case errors.Is(err, esp.ErrSeqReserve):
+					r.drops.add(DropSeqReserve)
+				default:
 					r.drops.add(DropMalformed)
 				}
 				continue

@@ -256,6 +256,69 @@ func TestLabVXLAN(t *testing.T) {
 	checkDrops(t, lab)
 }
 
+// TestLabOutage cuts one host's uplink: the matrix must report exactly the
+// pairs across that host as unreachable and a transfer must fail, and both
+// must recover when the link comes back.
+func TestLabOutage(t *testing.T) {
+	lab := newTestLab(t, LabOptions{Hosts: 3, Containers: 1, Encapsulation: "vxlan"})
+	setUplink := func(up bool) {
+		t.Helper()
+		h := lab.Hosts[1]
+		err := withNetlink(h.NS, func(nl *netlink.Handle) error {
+			link, err := nl.LinkByName(h.Uplink)
+			if err != nil {
+				return err
+			}
+			if up {
+				return nl.LinkSetUp(link)
+			}
+			return nl.LinkSetDown(link)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	setUplink(false)
+	m, err := lab.Reachability(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("h2's uplink down:\n%s", m)
+	for i, from := range m.Containers {
+		for j, to := range m.Containers {
+			if i == j {
+				continue
+			}
+			want := from.Host != 2 && to.Host != 2
+			if got := m.Reachable(i, j); got != want {
+				t.Errorf("%s → %s with h2's uplink down: got reachable=%v, want %v", from, to, got, want)
+			}
+		}
+	}
+	if m.OK() {
+		t.Error("OK: got true with h2 cut off, want false")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	_, err = lab.Transfer(ctx, ContainerRef{1, 1}, ContainerRef{2, 1}, transferSize)
+	cancel()
+	if err == nil {
+		t.Error("Transfer to h2 with its uplink down: got nil error")
+	}
+
+	setUplink(true)
+	err = Poll(t.Context(), 10*time.Second, 100*time.Millisecond, func() error {
+		m, err := lab.Reachability(t.Context())
+		if err == nil && !m.OK() {
+			err = fmt.Errorf("after the uplink came back:\n%s", m)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTransfer(t, lab, ContainerRef{1, 1}, ContainerRef{2, 1})
+}
+
 func TestLabCleanup(t *testing.T) {
 	NeedRoot(t)
 	tag := testTag()
@@ -332,19 +395,27 @@ func TestLabCancel(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			var wg sync.WaitGroup
+			var cancelled time.Time
 			wg.Go(func() {
 				_ = Poll(ctx, 30*time.Second, time.Millisecond, func() error {
 					if !tc.reached(tag, dir) {
 						return errors.New("not yet")
 					}
+					cancelled = time.Now()
 					cancel()
 					return nil
 				})
 			})
 			start := time.Now()
 			lab, err := NewLab(ctx, LabOptions{Hosts: 3, Containers: 2, Tag: tag, Bin: bin, Dir: dir})
+			returned := time.Now()
 			wg.Wait()
-			t.Logf("NewLab returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+			t.Logf("NewLab returned after %v, %v after the cancel: %v", returned.Sub(start).Round(time.Millisecond), returned.Sub(cancelled).Round(time.Millisecond), err)
+			// Ctrl-C must not wait for Router.Stop's 10 s SIGKILL fallback:
+			// a router that is told to stop while it starts must stop.
+			if d := returned.Sub(cancelled); d > 5*time.Second {
+				t.Errorf("NewLab took %v after the cancel to return, want < 5s (did a starting router ignore SIGTERM?)", d.Round(time.Millisecond))
+			}
 			if err == nil {
 				lab.Close()
 				t.Fatal("NewLab finished although its context was cancelled during the build")

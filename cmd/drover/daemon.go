@@ -101,6 +101,17 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	if err != nil {
 		return err
 	}
+	var seqs *seqStore
+	if cfg.Encapsulation == config.EncapESP && len(peers) > 0 {
+		if seqs, err = newSeqStore(cfg.StateDir, log); err != nil {
+			return err
+		}
+		for i, p := range peers {
+			if err := seqs.add(p.Out, cfg.Peers[i].SA.Out.KeyBytes); err != nil {
+				return fmt.Errorf("peer %s: %w", p.Name, err)
+			}
+		}
+	}
 
 	local := netip.AddrPortFrom(n.UnderlayAddr, n.Port)
 	conn, err := udp.Listen(udp.Config{Local: local})
@@ -177,6 +188,12 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	log.Info("drover running", "node", n.Name, "underlay", local, "tun", n.TUN, "tun_mtu", tunMTU,
 		"underlay_mtu", underlayMTU, "encapsulation", cfg.Encapsulation, "peers", len(peers))
 	started = true
+	if seqs != nil {
+		seqCtx, stopSeq := context.WithCancel(ctx)
+		seqDone := make(chan struct{})
+		go func() { seqs.run(seqCtx); close(seqDone) }()
+		defer func() { stopSeq(); <-seqDone }()
+	}
 	runErr := r.Run(ctx)
 	if runErr != nil {
 		return fmt.Errorf("router: %w", runErr)

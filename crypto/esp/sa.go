@@ -25,9 +25,12 @@ var (
 	ErrPadding      = errors.New("esp: pad length exceeds the payload")
 	ErrNextHeader   = errors.New("esp: next header is not IPv4 (4) or IPv6 (41)")
 	ErrSeqExhausted = errors.New("esp: sequence numbers exhausted")
-	ErrBuffer       = errors.New("esp: buffer lacks headroom or tailroom")
-	ErrKey          = errors.New("esp: bad key material")
-	ErrCipher       = errors.New("esp: unknown cipher")
+	// ErrSeqReserve: the next sequence number lies beyond the durable
+	// reservation (OutSA.Reserve); the owner has not recorded it yet.
+	ErrSeqReserve = errors.New("esp: sequence number beyond the durable reservation")
+	ErrBuffer     = errors.New("esp: buffer lacks headroom or tailroom")
+	ErrKey        = errors.New("esp: bad key material")
+	ErrCipher     = errors.New("esp: unknown cipher")
 )
 
 // Anti-replay window sizes for NewInSA, in packets.
@@ -58,6 +61,9 @@ type OutSA struct {
 	// RFC 7634 §2 only require uniqueness).
 	ivMask uint64
 	seq    atomic.Uint64 // last sequence number claimed; 0 = none yet
+	// reserved is the last sequence number the owner has made durable (see
+	// Reserve); 0 means no reservation is in force.
+	reserved atomic.Uint64
 }
 
 // NewOutSA returns an outbound SA. keymat is the key followed by the 4-byte
@@ -91,6 +97,41 @@ var errSPIZero = errors.New("esp: SPI 0 is reserved (RFC 4303 §2.1)")
 // SPI returns the SA's Security Parameters Index.
 func (s *OutSA) SPI() uint32 { return s.spi }
 
+// Seq returns the last sequence number used (0 before the first Seal).
+func (s *OutSA) Seq() uint64 { return s.seq.Load() }
+
+// Resume makes next the sequence number of the following Seal. An owner that
+// keeps manual keys across restarts calls it before the first Seal with a
+// number beyond anything the previous run may have sent, so no (key, seq)
+// pair is ever used twice (RFC 4303 §3.3.3). It refuses to go backwards.
+func (s *OutSA) Resume(next uint64) error {
+	if next == 0 || next-1 > s.limit {
+		return fmt.Errorf("%w: cannot resume at %d (limit %d)", ErrSeqExhausted, next, s.limit)
+	}
+	for {
+		cur := s.seq.Load()
+		if next-1 < cur {
+			return fmt.Errorf("esp: resume at %d: sequence number %d already used", next, cur)
+		}
+		if s.seq.CompareAndSwap(cur, next-1) {
+			return nil
+		}
+	}
+}
+
+// Reserve allows Seal to use sequence numbers up to and including upTo; once
+// a reservation is in force, Seal returns ErrSeqReserve beyond it. The owner
+// records upTo durably before calling Reserve, so a crash at any point
+// leaves a record at or beyond every number sent. Reservations only grow.
+func (s *OutSA) Reserve(upTo uint64) {
+	for {
+		cur := s.reserved.Load()
+		if upTo <= cur || s.reserved.CompareAndSwap(cur, upTo) {
+			return
+		}
+	}
+}
+
 // nextSeq claims the next sequence number. Numbers start at 1 and are never
 // reused (RFC 4303 §3.3.3): without ESN the SA stops after 0xffffffff like the
 // kernel without oseq-may-wrap; with ESN the 64-bit counter continues through
@@ -100,6 +141,9 @@ func (s *OutSA) nextSeq() (uint64, error) {
 		cur := s.seq.Load()
 		if cur >= s.limit {
 			return 0, ErrSeqExhausted
+		}
+		if r := s.reserved.Load(); r != 0 && cur >= r {
+			return 0, ErrSeqReserve
 		}
 		if s.seq.CompareAndSwap(cur, cur+1) {
 			return cur + 1, nil

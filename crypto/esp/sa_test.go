@@ -636,3 +636,48 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("got %d opened, %d replays; want %d, %d", ok, replays, len(pkts), (workers-1)*len(pkts))
 	}
 }
+
+// TestResumeReserve: a resumed SA continues after the given number, never
+// goes back, and stops at the reservation until it is raised.
+func TestResumeReserve(t *testing.T) {
+	key := make([]byte, esp.AES128GCM.KeyLen())
+	s, err := esp.NewOutSA(esp.AES128GCM, 0x100, key, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Resume(1000); err != nil {
+		t.Fatal(err)
+	}
+	s.Reserve(1001)
+	buf := make([]byte, esp.Headroom+20+esp.Tailroom)
+	seal := func() error { // Seal encrypts in place: restore the version nibble
+		buf[esp.Headroom] = 0x45
+		_, err := s.Seal(buf, esp.Headroom, 20)
+		return err
+	}
+	for want := uint64(1000); want <= 1001; want++ {
+		if err := seal(); err != nil {
+			t.Fatalf("seal %d: %v", want, err)
+		}
+		if got := s.Seq(); got != want {
+			t.Fatalf("Seq: got %d, want %d", got, want)
+		}
+	}
+	if err := seal(); !errors.Is(err, esp.ErrSeqReserve) {
+		t.Fatalf("beyond the reservation: got %v, want esp.ErrSeqReserve", err)
+	}
+	if got := s.Seq(); got != 1001 {
+		t.Fatalf("a refused Seal used a number: Seq %d, want 1001", got)
+	}
+	s.Reserve(500) // reservations only grow
+	s.Reserve(2000)
+	if err := seal(); err != nil {
+		t.Fatalf("after raising the reservation: %v", err)
+	}
+	if err := s.Resume(10); err == nil {
+		t.Fatal("Resume backwards: got nil error")
+	}
+	if err := s.Resume(1 << 40); !errors.Is(err, esp.ErrSeqExhausted) {
+		t.Fatalf("Resume beyond 32 bits without ESN: got %v, want esp.ErrSeqExhausted", err)
+	}
+}

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestExitStatus: usage and configuration errors exit 2 with a message
+// naming the problem; runtime failures exit 1.
+func TestExitStatus(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	bad := write("bad.yaml", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.42.1.0/24]}\ncipher: rot13\n")
+	cases := []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"no command", nil, 2, "Usage"},
+		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"run without config", []string{"run"}, 2, "--config FILE is required"},
+		{"run bad flag", []string{"run", "--nope"}, 2, "nope"},
+		{"run missing file", []string{"run", "--config", filepath.Join(dir, "missing.yaml")}, 2, "no such file"},
+		{"run bad config", []string{"run", "--config", bad}, 2, `cipher: "rot13" is not one of`},
+		{"status bad output", []string{"status", "-o", "xml"}, 2, `-o "xml"`},
+		{"status no daemon", []string{"status", "--socket", filepath.Join(dir, "none.sock")}, 1, "does not exist"},
+		{"lab bad hosts", []string{"lab", "--hosts", "1"}, 2, "--hosts 1"},
+		{"version", []string{"version"}, 0, "drover"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(tc.args, &out, &errb)
+			if code != tc.code {
+				t.Errorf("exit status: got %d, want %d (stderr %q)", code, tc.code, errb.String())
+			}
+			if all := out.String() + errb.String(); !strings.Contains(all, tc.msg) {
+				t.Errorf("output %q does not contain %q", all, tc.msg)
+			}
+		})
+	}
+}
