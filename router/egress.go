@@ -30,7 +30,8 @@ type egressState struct {
 	bufs  [][]byte
 	sizes []int
 	msgs  []udp.Msg
-	peers []*Peer // peer of msgs[i], for counting send failures
+	peers []*Peer // peer of msgs[i]
+	inner []int   // inner packet size of msgs[i]
 
 	icmp    []byte   // scratch for one ICMP error
 	icmpOut [][]byte // len 1, points into icmp
@@ -45,6 +46,7 @@ func (r *Router) newEgressState() *egressState {
 		sizes:   make([]int, n),
 		msgs:    make([]udp.Msg, 0, n),
 		peers:   make([]*Peer, 0, n),
+		inner:   make([]int, 0, n),
 		icmp:    make([]byte, tun.MinOffset+1280),
 		icmpOut: make([][]byte, 1),
 		limiter: rateLimiter{rate: r.cfg.ICMPRate},
@@ -86,6 +88,7 @@ func (r *Router) egressBatch(e *egressState, n int) {
 	st := r.state.Load()
 	e.msgs = e.msgs[:0]
 	e.peers = e.peers[:0]
+	e.inner = e.inner[:0]
 	for i := range n {
 		buf, size := e.bufs[i], e.sizes[i]
 		pkt := buf[egressHeadroom : egressHeadroom+size]
@@ -129,21 +132,28 @@ func (r *Router) egressBatch(e *egressState, n int) {
 		}
 		e.msgs = append(e.msgs, udp.Msg{Buf: out, Addr: p.Underlay})
 		e.peers = append(e.peers, p)
-		p.txPackets.Add(1)
-		p.txBytes.Add(uint64(size))
+		e.inner = append(e.inner, size)
 	}
 	if len(e.msgs) == 0 {
 		return
 	}
-	sent, _ := r.conn.WriteBatch(e.msgs)
-	var bytes uint64
-	for i := range sent {
-		bytes += uint64(len(e.msgs[i].Buf))
+	_, _ = r.conn.WriteBatch(e.msgs) // failures are marked per message (N < 0)
+	var pkts, bytes, failed uint64
+	for i := range e.msgs {
+		if e.msgs[i].N < 0 {
+			failed++
+			continue
+		}
+		p, n := e.peers[i], uint64(e.inner[i])
+		p.txPackets.Add(1)
+		p.txBytes.Add(n)
+		pkts++
+		bytes += n
 	}
-	r.txPackets.Add(uint64(sent))
+	r.txPackets.Add(pkts)
 	r.txBytes.Add(bytes)
-	if failed := len(e.msgs) - sent; failed > 0 {
-		r.drops[DropSend].Add(uint64(failed))
+	if failed > 0 {
+		r.drops[DropSend].Add(failed)
 	}
 }
 

@@ -91,15 +91,17 @@ func (r *Router) ingressBatch(s *ingressState, n int) {
 	if len(s.out) == 0 {
 		return
 	}
+	// Count before Write: the TUN may coalesce packets (GRO) into the
+	// first buffers of the batch and so change their lengths.
+	var bytes uint64
+	for _, b := range s.out {
+		bytes += uint64(len(b) - tun.MinOffset)
+	}
 	if _, err := r.dev.Write(s.out, tun.MinOffset); err != nil && !isClosed(err) {
 		// The device reports one error for the batch; the packets it did
 		// not take are not known individually. Count the batch.
 		r.drops[DropTUNWrite].Add(uint64(len(s.out)))
 		return
-	}
-	var bytes uint64
-	for _, b := range s.out {
-		bytes += uint64(len(b) - tun.MinOffset)
 	}
 	r.rxPackets.Add(uint64(len(s.out)))
 	r.rxBytes.Add(bytes)

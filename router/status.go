@@ -15,7 +15,8 @@ type Status struct {
 	// Drops counts packets the router could not deliver, by reason
 	// (DropReason.String()). Every reason is present, zero or not.
 	Drops map[string]uint64 `json:"drops"`
-	// Egress and ingress totals (packets moved TUN→UDP and UDP→TUN).
+	// Egress and ingress totals: inner packets (and their bytes) moved
+	// TUN→UDP and UDP→TUN; the sums of the per-peer counters.
 	TxPackets uint64 `json:"tx_packets"`
 	TxBytes   uint64 `json:"tx_bytes"`
 	RxPackets uint64 `json:"rx_packets"`

@@ -319,6 +319,17 @@ func TestLabOutage(t *testing.T) {
 	checkTransfer(t, lab, ContainerRef{1, 1}, ContainerRef{2, 1})
 }
 
+// TestLabPMTU gives the containers a 1500-byte MTU, above the tunnel's: TCP
+// across hosts must still work. The host kernel, forwarding from the bridge
+// into the smaller TUN device, answers with ICMP "fragmentation needed"
+// (RFC 1191) and the containers' path MTU discovery adapts.
+func TestLabPMTU(t *testing.T) {
+	lab := newTestLab(t, LabOptions{Hosts: 2, Containers: 1, ContainerMTU: 1500})
+	checkTransfer(t, lab, ContainerRef{1, 1}, ContainerRef{2, 1})
+	checkTransfer(t, lab, ContainerRef{2, 1}, ContainerRef{1, 1})
+	checkDrops(t, lab)
+}
+
 func TestLabCleanup(t *testing.T) {
 	NeedRoot(t)
 	tag := testTag()
@@ -465,14 +476,22 @@ func TestLabRun(t *testing.T) {
 	NeedRoot(t)
 	tag := testTag()
 	leak := goroutineCheck(t)
+	// A namespace left by a lab that crashed: RunLab must sweep it, or
+	// building h1 would fail on the name.
+	left, err := CreateNetNS(Prefix + tag + "-h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := left.Handle()
+	h.Close() // keep only the name, as a dead process would
 	var out bytes.Buffer
 	start := time.Now()
-	err := RunLab(t.Context(), LabOptions{Hosts: 2, Containers: 2, Tag: tag, Bin: DroverBinary(t)}, &out)
+	err = RunLab(t.Context(), LabOptions{Hosts: 2, Containers: 2, Tag: tag, Bin: DroverBinary(t)}, &out)
 	t.Logf("RunLab took %v:\n%s", time.Since(start).Round(time.Millisecond), out.String())
 	if err != nil {
 		t.Fatalf("RunLab: %v", err)
 	}
-	for _, want := range []string{"12/12 reachable", "h1c1 → h2c1: ", "bit/s", "drops: ", "lab removed"} {
+	for _, want := range []string{"removed 1 namespaces left by an earlier lab: " + Prefix + tag + "-h1", "12/12 reachable", "h1c1 → h2c1: ", "bit/s", "drops: ", "lab removed"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("RunLab output lacks %q", want)
 		}

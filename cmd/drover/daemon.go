@@ -16,7 +16,7 @@ import (
 	"github.com/drovernet/drover/tun"
 )
 
-func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+func cmdRun(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (YAML, see docs/config.md)")
@@ -42,6 +42,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		rest := []string{"run", "--config", *cfgPath}
 		return reexecInNetns(*nsName, rest)
 	}
+	ctx, stop := signalContext()
+	defer stop()
 	log := newLogger(cfg.Log, stderr)
 	return runDaemon(ctx, cfg, log)
 }

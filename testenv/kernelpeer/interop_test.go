@@ -114,7 +114,7 @@ func interopESP(t *testing.T, bin string, aead kernelpeer.AEAD, esn bool) {
 	r := startRouter(t, ctx, bin, a, cfg)
 	diag := func(t *testing.T) {
 		t.Helper()
-		espDiagnostics(t, ctx, r, p, a)
+		espDiagnostics(t, r, p, a)
 	}
 
 	t.Run("ping", func(t *testing.T) {
@@ -149,7 +149,9 @@ func interopESP(t *testing.T, bin string, aead kernelpeer.AEAD, esn bool) {
 			{"LAN host -> drover", p.LANDo, a.Do, droverTUN},
 			{"drover -> LAN host", a.Do, p.LANDo, p.LANHost},
 		} {
-			x, err := kernelpeer.TransferTCP(ctx, c.from, c.to, c.dst, transferSize)
+			tctx, cancel := context.WithTimeout(ctx, time.Minute)
+			x, err := kernelpeer.TransferTCP(tctx, c.from, c.to, c.dst, transferSize)
+			cancel()
 			if err != nil {
 				t.Errorf("%s: %v", c.what, err)
 				continue
@@ -255,7 +257,7 @@ func interopVXLAN(t *testing.T, bin string, noStaticARP bool) {
 	kernelIP := p.Inner.Addr()
 	diag := func(t *testing.T) {
 		t.Helper()
-		vxlanDiagnostics(t, ctx, r, p, a)
+		vxlanDiagnostics(t, r, p, a)
 	}
 
 	t.Run("ping", func(t *testing.T) {
@@ -291,7 +293,9 @@ func interopVXLAN(t *testing.T, bin string, noStaticARP bool) {
 			{"kernel -> drover", p.Do, a.Do, vxDroverTUN},
 			{"drover -> kernel", a.Do, p.Do, kernelIP},
 		} {
-			x, err := kernelpeer.TransferTCP(ctx, c.from, c.to, c.dst, transferSize)
+			tctx, cancel := context.WithTimeout(ctx, time.Minute)
+			x, err := kernelpeer.TransferTCP(tctx, c.from, c.to, c.dst, transferSize)
+			cancel()
 			if err != nil {
 				t.Errorf("%s: %v", c.what, err)
 				continue
@@ -376,7 +380,7 @@ func nonZero(m map[string]uint64) map[string]uint64 {
 // espDiagnostics logs what a failed ESP interop subtest needs: drover's log
 // and status, the kernel's SAs and logs, and a capture of the wire while
 // one ping goes each way.
-func espDiagnostics(t *testing.T, ctx context.Context, r *testenv.Router, p *kernelpeer.ESPPeer, a *testenv.NetNS) {
+func espDiagnostics(t *testing.T, r *testenv.Router, p *kernelpeer.ESPPeer, a *testenv.NetNS) {
 	t.Helper()
 	pcap := filepath.Join(t.TempDir(), "wire.pcap")
 	capErr := p.Capture(pcap, "")
@@ -384,7 +388,8 @@ func espDiagnostics(t *testing.T, ctx context.Context, r *testenv.Router, p *ker
 		in  kernelpeer.Doer
 		dst netip.Addr
 	}{{a.Do, p.LANHost}, {p.LANDo, droverTUN}} {
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		// Not the test's context: it may be what ran out.
+		pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := kernelpeer.Ping(pctx, c.in, c.dst, 2, 0)
 		cancel()
 		t.Logf("diagnostic ping to %v: %v", c.dst, err)
@@ -403,7 +408,7 @@ func espDiagnostics(t *testing.T, ctx context.Context, r *testenv.Router, p *ker
 	t.Logf("wire (tcpdump on the underlay bridge; capture: %v):\n%s", capErr, pcapSummary(pcap))
 }
 
-func vxlanDiagnostics(t *testing.T, ctx context.Context, r *testenv.Router, p *kernelpeer.VXLANPeer, a *testenv.NetNS) {
+func vxlanDiagnostics(t *testing.T, r *testenv.Router, p *kernelpeer.VXLANPeer, a *testenv.NetNS) {
 	t.Helper()
 	pcap := filepath.Join(t.TempDir(), "wire.pcap")
 	capErr := p.Capture(pcap)
@@ -411,7 +416,8 @@ func vxlanDiagnostics(t *testing.T, ctx context.Context, r *testenv.Router, p *k
 		in  kernelpeer.Doer
 		dst netip.Addr
 	}{{a.Do, p.Inner.Addr()}, {p.Do, vxDroverTUN}} {
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		// Not the test's context: it may be what ran out.
+		pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := kernelpeer.Ping(pctx, c.in, c.dst, 2, 0)
 		cancel()
 		t.Logf("diagnostic ping to %v: %v", c.dst, err)
