@@ -47,6 +47,9 @@ type LabOptions struct {
 	Dir string
 	// Log receives the lab's progress. Nil: discarded.
 	Log *slog.Logger
+	// UnderlayIPv6 puts the hosts on an IPv6 underlay (2001:db8:42::<h>/64)
+	// instead of 192.0.2.<h>/24; containers stay IPv4.
+	UnderlayIPv6 bool
 }
 
 // Default fills in every unset option.
@@ -170,7 +173,7 @@ func NewLab(ctx context.Context, opts LabOptions) (lab *Lab, err error) {
 	l := &Lab{opts: opts, tag: opts.Tag, log: opts.Log.With("component", "lab", "tag", opts.Tag)}
 	l.ContainerMTU = opts.ContainerMTU
 	if l.ContainerMTU == 0 {
-		l.ContainerMTU = config.TunnelMTU(opts.Encapsulation, opts.UnderlayMTU, false)
+		l.ContainerMTU = config.TunnelMTU(opts.Encapsulation, opts.UnderlayMTU, opts.UnderlayIPv6)
 	}
 	defer func() {
 		if err != nil {
@@ -349,7 +352,7 @@ func labConfigs(opts LabOptions) ([]*config.Config, error) {
 		c := &config.Config{
 			Node: config.Node{
 				Name:     fmt.Sprintf("h%d", h),
-				Underlay: underlayAddr(h).String(),
+				Underlay: underlayAddr(opts.UnderlayIPv6, h).String(),
 				TUN:      config.DefaultTUN,
 				Prefixes: []string{hostPrefix(h).String()},
 			},
@@ -364,7 +367,7 @@ func labConfigs(opts LabOptions) ([]*config.Config, error) {
 			}
 			peer := config.Peer{
 				Name:     fmt.Sprintf("h%d", p),
-				Underlay: underlayAddr(p).String(),
+				Underlay: underlayAddr(opts.UnderlayIPv6, p).String(),
 				Prefixes: []string{hostPrefix(p).String()},
 			}
 			if keys != nil {

@@ -256,6 +256,32 @@ func TestLabVXLAN(t *testing.T) {
 	checkDrops(t, lab)
 }
 
+// TestLabIPv6Underlay: both encapsulations over an IPv6 underlay, where
+// the tunnel MTU is 20 bytes smaller (1418 for ESP, 1430 for VXLAN).
+func TestLabIPv6Underlay(t *testing.T) {
+	for _, tc := range []struct {
+		encap string
+		mtu   int
+	}{{"esp", 1418}, {"vxlan", 1430}} {
+		t.Run(tc.encap, func(t *testing.T) {
+			lab := newTestLab(t, LabOptions{Hosts: 2, Containers: 1, Encapsulation: tc.encap, UnderlayIPv6: true})
+			if lab.ContainerMTU != tc.mtu {
+				t.Errorf("container MTU %d, want %d", lab.ContainerMTU, tc.mtu)
+			}
+			st, err := lab.Hosts[0].Router.Status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.TUNMTU != tc.mtu {
+				t.Errorf("router TUN MTU %d, want %d", st.TUNMTU, tc.mtu)
+			}
+			checkMatrix(t, lab)
+			checkTransfer(t, lab, ContainerRef{1, 1}, ContainerRef{2, 1})
+			checkDrops(t, lab)
+		})
+	}
+}
+
 // TestLabOutage cuts one host's uplink: the matrix must report exactly the
 // pairs across that host as unreachable and a transfer must fail, and both
 // must recover when the link comes back.

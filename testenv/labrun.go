@@ -32,7 +32,7 @@ func RunLab(ctx context.Context, opts LabOptions, w io.Writer) (err error) {
 		cipher = " " + opts.Cipher
 	}
 	fmt.Fprintf(w, "drover lab: %d hosts × %d containers, %s%s, underlay %s MTU %d\n",
-		opts.Hosts, opts.Containers, opts.Encapsulation, cipher, underlayNet, opts.UnderlayMTU)
+		opts.Hosts, opts.Containers, opts.Encapsulation, cipher, underlayPrefix(opts.UnderlayIPv6), opts.UnderlayMTU)
 
 	start := time.Now()
 	lab, err := NewLab(ctx, opts)

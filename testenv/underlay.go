@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Lab addressing. The underlay is TEST-NET-1 (RFC 5737), so nothing in a lab
@@ -23,8 +24,28 @@ const (
 	maxTagLen     = 4
 )
 
-// underlayAddr is host h's underlay address, 192.0.2.<h>.
-func underlayAddr(h int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(h)}) }
+// underlayNet6 is the underlay with LabOptions.UnderlayIPv6 (RFC 3849
+// documentation prefix).
+var underlayNet6 = netip.MustParsePrefix("2001:db8:42::/64")
+
+// underlayAddr is host h's underlay address: 192.0.2.<h>, or
+// 2001:db8:42::<h> with an IPv6 underlay.
+func underlayAddr(v6 bool, h int) netip.Addr {
+	if v6 {
+		a := underlayNet6.Addr().As16()
+		a[15] = byte(h)
+		return netip.AddrFrom16(a)
+	}
+	return netip.AddrFrom4([4]byte{192, 0, 2, byte(h)})
+}
+
+// underlayPrefix is the underlay subnet in use.
+func underlayPrefix(v6 bool) netip.Prefix {
+	if v6 {
+		return underlayNet6
+	}
+	return underlayNet
+}
 
 // hostPrefix is host h's container block, 10.42.<h>.0/24.
 func hostPrefix(h int) netip.Prefix {
@@ -175,6 +196,9 @@ func addrUp(h *netlink.Handle, name string, addr netip.Prefix) (netlink.Link, er
 	if err != nil {
 		return nil, err
 	}
+	if addr.Addr().Is6() {
+		a.Flags |= unix.IFA_F_NODAD
+	}
 	if err := h.AddrAdd(link, a); err != nil {
 		return nil, fmt.Errorf("%s: add address %s: %w", name, addr, err)
 	}
@@ -210,7 +234,7 @@ func (l *Lab) buildHost(h int) (*Host, error) {
 		Index:    h,
 		Name:     fmt.Sprintf("h%d", h),
 		NS:       ns,
-		Underlay: underlayAddr(h),
+		Underlay: underlayAddr(l.opts.UnderlayIPv6, h),
 		Prefix:   hostPrefix(h),
 		Gateway:  hostGateway(h),
 		Uplink:   l.ifName("up"),
@@ -219,8 +243,18 @@ func (l *Lab) buildHost(h int) (*Host, error) {
 	if err := addVeth(ns, host.Uplink, l.Underlay, l.ifName(fmt.Sprintf("h%d", h)), l.ifName("ul"), l.opts.UnderlayMTU); err != nil {
 		return nil, err
 	}
+	if l.opts.UnderlayIPv6 {
+		// IPv6 back on for the uplink only, without DAD (the address must
+		// be usable at once; the lab has no duplicates).
+		err := setSysctls(ns,
+			sysctl{key: "net/ipv6/conf/" + host.Uplink + "/disable_ipv6", val: "0"},
+			sysctl{key: "net/ipv6/conf/" + host.Uplink + "/accept_dad", val: "0"})
+		if err != nil {
+			return nil, err
+		}
+	}
 	err = withNetlink(ns, func(nl *netlink.Handle) error {
-		if _, err := addrUp(nl, host.Uplink, netip.PrefixFrom(host.Underlay, underlayNet.Bits())); err != nil {
+		if _, err := addrUp(nl, host.Uplink, netip.PrefixFrom(host.Underlay, underlayPrefix(l.opts.UnderlayIPv6).Bits())); err != nil {
 			return err
 		}
 		if _, err := addBridge(nl, host.Bridge); err != nil {
