@@ -247,7 +247,7 @@ func TestICMPInPlace(t *testing.T) {
 
 func TestICMPSmallDst(t *testing.T) {
 	// A too-small dst is not an error: a new buffer is allocated, dst untouched.
-	dst := make([]byte, 10, 10)
+	dst := make([]byte, 10)
 	out, err := packet.AppendFragNeeded(dst, v4R, bigV4(), 1438)
 	if err != nil || len(out) != 576 {
 		t.Fatalf("got %d bytes, %v; want 576, nil", len(out), err)

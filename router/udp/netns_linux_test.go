@@ -67,7 +67,7 @@ func nlHandle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
 	if err != nil {
 		t.Fatalf("netlink handle: %v", err)
 	}
-	t.Cleanup(h.Delete)
+	t.Cleanup(h.Close)
 	return h
 }
 

@@ -202,6 +202,9 @@ func TestHarnessVXLAN(t *testing.T) {
 	if !ok || n.State != "PERMANENT" || n.MAC.String() != p.RemoteMAC.String() {
 		t.Errorf("static ARP 10.42.1.1: got %+v, %v; want %v PERMANENT", n, ok, p.RemoteMAC)
 	}
+	if out, err := p.Exec("ethtool", "-k", "vxlan0"); err != nil || !strings.Contains(out, "tx-checksumming: off") {
+		t.Errorf("vxlan0 TX checksum offload: got %v\n%s\nwant tx-checksumming: off", err, out)
+	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}

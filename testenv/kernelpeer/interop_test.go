@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -82,7 +83,10 @@ func TestInteropESP(t *testing.T) {
 		{"chacha", kernelpeer.ChaCha, false},
 		{"gcm128-esn", kernelpeer.GCM128, true},
 	} {
-		t.Run(c.name, func(t *testing.T) { interopESP(t, bin, c.aead, c.esn) })
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			interopESP(t, bin, c.aead, c.esn)
+		})
 	}
 }
 
@@ -346,18 +350,40 @@ func interopVXLAN(t *testing.T, bin string, noStaticARP bool) {
 	})
 }
 
+// startRouter runs testenv.StartRouter on an OS thread of its own, locked
+// and kept until the router has stopped. StartRouter sets Pdeathsig, which
+// fires when the *thread* that forked the process exits (prctl(2)), and
+// NetNS.Do/DoInNetNS end their throwaway locked threads: a Do goroutine that
+// happened to land on the forking thread would SIGKILL drover mid-test.
 func startRouter(t *testing.T, ctx context.Context, bin string, ns *testenv.NetNS, cfg *config.Config) *testenv.Router {
 	t.Helper()
-	r, err := testenv.StartRouter(ctx, bin, ns, cfg, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	type started struct {
+		r   *testenv.Router
+		err error
+	}
+	ch := make(chan started)
+	release := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine, after Stop
+		r, err := testenv.StartRouter(ctx, bin, ns, cfg, dir)
+		ch <- started{r, err}
+		if err == nil {
+			<-release
+		}
+	}()
+	s := <-ch
+	if s.err != nil {
+		t.Fatal(s.err)
 	}
 	t.Cleanup(func() {
-		if err := r.Stop(); err != nil {
-			t.Errorf("drover exit: %v\n%s", err, r.LogTail(20))
+		err := s.r.Stop()
+		close(release)
+		if err != nil {
+			t.Errorf("drover exit: %v\n%s", err, s.r.LogTail(20))
 		}
 	})
-	return r
+	return s.r
 }
 
 func saPackets(s *router.SAStatus) uint64 {
@@ -437,6 +463,11 @@ func vxlanDiagnostics(t *testing.T, r *testenv.Router, p *kernelpeer.VXLANPeer, 
 
 func logRouter(t *testing.T, r *testenv.Router) {
 	t.Helper()
+	select {
+	case <-r.Done():
+		t.Logf("drover (pid %d) has exited: %v", r.PID(), r.ExitErr())
+	default:
+	}
 	if ds, err := r.Status(); err == nil {
 		b, _ := json.MarshalIndent(ds, "", "  ")
 		t.Logf("drover status:\n%s", b)

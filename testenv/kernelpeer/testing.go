@@ -11,7 +11,7 @@ import (
 type tool struct{ name, pkg string }
 
 var (
-	vxlanTools = []tool{{"ip", "iproute2"}, {"bridge", "iproute2"}}
+	vxlanTools = []tool{{"ip", "iproute2"}, {"bridge", "iproute2"}, {"ethtool", "ethtool"}}
 	// UML boots on the host's root file system, so its init uses the host's
 	// modprobe, sysctl and perl (the UDP_ENCAP socket) too.
 	espTools = []tool{

@@ -49,6 +49,16 @@ type VXLANOptions struct {
 	SwitchNS string
 	// RunBase is where the run directory is created. Default DefaultRunBase.
 	RunBase string
+	// KeepTxOffload leaves vxlan0's TX checksum offload on. By default
+	// StartVXLAN turns it off (ethtool -K vxlan0 tx off): over a veth
+	// underlay nothing finishes a CHECKSUM_PARTIAL inner TCP/UDP checksum,
+	// so a userspace receiver (drover's UDP socket) would get inner packets
+	// whose checksum holds only the pseudo-header sum, which the receiving
+	// stack then drops. A real NIC (or the kernel's software fallback for
+	// one without tunnel offloads) finishes them, so this is what the wire
+	// carries between hosts. Kernel-to-kernel traffic never notices: the
+	// receiving vxlan driver keeps the skb's checksum state.
+	KeepTxOffload bool
 }
 
 func (o *VXLANOptions) args() ([]string, error) {
@@ -144,6 +154,12 @@ func StartVXLAN(ctx context.Context, o VXLANOptions) (*VXLANPeer, error) {
 	if err := p.parse(parseKV(out)); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("kernelpeer: VXLAN peer %s: %w\n%s", o.Name, err, out)
+	}
+	if !o.KeepTxOffload {
+		if _, err := p.Exec("ethtool", "-K", "vxlan0", "tx", "off"); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("kernelpeer: VXLAN peer %s: turn off TX checksum offload: %w", o.Name, err)
+		}
 	}
 	return p, nil
 }
