@@ -39,12 +39,15 @@ func BuildDrover() (string, error) {
 			return
 		}
 		root := filepath.Dir(filepath.Dir(file))
-		dir, err := os.MkdirTemp("", "drv-bin-")
-		if err != nil {
+		// One directory for every test process; each builds its own
+		// binary named by PID and removes those of processes that are gone.
+		dir := filepath.Join(os.TempDir(), "drv-bin")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			build.err = err
 			return
 		}
-		out := filepath.Join(dir, "drover")
+		removeStaleBinaries(dir)
+		out := filepath.Join(dir, fmt.Sprintf("drover-%d", os.Getpid()))
 		cmd := exec.Command("go", "build", "-o", out, "./cmd/drover")
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -55,6 +58,20 @@ func BuildDrover() (string, error) {
 		build.path = out
 	})
 	return build.path, build.err
+}
+
+// removeStaleBinaries deletes drover-PID binaries whose process has exited.
+func removeStaleBinaries(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "drover-%d", &pid); err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // DroverBinary is BuildDrover for tests.
@@ -105,16 +122,28 @@ func StartRouter(ctx context.Context, bin string, ns *NetNS, cfg *config.Config,
 	r := &Router{Name: name, NS: ns, Config: cfg, Dir: dir, done: make(chan struct{})}
 	r.cmd = exec.Command(bin, "run", "--netns", ns.Name, "--config", cfgPath)
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
+	// Pdeathsig kills the router if the test process dies, so no router
+	// outlives a crashed test. The kernel ties it to the *thread* that
+	// forked, so that thread must live as long as the router: start and
+	// wait on a goroutine locked to its thread.
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := r.cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start router %s: %w", name, err)
-	}
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := r.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		r.err = r.cmd.Wait()
 		logf.Close()
 		close(r.done)
 	}()
+	if err := <-started; err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start router %s: %w", name, err)
+	}
 	err = Poll(ctx, 20*time.Second, 50*time.Millisecond, func() error {
 		select {
 		case <-r.done:

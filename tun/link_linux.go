@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -19,6 +20,14 @@ func Configure(name string, mtu int, addrs []netip.Addr) error {
 	}
 	if err := netlink.LinkSetMTU(l, mtu); err != nil {
 		return fmt.Errorf("link %s: set mtu %d: %w", name, mtu, err)
+	}
+	// No IPv6 link-local address (addr_gen_mode 1 = none): without one the
+	// kernel sends no router solicitations or MLD reports into the tunnel,
+	// which no peer could route and drover would count as no_route. Absent
+	// when IPv6 is off, which is fine.
+	err = os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/addr_gen_mode", []byte("1"), 0)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("link %s: addr_gen_mode: %w", name, err)
 	}
 	for _, a := range addrs {
 		ipn := &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}

@@ -8,7 +8,9 @@
 //     endpoint is a User-Mode Linux kernel (Debian package user-mode-linux)
 //     booted on the host's root file system and wired to the namespaces by
 //     TAP devices. A boot takes a few seconds: start one peer and reuse it.
-//   - VXLANPeer: the host kernel's vxlan driver (RFC 7348) in a namespace.
+//   - VXLANPeer: the host kernel's vxlan driver (RFC 7348) in a namespace,
+//     with TX checksum offload off so its inner checksums are complete, as
+//     a NIC would make them (see VXLANOptions.KeepTxOffload).
 //
 // The peers are the bash scripts in scripts/ (copies of shared/interop, where
 // the wire facts they confirmed are documented). They are embedded in the

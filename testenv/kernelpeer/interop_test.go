@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -350,40 +349,20 @@ func interopVXLAN(t *testing.T, bin string, noStaticARP bool) {
 	})
 }
 
-// startRouter runs testenv.StartRouter on an OS thread of its own, locked
-// and kept until the router has stopped. StartRouter sets Pdeathsig, which
-// fires when the *thread* that forked the process exits (prctl(2)), and
-// NetNS.Do/DoInNetNS end their throwaway locked threads: a Do goroutine that
-// happened to land on the forking thread would SIGKILL drover mid-test.
+// startRouter starts drover in ns and stops it when the test ends, with its
+// log tail on a bad exit.
 func startRouter(t *testing.T, ctx context.Context, bin string, ns *testenv.NetNS, cfg *config.Config) *testenv.Router {
 	t.Helper()
-	dir := t.TempDir()
-	type started struct {
-		r   *testenv.Router
-		err error
-	}
-	ch := make(chan started)
-	release := make(chan struct{})
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine, after Stop
-		r, err := testenv.StartRouter(ctx, bin, ns, cfg, dir)
-		ch <- started{r, err}
-		if err == nil {
-			<-release
-		}
-	}()
-	s := <-ch
-	if s.err != nil {
-		t.Fatal(s.err)
+	r, err := testenv.StartRouter(ctx, bin, ns, cfg, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		err := s.r.Stop()
-		close(release)
-		if err != nil {
-			t.Errorf("drover exit: %v\n%s", err, s.r.LogTail(20))
+		if err := r.Stop(); err != nil {
+			t.Errorf("drover exit: %v\n%s", err, r.LogTail(20))
 		}
 	})
-	return s.r
+	return r
 }
 
 func saPackets(s *router.SAStatus) uint64 {

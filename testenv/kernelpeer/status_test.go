@@ -160,3 +160,10 @@ func TestRunBaseHiddenInUML(t *testing.T) {
 		}
 	}
 }
+
+func TestMissingTools(t *testing.T) {
+	got := missing([]tool{{"sh", "dash"}, {"drv-no-such-tool", "drv-pkg"}})
+	if want := []string{"drv-no-such-tool (apt-get install drv-pkg)"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("missing: got %q, want %q", got, want)
+	}
+}
