@@ -167,6 +167,12 @@ func (r *Router) Status() Status {
 	if r.cfg.Encap == EncapESP {
 		st.Cipher = r.cfg.Cipher
 	}
+	for _, p := range r.cfg.Prefixes {
+		st.Prefixes = append(st.Prefixes, p.String())
+	}
+	for _, a := range r.cfg.Addrs {
+		st.Addresses = append(st.Addresses, a.String())
+	}
 	for i := range r.drops {
 		st.Drops[DropReason(i).String()] = r.drops[i].Load()
 	}

@@ -4,14 +4,18 @@ package router
 // -o json`, tests, `drover lab`). Field names are part of the JSON API:
 // only add fields.
 type Status struct {
-	Node          string       `json:"node"`
-	Encapsulation string       `json:"encapsulation"`
-	Cipher        string       `json:"cipher,omitempty"`
-	TUN           string       `json:"tun"`
-	TUNMTU        int          `json:"tun_mtu"`
-	UnderlayMTU   int          `json:"underlay_mtu"`
-	Listen        string       `json:"listen"`
-	Peers         []PeerStatus `json:"peers"`
+	Node          string `json:"node"`
+	Encapsulation string `json:"encapsulation"`
+	Cipher        string `json:"cipher,omitempty"`
+	TUN           string `json:"tun"`
+	TUNMTU        int    `json:"tun_mtu"`
+	UnderlayMTU   int    `json:"underlay_mtu"`
+	Listen        string `json:"listen"`
+	// Prefixes are this node's own container prefixes (its block).
+	Prefixes []string `json:"prefixes"`
+	// Addresses are the TUN device's own addresses.
+	Addresses []string     `json:"addresses"`
+	Peers     []PeerStatus `json:"peers"`
 	// Drops counts packets the router could not deliver, by reason
 	// (DropReason.String()). Every reason is present, zero or not.
 	Drops map[string]uint64 `json:"drops"`
