@@ -46,7 +46,8 @@ func benchRouter(tb testing.TB, encap Encap, c esp.Cipher) (*Router, *esp.OutSA)
 		p.Out, _ = esp.NewOutSA(c, 0x100, k1, false)
 		// Window 0 disables anti-replay, so a benchmark can open the same
 		// sealed packets again and again.
-		p.In, _ = esp.NewInSA(c, 0x200, k2, false, 0)
+		in, _ := esp.NewInSA(c, 0x200, k2, false, 0)
+		p.In = []*esp.InSA{in}
 		toUs, _ = esp.NewOutSA(c, 0x200, k2, false)
 	}
 	if err := r.SetPeers([]*Peer{p}); err != nil {

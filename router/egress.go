@@ -145,8 +145,8 @@ func (r *Router) egressBatch(e *egressState, n int) {
 			continue
 		}
 		p, n := e.peers[i], uint64(e.inner[i])
-		p.txPackets.Add(1)
-		p.txBytes.Add(n)
+		p.Stats.txPackets.Add(1)
+		p.Stats.txBytes.Add(n)
 		pkts++
 		bytes += n
 	}

@@ -85,8 +85,8 @@ func (r *Router) ingressBatch(s *ingressState, n int) {
 		// Ethernet), so the TUN's virtio header fits in front.
 		off := cap(m.Buf) - cap(inner) // index of inner in m.Buf (inner is a sub-slice)
 		s.out = append(s.out, m.Buf[off-tun.MinOffset:off+len(inner)])
-		p.rxPackets.Add(1)
-		p.rxBytes.Add(uint64(len(inner)))
+		p.Stats.rxPackets.Add(1)
+		p.Stats.rxBytes.Add(uint64(len(inner)))
 	}
 	if len(s.out) == 0 {
 		return
@@ -124,12 +124,13 @@ func (r *Router) openESP(st *snapshot, payload []byte) ([]byte, *Peer) {
 		r.drops.add(DropTruncated)
 		return nil, nil
 	}
-	p, ok := st.bySPI[spi]
+	in, ok := st.bySPI[spi]
 	if !ok {
 		r.drops.add(DropUnknownSPI)
 		return nil, nil
 	}
-	inner, nh, err := p.In.Open(payload)
+	p := in.peer
+	inner, nh, err := in.sa.Open(payload)
 	if err != nil {
 		switch {
 		case errors.Is(err, esp.ErrShort):

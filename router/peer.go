@@ -21,9 +21,20 @@ type Peer struct {
 	// TunnelMTU is the largest inner packet that crosses the underlay to
 	// this peer in one datagram (depends on the underlay family).
 	TunnelMTU int
-	Out       *esp.OutSA // ESP only
-	In        *esp.InSA  // ESP only
+	// Out is the SA this host seals with (ESP only).
+	Out *esp.OutSA
+	// In are the SAs the peer may seal with (ESP only): the current one
+	// first, then previous ones kept through a key rotation's grace period
+	// so that packets in flight are not lost.
+	In []*esp.InSA
+	// Stats are the peer's counters. The control plane passes the same
+	// Stats to every generation of a peer so counters survive re-keying;
+	// nil gets fresh ones.
+	Stats *PeerStats
+}
 
+// PeerStats counts one peer's traffic; updated by the pipelines.
+type PeerStats struct {
 	created   time.Time
 	txPackets atomic.Uint64
 	txBytes   atomic.Uint64
@@ -31,12 +42,21 @@ type Peer struct {
 	rxBytes   atomic.Uint64
 }
 
+// NewPeerStats returns counters that start now.
+func NewPeerStats() *PeerStats { return &PeerStats{created: time.Now()} }
+
+// inbound is one entry of the SPI demultiplexer.
+type inbound struct {
+	peer *Peer
+	sa   *esp.InSA
+}
+
 // snapshot is everything the pipelines look up, replaced whole by SetPeers
 // and never mutated, so each batch needs a single atomic load.
 type snapshot struct {
 	peers  []*Peer
 	fib    *fib.Table[*Peer]    // destination (egress) and source check (ingress)
-	bySPI  map[uint32]*Peer     // ESP ingress demux
+	bySPI  map[uint32]inbound   // ESP ingress demux: SPI → peer and SA
 	byAddr map[netip.Addr]*Peer // VXLAN ingress: outer source address → peer
 	local  *fib.Table[struct{}] // our own prefixes and addresses: the only inner destinations accepted
 }
@@ -47,13 +67,13 @@ type snapshot struct {
 func (r *Router) SetPeers(peers []*Peer) error {
 	s := &snapshot{
 		peers:  peers,
-		bySPI:  make(map[uint32]*Peer, len(peers)),
+		bySPI:  make(map[uint32]inbound, len(peers)),
 		byAddr: make(map[netip.Addr]*Peer, len(peers)),
 	}
 	var fb fib.Builder[*Peer]
 	for _, p := range peers {
-		if p.created.IsZero() {
-			p.created = time.Now()
+		if p.Stats == nil {
+			p.Stats = NewPeerStats()
 		}
 		if p.TunnelMTU <= 0 {
 			return fmt.Errorf("peer %s: tunnel MTU %d", p.Name, p.TunnelMTU)
@@ -64,14 +84,16 @@ func (r *Router) SetPeers(peers []*Peer) error {
 			}
 		}
 		if r.cfg.Encap == EncapESP {
-			if p.Out == nil || p.In == nil {
+			if p.Out == nil || len(p.In) == 0 {
 				return fmt.Errorf("peer %s: ESP needs an inbound and an outbound SA", p.Name)
 			}
-			spi := p.In.SPI()
-			if o, dup := s.bySPI[spi]; dup {
-				return fmt.Errorf("peer %s: inbound SPI %#08x already used by peer %s", p.Name, spi, o.Name)
+			for _, sa := range p.In {
+				spi := sa.SPI()
+				if o, dup := s.bySPI[spi]; dup {
+					return fmt.Errorf("peer %s: inbound SPI %#08x already used by peer %s", p.Name, spi, o.peer.Name)
+				}
+				s.bySPI[spi] = inbound{peer: p, sa: sa}
 			}
-			s.bySPI[spi] = p
 		}
 		a := p.Underlay.Addr().Unmap()
 		if o, dup := s.byAddr[a]; dup && r.cfg.Encap == EncapVXLAN {

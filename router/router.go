@@ -182,19 +182,20 @@ func (r *Router) Status() Status {
 			Name:      p.Name,
 			Underlay:  p.Underlay.String(),
 			TunnelMTU: p.TunnelMTU,
-			TxPackets: p.txPackets.Load(),
-			TxBytes:   p.txBytes.Load(),
-			RxPackets: p.rxPackets.Load(),
-			RxBytes:   p.rxBytes.Load(),
+			TxPackets: p.Stats.txPackets.Load(),
+			TxBytes:   p.Stats.txBytes.Load(),
+			RxPackets: p.Stats.rxPackets.Load(),
+			RxBytes:   p.Stats.rxBytes.Load(),
 		}
+		age := int64(now.Sub(p.Stats.created).Seconds())
 		for _, pfx := range p.Prefixes {
 			ps.Prefixes = append(ps.Prefixes, pfx.String())
 		}
 		if p.Out != nil {
-			ps.SAOut = &SAStatus{SPI: p.Out.SPI(), Packets: ps.TxPackets, Bytes: ps.TxBytes, AgeSeconds: int64(now.Sub(p.created).Seconds())}
+			ps.SAOut = &SAStatus{SPI: p.Out.SPI(), Packets: ps.TxPackets, Bytes: ps.TxBytes, AgeSeconds: age}
 		}
-		if p.In != nil {
-			ps.SAIn = &SAStatus{SPI: p.In.SPI(), Packets: ps.RxPackets, Bytes: ps.RxBytes, AgeSeconds: int64(now.Sub(p.created).Seconds())}
+		if len(p.In) > 0 {
+			ps.SAIn = &SAStatus{SPI: p.In[0].SPI(), Packets: ps.RxPackets, Bytes: ps.RxBytes, AgeSeconds: age}
 		}
 		st.Peers = append(st.Peers, ps)
 	}

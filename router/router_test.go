@@ -99,9 +99,11 @@ func newPair(t *testing.T, o pairOpts) (a, b *node, ab, ba saKeys) {
 			if p.Out, err = esp.NewOutSA(o.cipher, out.spi, out.key, false); err != nil {
 				t.Fatal(err)
 			}
-			if p.In, err = esp.NewInSA(o.cipher, in.spi, in.key, false, 1024); err != nil {
+			sa, err := esp.NewInSA(o.cipher, in.spi, in.key, false, 1024)
+			if err != nil {
 				t.Fatal(err)
 			}
+			p.In = []*esp.InSA{sa}
 		}
 		return p
 	}
@@ -438,8 +440,8 @@ func TestSetPeersRejectsConflicts(t *testing.T) {
 	a, _, _, _ := newPair(t, pairOpts{encap: EncapESP})
 	out, _ := esp.NewOutSA(esp.AES128GCM, 0x5000, randKey(t, esp.AES128GCM), false)
 	in, _ := esp.NewInSA(esp.AES128GCM, 0x5001, randKey(t, esp.AES128GCM), false, 1024)
-	p1 := &Peer{Name: "x", Underlay: netip.MustParseAddrPort("127.0.0.9:4500"), Prefixes: []netip.Prefix{pfxB}, TunnelMTU: 1438, Out: out, In: in}
-	p2 := &Peer{Name: "y", Underlay: netip.MustParseAddrPort("127.0.0.8:4500"), Prefixes: []netip.Prefix{pfxB}, TunnelMTU: 1438, Out: out, In: in}
+	p1 := &Peer{Name: "x", Underlay: netip.MustParseAddrPort("127.0.0.9:4500"), Prefixes: []netip.Prefix{pfxB}, TunnelMTU: 1438, Out: out, In: []*esp.InSA{in}}
+	p2 := &Peer{Name: "y", Underlay: netip.MustParseAddrPort("127.0.0.8:4500"), Prefixes: []netip.Prefix{pfxB}, TunnelMTU: 1438, Out: out, In: []*esp.InSA{in}}
 	if err := a.r.SetPeers([]*Peer{p1, p2}); err == nil {
 		t.Fatal("two peers with the same prefix: got nil error")
 	}
@@ -447,4 +449,43 @@ func TestSetPeersRejectsConflicts(t *testing.T) {
 	if err := a.r.SetPeers([]*Peer{p1, p2}); err == nil {
 		t.Fatal("two peers with the same inbound SPI: got nil error")
 	}
+}
+
+// TestRekey: during a key rotation the receiver accepts both the previous
+// and the new inbound SA, and the peer's counters survive SetPeers when the
+// control plane passes the same Stats.
+func TestRekey(t *testing.T) {
+	a, b, ab, _ := newPair(t, pairOpts{encap: EncapESP})
+	to := b.conn.LocalAddr()
+	inner := ipv4(netip.MustParseAddr("10.42.1.2"), netip.MustParseAddr("10.42.2.2"), 100, true)
+	old, _ := esp.NewOutSA(esp.AES128GCM, ab.spi, ab.key, false)
+	forge(t, to, seal(t, old, inner))
+	recv(t, b.dev.Outbound)
+
+	// B re-keys its view of A: a new inbound SA first, the old one kept.
+	st := b.r.state.Load()
+	pa := st.peers[0]
+	newKey := randKey(t, esp.AES128GCM)
+	newIn, _ := esp.NewInSA(esp.AES128GCM, 0x3001, newKey, false, 1024)
+	rekeyed := *pa
+	rekeyed.In = []*esp.InSA{newIn, pa.In[0]}
+	if err := b.r.SetPeers([]*Peer{&rekeyed}); err != nil {
+		t.Fatal(err)
+	}
+	newOut, _ := esp.NewOutSA(esp.AES128GCM, 0x3001, newKey, false)
+	forge(t, to, seal(t, old, inner), seal(t, newOut, inner)) // in flight under the old key, then the new
+	recv(t, b.dev.Outbound)
+	recv(t, b.dev.Outbound)
+	if n := b.r.Status().Peers[0].RxPackets; n != 3 {
+		t.Errorf("rx packets after re-key: got %d, want 3 (counters must survive SetPeers)", n)
+	}
+	// Grace over: the old SA is dropped; its packets are unknown SPIs.
+	rekeyed2 := rekeyed
+	rekeyed2.In = []*esp.InSA{newIn}
+	if err := b.r.SetPeers([]*Peer{&rekeyed2}); err != nil {
+		t.Fatal(err)
+	}
+	forge(t, to, seal(t, old, inner))
+	waitDrop(t, b.r, DropUnknownSPI, 1)
+	_ = a
 }

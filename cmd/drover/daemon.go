@@ -230,10 +230,11 @@ func buildPeers(cfg *config.Config, tunnelMTU int) ([]*router.Peer, error) {
 			if err != nil {
 				return nil, fmt.Errorf("peers[%d] (%s): outbound SA: %w", i, pc.Name, err)
 			}
-			p.In, err = esp.NewInSA(cfg.CipherID, sa.In.SPI, sa.In.KeyBytes, sa.ESN, sa.ReplayWindow)
+			in, err := esp.NewInSA(cfg.CipherID, sa.In.SPI, sa.In.KeyBytes, sa.ESN, sa.ReplayWindow)
 			if err != nil {
 				return nil, fmt.Errorf("peers[%d] (%s): inbound SA: %w", i, pc.Name, err)
 			}
+			p.In = []*esp.InSA{in}
 		}
 		peers = append(peers, p)
 	}
