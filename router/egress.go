@@ -198,7 +198,7 @@ func (r *Router) tooBig(e *egressState, pkt []byte, mtu int) bool {
 // icmpSource is the address our ICMP errors come from: the TUN's own
 // address of the packet's family.
 func (r *Router) icmpSource(version uint8) (netip.Addr, bool) {
-	for _, a := range r.cfg.Addrs {
+	for _, a := range r.state.Load().addrs {
 		if a.Is4() == (version == 4) {
 			return a, true
 		}

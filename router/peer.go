@@ -59,16 +59,48 @@ type snapshot struct {
 	bySPI  map[uint32]inbound   // ESP ingress demux: SPI → peer and SA
 	byAddr map[netip.Addr]*Peer // VXLAN ingress: outer source address → peer
 	local  *fib.Table[struct{}] // our own prefixes and addresses: the only inner destinations accepted
+
+	prefixes []netip.Prefix // this host's own prefixes
+	addrs    []netip.Addr   // the TUN's addresses: ICMP source, ARP answers
 }
 
 // SetPeers replaces the peer set. It checks that no prefix is claimed twice
 // and that inbound SPIs (ESP) and underlay addresses (VXLAN) are unique, so
-// that demultiplexing is unambiguous.
+// that demultiplexing is unambiguous. On error nothing changes.
 func (r *Router) SetPeers(peers []*Peer) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := r.state.Load()
+	var prefixes []netip.Prefix
+	var addrs []netip.Addr
+	if cur != nil {
+		prefixes, addrs = cur.prefixes, cur.addrs
+	} else {
+		prefixes, addrs = r.cfg.Prefixes, r.cfg.Addrs
+	}
+	return r.publish(peers, prefixes, addrs)
+}
+
+// SetLocal replaces this host's own prefixes and TUN addresses (a claimed
+// block can arrive after start, or move after a lost conflict).
+func (r *Router) SetLocal(prefixes []netip.Prefix, addrs []netip.Addr) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var peers []*Peer
+	if cur := r.state.Load(); cur != nil {
+		peers = cur.peers
+	}
+	return r.publish(peers, prefixes, addrs)
+}
+
+// publish builds and swaps in a new snapshot; r.mu is held.
+func (r *Router) publish(peers []*Peer, prefixes []netip.Prefix, addrs []netip.Addr) error {
 	s := &snapshot{
-		peers:  peers,
-		bySPI:  make(map[uint32]inbound, len(peers)),
-		byAddr: make(map[netip.Addr]*Peer, len(peers)),
+		peers:    peers,
+		bySPI:    make(map[uint32]inbound, len(peers)),
+		byAddr:   make(map[netip.Addr]*Peer, len(peers)),
+		prefixes: prefixes,
+		addrs:    addrs,
 	}
 	var fb fib.Builder[*Peer]
 	for _, p := range peers {
@@ -103,13 +135,13 @@ func (r *Router) SetPeers(peers []*Peer) error {
 	}
 	s.fib = fb.Build()
 	var lb fib.Builder[struct{}]
-	for _, pfx := range r.cfg.Prefixes {
+	for _, pfx := range prefixes {
 		if err := lb.Insert(pfx, struct{}{}); err != nil {
 			return fmt.Errorf("local prefix %s: %w", pfx, err)
 		}
 	}
-	for _, a := range r.cfg.Addrs {
-		if r.inLocalPrefix(a) {
+	for _, a := range addrs {
+		if containsAddr(prefixes, a) {
 			continue // already covered
 		}
 		if err := lb.Insert(netip.PrefixFrom(a, a.BitLen()), struct{}{}); err != nil {
@@ -118,14 +150,12 @@ func (r *Router) SetPeers(peers []*Peer) error {
 	}
 	s.local = lb.Build()
 	old := r.state.Swap(s)
-	if r.log != nil {
-		r.logPeerChanges(old, s)
-	}
+	r.logPeerChanges(old, s)
 	return nil
 }
 
-func (r *Router) inLocalPrefix(a netip.Addr) bool {
-	for _, p := range r.cfg.Prefixes {
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
 		if p.Contains(a) {
 			return true
 		}

@@ -72,6 +72,7 @@ type Router struct {
 	dev  tun.Device
 	conn Conn
 
+	mu    sync.Mutex // serialises SetPeers and SetLocal (writers of state)
 	state atomic.Pointer[snapshot]
 	drops dropCounters
 

@@ -17,6 +17,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -41,6 +42,9 @@ const (
 	DefaultStateDir      = "/var/lib/drover"
 	DefaultUnderlayMTU   = 1500
 	MinReplayWindow      = 1024 // issue contract: at least 1024 packets
+	DefaultGossipPort    = 7946
+	DefaultClusterCIDR   = "10.42.0.0/16"
+	DefaultBlockBits     = 24
 	MaxReplayWindow      = 1 << 16
 )
 
@@ -74,9 +78,46 @@ type Config struct {
 	Log Log `yaml:"log"`
 	// Peers are the other hosts, statically configured.
 	Peers []Peer `yaml:"peers"`
+	// Cluster enables the gossip control plane: hosts find each other,
+	// claim address blocks and derive ESP keys with nothing configured but
+	// the cluster key and a seed. Absent: static peers only.
+	Cluster *Cluster `yaml:"cluster"`
 
 	// Resolved by Validate.
 	CipherID esp.Cipher `yaml:"-"`
+}
+
+// Cluster is the gossip control plane's configuration.
+type Cluster struct {
+	// KeyFile holds the cluster key (16, 24 or 32 bytes, hex or base64;
+	// mode 0600). Gossip is encrypted and authenticated with it, and it is
+	// mixed into every derived ESP key. Required.
+	KeyFile string `yaml:"key_file"`
+	// Join lists seed addresses ("host" or "host:port") of members to join
+	// through; `drover run --join` adds to it. Empty: start a new cluster
+	// (or wait to be joined).
+	Join []string `yaml:"join"`
+	// Port is the gossip port (TCP and UDP) on node.underlay. Default 7946.
+	Port uint16 `yaml:"port"`
+	// CIDR is the cluster network split into blocks. Default 10.42.0.0/16.
+	CIDR string `yaml:"cidr"`
+	// BlockBits is the prefix length of each host's block. Default 24.
+	BlockBits int `yaml:"block_bits"`
+	// RotationInterval is how often the ephemeral key (and so every derived
+	// ESP key) is replaced. Default 1h; at least 2 × switch_delay.
+	RotationInterval time.Duration `yaml:"rotation_interval"`
+	// SwitchDelay is how long after its own rotation a host keeps sending
+	// with the old keys, so peers learn the new public key first (longer
+	// than gossip propagation). Default 5s.
+	SwitchDelay time.Duration `yaml:"switch_delay"`
+	// Grace is how long superseded inbound SAs stay installed for packets
+	// in flight. Default 3 × switch_delay.
+	Grace time.Duration `yaml:"grace"`
+	// Timing selects memberlist's timing profile: "lan" (default) or "fast"
+	// (quick failure detection for labs and tests; more gossip traffic).
+	Timing string `yaml:"timing"`
+
+	CIDRPrefix netip.Prefix `yaml:"-"`
 }
 
 // Log configures log/slog output on stderr.
@@ -291,6 +332,29 @@ func (c *Config) Default() {
 	if c.Node.Port == 0 {
 		c.Node.Port = c.defaultPort()
 	}
+	if cl := c.Cluster; cl != nil {
+		if cl.Port == 0 {
+			cl.Port = DefaultGossipPort
+		}
+		if cl.CIDR == "" {
+			cl.CIDR = DefaultClusterCIDR
+		}
+		if cl.BlockBits == 0 {
+			cl.BlockBits = DefaultBlockBits
+		}
+		if cl.RotationInterval == 0 {
+			cl.RotationInterval = time.Hour
+		}
+		if cl.SwitchDelay == 0 {
+			cl.SwitchDelay = 5 * time.Second
+		}
+		if cl.Grace == 0 {
+			cl.Grace = 3 * cl.SwitchDelay
+		}
+		if cl.Timing == "" {
+			cl.Timing = "lan"
+		}
+	}
 	for i := range c.Peers {
 		p := &c.Peers[i]
 		if p.Port == 0 {
@@ -361,8 +425,8 @@ func (c *Config) Validate() error {
 	}
 	n.MACAddr = resolveMAC(add, "node.mac", n.MAC, n.UnderlayAddr)
 	n.PrefixList = resolvePrefixes(add, "node.prefixes", n.Prefixes)
-	if len(n.Prefixes) == 0 {
-		add("node.prefixes", "at least one prefix is required")
+	if len(n.Prefixes) == 0 && c.Cluster == nil {
+		add("node.prefixes", "at least one prefix is required (or a cluster section, to claim a block)")
 	}
 	n.AddressList = n.AddressList[:0]
 	for i, s := range n.Address {
@@ -453,6 +517,34 @@ func (c *Config) Validate() error {
 			default:
 				d.sa.KeyBytes = key
 			}
+		}
+	}
+	if cl := c.Cluster; cl != nil {
+		if cl.KeyFile == "" {
+			add("cluster.key_file", "is required (create one with: drover keygen > FILE; chmod 600 FILE)")
+		}
+		if p, err := netip.ParsePrefix(cl.CIDR); err != nil || p.Masked() != p {
+			add("cluster.cidr", "%q is not a network prefix (like 10.42.0.0/16)", cl.CIDR)
+		} else {
+			cl.CIDRPrefix = p
+			if cl.BlockBits < p.Bits() || cl.BlockBits > p.Addr().BitLen() || cl.BlockBits-p.Bits() > 16 {
+				add("cluster.block_bits", "%d: want %d..%d, at most 65536 blocks", cl.BlockBits, p.Bits(), min(p.Addr().BitLen(), p.Bits()+16))
+			}
+		}
+		if cl.SwitchDelay < 100*time.Millisecond {
+			add("cluster.switch_delay", "%v is shorter than 100ms", cl.SwitchDelay)
+		}
+		if cl.Grace < cl.SwitchDelay {
+			add("cluster.grace", "%v is shorter than switch_delay %v", cl.Grace, cl.SwitchDelay)
+		}
+		if cl.RotationInterval < 2*cl.SwitchDelay {
+			add("cluster.rotation_interval", "%v is shorter than 2 × switch_delay (%v)", cl.RotationInterval, 2*cl.SwitchDelay)
+		}
+		if cl.Timing != "lan" && cl.Timing != "fast" {
+			add("cluster.timing", "%q is not one of lan, fast", cl.Timing)
+		}
+		if c.Node.Port == cl.Port {
+			add("cluster.port", "%d is also node.port (data plane)", cl.Port)
 		}
 	}
 	if len(es) > 0 {
