@@ -120,3 +120,49 @@ func UnderlayMTU(addr netip.Addr) (int, error) {
 	}
 	return 0, nil
 }
+
+// SetAddrs makes want the interface's addresses (host routes, as Configure
+// adds them): missing ones are added, others removed. Link-local IPv6
+// addresses are left alone.
+func SetAddrs(name string, want []netip.Addr) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", name, err)
+	}
+	have, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("link %s: list addresses: %w", name, err)
+	}
+	keep := make(map[netip.Addr]bool, len(want))
+	for _, a := range want {
+		keep[a] = true
+	}
+	for _, h := range have {
+		a, ok := netip.AddrFromSlice(h.IP)
+		if !ok || a.Unmap().IsLinkLocalUnicast() {
+			continue
+		}
+		a = a.Unmap()
+		if keep[a] {
+			delete(keep, a)
+			continue
+		}
+		if err := netlink.AddrDel(l, &h); err != nil {
+			return fmt.Errorf("link %s: remove address %s: %w", name, a, err)
+		}
+	}
+	for _, a := range want {
+		if !keep[a] {
+			continue
+		}
+		ipn := &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
+		addr := &netlink.Addr{IPNet: ipn}
+		if a.Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrReplace(l, addr); err != nil {
+			return fmt.Errorf("link %s: add address %s: %w", name, a, err)
+		}
+	}
+	return nil
+}

@@ -22,10 +22,11 @@ import (
 // counters and peer list are for the host's administrator only):
 //
 //	GET /v1/status  router.Status as JSON
+//	GET /v1/cluster members (gossip), this host's block, the routes it installed
 //	GET /metrics    the same counters in the Prometheus text format
 //
 // It returns a function that stops the server and removes the socket.
-func serveControl(path string, r *router.Router, log *slog.Logger) (func(), error) {
+func serveControl(path string, r *router.Router, views func() clusterView, log *slog.Logger) (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
@@ -50,6 +51,12 @@ func serveControl(path string, r *router.Router, log *slog.Logger) (func(), erro
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(r.Status())
+	})
+	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(views())
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")

@@ -21,6 +21,8 @@ func cmdRun(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (YAML, see docs/config.md)")
 	nsName := fs.String("netns", "", "run inside this named network namespace (/run/netns/NAME)")
+	var join multiFlag
+	fs.Var(&join, "join", "seed address of a cluster member (host or host:port); repeatable; adds to cluster.join")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -37,9 +39,18 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s:\n%w", *cfgPath, err)
 	}
+	if len(join) > 0 {
+		if cfg.Cluster == nil {
+			return usageErr("run: --join needs a cluster section in %s (cluster.key_file)", *cfgPath)
+		}
+		cfg.Cluster.Join = append(cfg.Cluster.Join, join...)
+	}
 	if *nsName != "" {
 		// Re-exec without --netns, inside the namespace. Only returns on error.
 		rest := []string{"run", "--config", *cfgPath}
+		for _, j := range join {
+			rest = append(rest, "--join", j)
+		}
 		return reexecInNetns(*nsName, rest)
 	}
 	ctx, stop := signalContext()
@@ -160,6 +171,23 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	if err := r.SetPeers(peers); err != nil {
 		return err
 	}
+	var ag *agent
+	if cfg.Cluster != nil {
+		// The agent owns peers and routes from here (static peers included).
+		if ag, err = newAgent(cfg, log, r, n.TUN, tunnelMTU, peers); err != nil {
+			return err
+		}
+		agCtx, stopAgent := context.WithCancel(ctx)
+		agDone := make(chan struct{})
+		go func() { ag.run(agCtx); close(agDone) }()
+		d.undo = append(d.undo, func() {
+			stopAgent()
+			<-agDone
+			ag.stop()
+			log.Info("left the cluster; routes removed")
+		})
+		peers = nil // routes below: none, the agent installs them
+	}
 	for _, p := range peers {
 		for _, pfx := range p.Prefixes {
 			rt := tun.Route{Prefix: pfx, Src: sourceFor(n.AddressList, pfx.Addr().Is4())}
@@ -180,7 +208,17 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	})
 
 	if cfg.ControlSocket != "none" {
-		stopCtl, err := serveControl(cfg.ControlSocket, r, log)
+		views := func() clusterView {
+			if ag != nil {
+				return ag.snapshot()
+			}
+			var v clusterView
+			for _, rt := range d.routes {
+				v.Routes = append(v.Routes, routeView{Prefix: rt.Prefix.String(), Src: rt.Src.String(), Peer: staticOwner(cfg, rt.Prefix)})
+			}
+			return v
+		}
+		stopCtl, err := serveControl(cfg.ControlSocket, r, views, log)
 		if err != nil {
 			return err
 		}
@@ -202,6 +240,24 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	}
 	return nil
 }
+
+// staticOwner names the configured peer a prefix belongs to.
+func staticOwner(cfg *config.Config, pfx netip.Prefix) string {
+	for _, p := range cfg.Peers {
+		for _, q := range p.PrefixList {
+			if q == pfx {
+				return p.Name
+			}
+		}
+	}
+	return ""
+}
+
+// multiFlag collects a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return fmt.Sprint([]string(*m)) }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func sourceFor(addrs []netip.Addr, v4 bool) netip.Addr {
 	for _, a := range addrs {

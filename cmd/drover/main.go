@@ -6,6 +6,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,7 +26,10 @@ const usage = `drover: a userspace overlay router for container networks
 
 Usage:
   drover run --config FILE         run the router daemon (see docs/config.md)
-  drover status [-o json]          show the running daemon's peers and counters
+  drover status [-o json]          show the running daemon's counters and drops
+  drover peers [-o json]           cluster members, blocks, SAs with age and counters
+  drover routes [-o json]          routes the daemon installed through its TUN
+  drover keygen                    print a new cluster key (for cluster.key_file)
   drover lab [flags]               build a namespace lab, show reachability, tear it down
   drover version                   print the version
 
@@ -42,6 +47,29 @@ func (e *exitError) Unwrap() error { return e.err }
 
 func usageErr(format string, args ...any) error {
 	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+// cmdKeygen prints a new random 32-byte cluster key in hex.
+func cmdKeygen(args []string, stdout io.Writer) error {
+	if len(args) > 0 {
+		return usageErr("keygen: unexpected argument %q", args[0])
+	}
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(stdout, hex.EncodeToString(k))
+	return err
+}
+
+// cmdNetnsExec (hidden; for labs) runs PROG inside the named network
+// namespace: drover netns-exec NAME -- PROG ARGS... It is how a lab starts a
+// foreign-architecture build under qemu-user in a host namespace.
+func cmdNetnsExec(args []string) error {
+	if len(args) < 3 || args[1] != "--" {
+		return usageErr("netns-exec: usage: drover netns-exec NAME -- PROG [ARGS...]")
+	}
+	return execInNetns(args[0], args[2], args[3:])
 }
 
 // signalContext is cancelled by SIGINT or SIGTERM. Commands install it
@@ -66,6 +94,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(args[1:], stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout)
+	case "peers":
+		err = cmdPeers(args[1:], stdout)
+	case "routes":
+		err = cmdRoutes(args[1:], stdout)
+	case "keygen":
+		err = cmdKeygen(args[1:], stdout)
+	case "netns-exec":
+		err = cmdNetnsExec(args[1:])
 	case "lab":
 		ctx, stop := signalContext()
 		defer stop()

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"syscall"
 
@@ -16,6 +17,15 @@ import (
 // how testenv and `drover lab` start routers in host namespaces without
 // ip(8).
 func reexecInNetns(name string, args []string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("--netns: %w", err)
+	}
+	return execInNetns(name, exe, args)
+}
+
+// execInNetns joins the named namespace on this thread and execs prog.
+func execInNetns(name, prog string, args []string) error {
 	runtime.LockOSThread() // the exec must happen on the thread that joined
 	h, err := netns.GetFromName(name)
 	if err != nil {
@@ -24,9 +34,9 @@ func reexecInNetns(name string, args []string) error {
 	if err := netns.Set(h); err != nil {
 		return fmt.Errorf("--netns %s: enter: %w", name, err)
 	}
-	exe, err := os.Executable()
+	path, err := exec.LookPath(prog)
 	if err != nil {
-		return fmt.Errorf("--netns: %w", err)
+		return fmt.Errorf("netns %s: %w", name, err)
 	}
-	return fmt.Errorf("--netns %s: exec: %w", name, syscall.Exec(exe, append([]string{os.Args[0]}, args...), os.Environ()))
+	return fmt.Errorf("netns %s: exec %s: %w", name, path, syscall.Exec(path, append([]string{prog}, args...), os.Environ()))
 }

@@ -10,49 +10,156 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"text/tabwriter"
 	"time"
 
 	"github.com/drovernet/drover/cmd/drover/config"
 	"github.com/drovernet/drover/router"
 )
 
-func cmdStatus(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	out := fs.String("o", "table", "output: table or json")
-	sock := fs.String("socket", config.DefaultControlSocket, "the daemon's control socket")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &exitError{code: 2, err: err}
-	}
-	if *out != "table" && *out != "json" {
-		return usageErr("status: -o %q: want table or json", *out)
-	}
+// fetch GETs path from the daemon's control socket into v.
+func fetch(sock, path string, v any) error {
 	c := http.Client{
 		Timeout: 5 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", *sock)
+			return d.DialContext(ctx, "unix", sock)
 		}},
 	}
-	resp, err := c.Get("http://drover/v1/status")
+	resp, err := c.Get("http://drover" + path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("no daemon: control socket %s does not exist (is drover running? --socket)", *sock)
+			return fmt.Errorf("no daemon: control socket %s does not exist (is drover running? --socket)", sock)
 		}
-		return fmt.Errorf("control socket %s: %w", *sock, err)
+		return fmt.Errorf("control socket %s: %w", sock, err)
 	}
 	defer resp.Body.Close()
-	var st router.Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return fmt.Errorf("control socket %s: bad answer: %w", *sock, err)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("control socket %s: GET %s: %s", sock, path, resp.Status)
 	}
-	if *out == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("control socket %s: bad answer: %w", sock, err)
+	}
+	return nil
+}
+
+// viewFlags are the flags every view command shares.
+func viewFlags(name string, args []string) (out, sock string, err error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	o := fs.String("o", "table", "output: table or json")
+	s := fs.String("socket", config.DefaultControlSocket, "the daemon's control socket")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", "", err
+		}
+		return "", "", &exitError{code: 2, err: err}
+	}
+	if fs.NArg() > 0 {
+		return "", "", usageErr("%s: unexpected argument %q", name, fs.Arg(0))
+	}
+	if *o != "table" && *o != "json" {
+		return "", "", usageErr("%s: -o %q: want table or json", name, *o)
+	}
+	return *o, *s, nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func cmdStatus(args []string, stdout io.Writer) error {
+	out, sock, err := viewFlags("status", args)
+	if err != nil {
+		return err
+	}
+	var st router.Status
+	if err := fetch(sock, "/v1/status", &st); err != nil {
+		return err
+	}
+	if out == "json" {
+		return writeJSON(stdout, st)
 	}
 	printStatus(stdout, st)
 	return nil
+}
+
+// cmdPeers shows the cluster's members next to the router's peers: state,
+// block, routed prefixes, SAs with their age and counters.
+func cmdPeers(args []string, stdout io.Writer) error {
+	out, sock, err := viewFlags("peers", args)
+	if err != nil {
+		return err
+	}
+	var cv clusterView
+	var st router.Status
+	if err := fetch(sock, "/v1/cluster", &cv); err != nil {
+		return err
+	}
+	if err := fetch(sock, "/v1/status", &st); err != nil {
+		return err
+	}
+	if out == "json" {
+		return writeJSON(stdout, struct {
+			Members []memberView        `json:"members"`
+			Peers   []router.PeerStatus `json:"peers"`
+		}{cv.Members, st.Peers})
+	}
+	byName := map[string]router.PeerStatus{}
+	for _, p := range st.Peers {
+		byName[p.Name] = p
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tUNDERLAY\tBLOCK\tROUTED\tEPOCH\tSPI OUT\tSPI IN\tSA AGE\tTX PKTS\tRX PKTS\tNOTE")
+	listed := map[string]bool{}
+	row := func(name, state, underlay, block string, routed []string, epoch uint32, note string) {
+		p, ok := byName[name]
+		spiOut, spiIn, age, tx, rx := "-", "-", "-", "-", "-"
+		if ok {
+			tx, rx = fmt.Sprint(p.TxPackets), fmt.Sprint(p.RxPackets)
+			if p.SAOut != nil {
+				spiOut = fmt.Sprintf("%#08x", p.SAOut.SPI)
+				age = (time.Duration(p.SAOut.AgeSeconds) * time.Second).String()
+			}
+			if p.SAIn != nil {
+				spiIn = fmt.Sprintf("%#08x", p.SAIn.SPI)
+			}
+		}
+		if block == "" {
+			block = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", name, state, underlay, block, routed, epoch, spiOut, spiIn, age, tx, rx, note)
+		listed[name] = true
+	}
+	for _, m := range cv.Members {
+		row(m.Name, m.State, m.Underlay, m.Block, m.Routed, m.Epoch, m.Note)
+	}
+	for _, p := range st.Peers {
+		if !listed[p.Name] {
+			row(p.Name, "static", p.Underlay, "", p.Prefixes, 0, "")
+		}
+	}
+	return tw.Flush()
+}
+
+// cmdRoutes lists the routes the daemon installed through its TUN.
+func cmdRoutes(args []string, stdout io.Writer) error {
+	out, sock, err := viewFlags("routes", args)
+	if err != nil {
+		return err
+	}
+	var cv clusterView
+	if err := fetch(sock, "/v1/cluster", &cv); err != nil {
+		return err
+	}
+	if out == "json" {
+		return writeJSON(stdout, cv.Routes)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PREFIX\tPEER\tSRC")
+	for _, r := range cv.Routes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Prefix, r.Peer, r.Src)
+	}
+	return tw.Flush()
 }

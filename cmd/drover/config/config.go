@@ -45,7 +45,10 @@ const (
 	DefaultGossipPort    = 7946
 	DefaultClusterCIDR   = "10.42.0.0/16"
 	DefaultBlockBits     = 24
-	MaxReplayWindow      = 1 << 16
+	// derivedSPIMin: SPIs derived by the cluster have the top bit set
+	// (crypto/pairkey.DerivedSPIMin), so manual ones never collide with them.
+	derivedSPIMin   = 0x80000000
+	MaxReplayWindow = 1 << 16
 )
 
 // Config is the whole file.
@@ -542,6 +545,11 @@ func (c *Config) Validate() error {
 		}
 		if cl.Timing != "lan" && cl.Timing != "fast" {
 			add("cluster.timing", "%q is not one of lan, fast", cl.Timing)
+		}
+		for i, p := range c.Peers {
+			if p.SA != nil && p.SA.In.SPI >= derivedSPIMin {
+				add(fmt.Sprintf("peers[%d].sa.in.spi", i), "%#08x is in the range of SPIs the cluster derives (>= 0x80000000); manual SPIs must be below it", p.SA.In.SPI)
+			}
 		}
 		if c.Node.Port == cl.Port {
 			add("cluster.port", "%d is also node.port (data plane)", cl.Port)

@@ -1,0 +1,193 @@
+package gossip
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// suspicionMaxTimeoutMult is memberlist's DefaultLANConfig value, set
+// explicitly because the member table relies on it (Cluster.maxSuspicion).
+const suspicionMaxTimeoutMult = 6
+
+// DefaultPort is memberlist's (and Serf's) gossip port, TCP and UDP.
+const DefaultPort = 7946
+
+// Config configures a Cluster. Every duration left zero takes its default:
+// memberlist's DefaultLANConfig value, or drover's where memberlist has
+// none (ReconnectInterval, ForgetAfter) or where its default does not fit
+// (DeadNodeReclaimTime).
+type Config struct {
+	// Name is this node's name, unique in the cluster. Required.
+	Name string
+	// BindAddr is the address gossip listens on (TCP and UDP). Default
+	// 0.0.0.0.
+	BindAddr netip.Addr
+	// BindPort is the gossip port. The daemon passes its configured port
+	// (DefaultPort unless set); 0 lets the kernel pick a free one (tests).
+	BindPort int
+	// AdvertiseAddr is the address other members reach us at. Default
+	// BindAddr; when BindAddr is 0.0.0.0, memberlist picks a private address
+	// of this host, and when it is :: this must be set.
+	AdvertiseAddr netip.Addr
+	// Key is the cluster key: 16, 24 or 32 bytes, selecting AES-128, -192 or
+	// -256 GCM for memberlist's gossip encryption. Required; every packet
+	// and stream in and out must be encrypted with it (memberlist's
+	// GossipVerifyIncoming and GossipVerifyOutgoing).
+	Key []byte
+	// Log receives memberlist's messages and the Cluster's own. Nil: none.
+	Log *slog.Logger
+
+	// ProbeInterval is how often memberlist probes one other member (SWIM).
+	// Default 1s.
+	ProbeInterval time.Duration
+	// ProbeTimeout is how long a direct probe waits for its ack before
+	// asking others to probe indirectly. Default 500ms.
+	ProbeTimeout time.Duration
+	// GossipInterval is how often queued state changes are sent to a few
+	// random members. Default 200ms.
+	GossipInterval time.Duration
+	// PushPullInterval is how often the full state is exchanged with one
+	// random member over TCP (anti-entropy). Default 30s.
+	PushPullInterval time.Duration
+	// SuspicionMult scales how long a member stays suspect before it is
+	// declared dead: SuspicionMult × max(1, log10(members)) × ProbeInterval,
+	// shortened by confirmations from other members. Default 4.
+	SuspicionMult int
+	// DeadNodeReclaimTime is how long after a member is declared dead its
+	// name may come back from a different address (a host restarted with a
+	// new underlay address). Default 10s. memberlist's own default, never,
+	// would keep such a host out until every member has forgotten it.
+	DeadNodeReclaimTime time.Duration
+	// GossipToTheDeadTime is how long memberlist keeps sending gossip to a
+	// dead member (so it can refute) before it forgets it. Default 30s.
+	GossipToTheDeadTime time.Duration
+	// TCPTimeout bounds a push/pull or join exchange. Default 10s.
+	TCPTimeout time.Duration
+	// ReconnectInterval is how often the Cluster tries to reach one member
+	// it saw fail (not one that left) and, when no other member is alive,
+	// the seeds given to Join: memberlist alone never heals a partition that
+	// outlasts GossipToTheDeadTime. Default 30s.
+	ReconnectInterval time.Duration
+	// ForgetAfter is how long a dead or left member stays in Members (and is
+	// tried by reconnects, if dead). Default 24h.
+	ForgetAfter time.Duration
+
+	// wrapTransport, set by tests, wraps the network transport (to cut
+	// links between members on loopback).
+	wrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
+}
+
+// FastTiming returns cfg with timings for labs and tests on one machine or a
+// LAN: probes every 200ms, a failed member suspect within about 0.5s and
+// dead about 1s later, reconnects every second. Gossip traffic grows
+// accordingly (five times the default probing rate).
+func FastTiming(cfg Config) Config {
+	cfg.ProbeInterval = 200 * time.Millisecond
+	cfg.ProbeTimeout = 100 * time.Millisecond
+	cfg.GossipInterval = 50 * time.Millisecond
+	cfg.PushPullInterval = 2 * time.Second
+	cfg.SuspicionMult = 4
+	cfg.DeadNodeReclaimTime = 500 * time.Millisecond
+	cfg.GossipToTheDeadTime = 5 * time.Second
+	cfg.TCPTimeout = 2 * time.Second
+	cfg.ReconnectInterval = time.Second
+	return cfg
+}
+
+// withDefaults fills the zero fields and checks the rest.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Name == "" {
+		return cfg, fmt.Errorf("gossip: config: name is required")
+	}
+	if err := checkKey(cfg.Key); err != nil {
+		return cfg, fmt.Errorf("gossip: config: cluster key: %w", err)
+	}
+	if !cfg.BindAddr.IsValid() {
+		cfg.BindAddr = netip.IPv4Unspecified()
+	}
+	if cfg.BindAddr.Zone() != "" {
+		return cfg, fmt.Errorf("gossip: config: bind address %s: zones are not supported", cfg.BindAddr)
+	}
+	if cfg.BindPort < 0 || cfg.BindPort > 65535 {
+		return cfg, fmt.Errorf("gossip: config: bind port %d out of range", cfg.BindPort)
+	}
+	if !cfg.AdvertiseAddr.IsValid() && !cfg.BindAddr.IsUnspecified() {
+		cfg.AdvertiseAddr = cfg.BindAddr
+	}
+	if !cfg.AdvertiseAddr.IsValid() && cfg.BindAddr.Is6() {
+		return cfg, fmt.Errorf("gossip: config: bound to %s: an advertise address is required", cfg.BindAddr)
+	}
+	if cfg.AdvertiseAddr.IsValid() && cfg.AdvertiseAddr.IsUnspecified() {
+		return cfg, fmt.Errorf("gossip: config: advertise address %s is unspecified", cfg.AdvertiseAddr)
+	}
+	lan := memberlist.DefaultLANConfig()
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.ProbeInterval, lan.ProbeInterval)
+	def(&cfg.ProbeTimeout, lan.ProbeTimeout)
+	def(&cfg.GossipInterval, lan.GossipInterval)
+	def(&cfg.PushPullInterval, lan.PushPullInterval)
+	def(&cfg.DeadNodeReclaimTime, 10*time.Second)
+	def(&cfg.GossipToTheDeadTime, lan.GossipToTheDeadTime)
+	def(&cfg.TCPTimeout, lan.TCPTimeout)
+	def(&cfg.ReconnectInterval, 30*time.Second)
+	def(&cfg.ForgetAfter, 24*time.Hour)
+	if cfg.SuspicionMult == 0 {
+		cfg.SuspicionMult = lan.SuspicionMult
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"probe interval", cfg.ProbeInterval}, {"probe timeout", cfg.ProbeTimeout},
+		{"gossip interval", cfg.GossipInterval}, {"push/pull interval", cfg.PushPullInterval},
+		{"dead node reclaim time", cfg.DeadNodeReclaimTime}, {"gossip to the dead time", cfg.GossipToTheDeadTime},
+		{"TCP timeout", cfg.TCPTimeout}, {"reconnect interval", cfg.ReconnectInterval}, {"forget after", cfg.ForgetAfter},
+	} {
+		if d.v < 0 {
+			return cfg, fmt.Errorf("gossip: config: %s %v is negative", d.name, d.v)
+		}
+	}
+	if cfg.ProbeTimeout > cfg.ProbeInterval {
+		return cfg, fmt.Errorf("gossip: config: probe timeout %v is longer than the probe interval %v", cfg.ProbeTimeout, cfg.ProbeInterval)
+	}
+	if cfg.SuspicionMult < 1 {
+		return cfg, fmt.Errorf("gossip: config: suspicion multiplier %d, want at least 1", cfg.SuspicionMult)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return cfg, nil
+}
+
+// memberlistConfig is cfg (with defaults) as memberlist takes it.
+func (cfg *Config) memberlistConfig() *memberlist.Config {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Name
+	mc.BindAddr = cfg.BindAddr.String()
+	mc.BindPort = cfg.BindPort
+	if cfg.AdvertiseAddr.IsValid() {
+		mc.AdvertiseAddr = cfg.AdvertiseAddr.String()
+	}
+	mc.AdvertisePort = cfg.BindPort
+	mc.SecretKey = cfg.Key
+	mc.GossipVerifyIncoming = true
+	mc.GossipVerifyOutgoing = true
+	mc.ProbeInterval = cfg.ProbeInterval
+	mc.ProbeTimeout = cfg.ProbeTimeout
+	mc.GossipInterval = cfg.GossipInterval
+	mc.PushPullInterval = cfg.PushPullInterval
+	mc.SuspicionMult = cfg.SuspicionMult
+	mc.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
+	mc.GossipToTheDeadTime = cfg.GossipToTheDeadTime
+	mc.TCPTimeout = cfg.TCPTimeout
+	mc.SuspicionMaxTimeoutMult = suspicionMaxTimeoutMult
+	return mc
+}
