@@ -80,6 +80,7 @@ type Router struct {
 	rxPackets, rxBytes atomic.Uint64
 	icmpSent           atomic.Uint64
 	keepalives, nonESP atomic.Uint64
+	arpReplies         atomic.Uint64
 
 	closeOnce sync.Once
 }
@@ -164,6 +165,7 @@ func (r *Router) Status() Status {
 		ICMPSent:      r.icmpSent.Load(),
 		Keepalives:    r.keepalives.Load(),
 		NonESP:        r.nonESP.Load(),
+		ARPReplies:    r.arpReplies.Load(),
 	}
 	if r.cfg.Encap == EncapESP {
 		st.Cipher = r.cfg.Cipher

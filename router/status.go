@@ -30,6 +30,8 @@ type Status struct {
 	// Non-ESP traffic seen on the ESP port (RFC 3948).
 	Keepalives uint64 `json:"keepalives"`
 	NonESP     uint64 `json:"non_esp"`
+	// ARP replies sent on the container bridge for remote addresses.
+	ARPReplies uint64 `json:"arp_replies"`
 }
 
 // PeerStatus is one peer.

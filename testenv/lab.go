@@ -354,6 +354,7 @@ func labConfigs(opts LabOptions) ([]*config.Config, error) {
 				Name:     fmt.Sprintf("h%d", h),
 				Underlay: underlayAddr(opts.UnderlayIPv6, h).String(),
 				TUN:      config.DefaultTUN,
+				Bridge:   Prefix + opts.Tag + "-br", // the host bridge: ARP for remote addresses (flat model)
 				Prefixes: []string{hostPrefix(h).String()},
 			},
 			Encapsulation: opts.Encapsulation,

@@ -228,6 +228,12 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	log.Info("drover running", "node", n.Name, "underlay", local, "tun", n.TUN, "tun_mtu", tunMTU,
 		"underlay_mtu", underlayMTU, "encapsulation", cfg.Encapsulation, "peers", len(peers))
 	started = true
+	if n.Bridge != "none" {
+		arpCtx, stopARP := context.WithCancel(ctx)
+		arpDone := make(chan struct{})
+		go func() { _ = r.AnswerARP(arpCtx, n.Bridge); close(arpDone) }()
+		defer func() { stopARP(); <-arpDone }()
+	}
 	if seqs != nil {
 		seqCtx, stopSeq := context.WithCancel(ctx)
 		seqDone := make(chan struct{})

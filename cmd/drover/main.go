@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/drovernet/drover/cmd/drover/config"
+	"github.com/drovernet/drover/cni"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -80,6 +81,11 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func main() {
+	// Installed as /opt/cni/bin/drover, the binary is the CNI plugin: the
+	// runtime sets CNI_COMMAND (CNI spec 1.1 §"Parameters").
+	if os.Getenv("CNI_COMMAND") != "" {
+		cni.Main(version) // exits
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

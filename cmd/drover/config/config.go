@@ -35,6 +35,7 @@ const (
 // Defaults, in one place so docs/config.md and the code agree.
 const (
 	DefaultTUN           = "drover0"
+	DefaultBridge        = "drover-br0"
 	DefaultESPPort       = 4500 // RFC 3948 §2
 	DefaultCipher        = "aes-128-gcm"
 	DefaultReplayWindow  = 1024
@@ -146,6 +147,12 @@ type Node struct {
 	MAC string `yaml:"mac"`
 	// Prefixes are the container addresses behind this host. Required.
 	Prefixes []string `yaml:"prefixes"`
+	// Bridge is the container bridge the CNI plugin attaches containers to.
+	// drover answers ARP on it for addresses that live remote peers own, so
+	// containers that hold the whole cluster CIDR as on-link (the flat
+	// model) reach other hosts. Default drover-br0 (the plugin's default);
+	// "none" turns the ARP responder off.
+	Bridge string `yaml:"bridge"`
 	// Address is the TUN device's own address: the source of the ICMP
 	// errors drover sends and of packets the host itself sends through the
 	// tunnel. Default: the first host address of the first IPv4 prefix (and
@@ -332,6 +339,9 @@ func (c *Config) Default() {
 	if c.Node.TUN == "" {
 		c.Node.TUN = DefaultTUN
 	}
+	if c.Node.Bridge == "" {
+		c.Node.Bridge = DefaultBridge
+	}
 	if c.Node.Port == 0 {
 		c.Node.Port = c.defaultPort()
 	}
@@ -425,6 +435,9 @@ func (c *Config) Validate() error {
 	}
 	if n.TUN == "" || len(n.TUN) > 15 || strings.ContainsAny(n.TUN, "/ \t") {
 		add("node.tun", "%q is not a valid interface name (1-15 characters, no '/' or space)", n.TUN)
+	}
+	if n.Bridge == "" || len(n.Bridge) > 15 || strings.ContainsAny(n.Bridge, "/ \t") {
+		add("node.bridge", "%q is not a valid interface name (1-15 characters) or none", n.Bridge)
 	}
 	n.MACAddr = resolveMAC(add, "node.mac", n.MAC, n.UnderlayAddr)
 	n.PrefixList = resolvePrefixes(add, "node.prefixes", n.Prefixes)

@@ -1,0 +1,168 @@
+package cni
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// The plugin talks to the drover daemon over its control socket (HTTP on a
+// unix socket, see cmd/drover/control.go):
+//
+//	GET    /v1/status     the node's tun_mtu, prefixes (its block) and addresses
+//	POST   /v1/local      a local container address appeared (Local as JSON)
+//	DELETE /v1/local/{ip} it is gone
+//
+// The last two let the router announce local addresses and answer ARP for
+// them elsewhere. They are best effort: the IPAM directory is the truth, and
+// a daemon that starts later (or lacks the endpoints: 404/405) reads it.
+const daemonTimeout = 3 * time.Second
+
+// errNoDaemon means nothing answers on the control socket.
+var errNoDaemon = errors.New("drover daemon not reachable")
+
+// errNotImplemented means the daemon has no such endpoint.
+var errNotImplemented = errors.New("endpoint not implemented by the daemon")
+
+// daemonStatus is the part of router.Status the plugin uses. The field
+// names are the daemon's JSON API.
+type daemonStatus struct {
+	Node   string `json:"node"`
+	TUNMTU int    `json:"tun_mtu"`
+	// Prefixes are the node's blocks.
+	Prefixes []string `json:"prefixes"`
+	// Addresses are the TUN device's own: never handed to a container.
+	Addresses []string `json:"addresses"`
+}
+
+// block returns the node's first IPv4 prefix.
+func (s *daemonStatus) block() (netip.Prefix, bool) {
+	for _, p := range s.Prefixes {
+		if pf, err := netip.ParsePrefix(p); err == nil && pf.Addr().Is4() {
+			return pf.Masked(), true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// blocks returns every IPv4 prefix of the node.
+func (s *daemonStatus) blocks() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range s.Prefixes {
+		if pf, err := netip.ParsePrefix(p); err == nil && pf.Addr().Is4() {
+			out = append(out, pf.Masked())
+		}
+	}
+	return out
+}
+
+// addrs returns the TUN's IPv4 addresses.
+func (s *daemonStatus) addrs() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range s.Addresses {
+		if p, err := netip.ParsePrefix(a); err == nil {
+			a = p.Addr().String()
+		}
+		if ip, err := netip.ParseAddr(a); err == nil && ip.Is4() {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// Local is the body of POST /v1/local: a container address on this host.
+// Field names are part of the control API: only add fields.
+type Local struct {
+	Network     string `json:"network"`
+	ContainerID string `json:"container_id"`
+	IfName      string `json:"ifname"`
+	IP          string `json:"ip"`
+	MAC         string `json:"mac"`
+	Bridge      string `json:"bridge"`
+}
+
+type daemonClient struct {
+	sock string
+	http http.Client
+}
+
+func newDaemonClient(sock string) *daemonClient {
+	return &daemonClient{sock: sock, http: http.Client{
+		Timeout: daemonTimeout,
+		Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}},
+	}}
+}
+
+func (d *daemonClient) do(ctx context.Context, method, path string, body any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://drover"+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := d.http.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return nil, fmt.Errorf("%w at %s: %v", errNoDaemon, d.sock, op.Err)
+		}
+		return nil, fmt.Errorf("daemon at %s: %s %s: %w", d.sock, method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("daemon at %s: %s %s: %w", d.sock, method, path, err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed:
+		return nil, fmt.Errorf("%s %s: %w", method, path, errNotImplemented)
+	case resp.StatusCode/100 != 2:
+		return nil, fmt.Errorf("daemon at %s: %s %s: %s: %s", d.sock, method, path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return b, nil
+}
+
+// status fetches GET /v1/status.
+func (d *daemonClient) status(ctx context.Context) (*daemonStatus, error) {
+	b, err := d.do(ctx, http.MethodGet, "/v1/status", nil)
+	if err != nil {
+		return nil, err
+	}
+	var st daemonStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("daemon at %s: bad /v1/status answer: %w", d.sock, err)
+	}
+	return &st, nil
+}
+
+// addLocal tells the daemon about a local container address.
+func (d *daemonClient) addLocal(ctx context.Context, l Local) error {
+	_, err := d.do(ctx, http.MethodPost, "/v1/local", l)
+	return err
+}
+
+// delLocal tells the daemon a local container address is gone.
+func (d *daemonClient) delLocal(ctx context.Context, ip netip.Addr) error {
+	_, err := d.do(ctx, http.MethodDelete, "/v1/local/"+ip.String(), nil)
+	return err
+}
