@@ -170,17 +170,18 @@ func (r *Router) Status() Status {
 	if r.cfg.Encap == EncapESP {
 		st.Cipher = r.cfg.Cipher
 	}
-	for _, p := range r.cfg.Prefixes {
+	snap := r.state.Load()
+	for _, p := range snap.prefixes {
 		st.Prefixes = append(st.Prefixes, p.String())
 	}
-	for _, a := range r.cfg.Addrs {
+	for _, a := range snap.addrs {
 		st.Addresses = append(st.Addresses, a.String())
 	}
 	for i := range r.drops {
 		st.Drops[DropReason(i).String()] = r.drops[i].Load()
 	}
 	now := time.Now()
-	for _, p := range r.state.Load().peers {
+	for _, p := range snap.peers {
 		ps := PeerStatus{
 			Name:      p.Name,
 			Underlay:  p.Underlay.String(),

@@ -489,3 +489,17 @@ func TestRekey(t *testing.T) {
 	waitDrop(t, b.r, DropUnknownSPI, 1)
 	_ = a
 }
+
+// TestStatusLocal: Status reports the prefixes and addresses set at run
+// time (a claimed block), not only those of the initial Config.
+func TestStatusLocal(t *testing.T) {
+	a, _, _, _ := newPair(t, pairOpts{encap: EncapVXLAN})
+	blk := netip.MustParsePrefix("10.42.77.0/24")
+	if err := a.r.SetLocal([]netip.Prefix{blk}, []netip.Addr{netip.MustParseAddr("10.42.77.1")}); err != nil {
+		t.Fatal(err)
+	}
+	st := a.r.Status()
+	if len(st.Prefixes) != 1 || st.Prefixes[0] != "10.42.77.0/24" || len(st.Addresses) != 1 || st.Addresses[0] != "10.42.77.1" {
+		t.Fatalf("Status prefixes %v addresses %v, want [10.42.77.0/24] [10.42.77.1]", st.Prefixes, st.Addresses)
+	}
+}

@@ -3,6 +3,17 @@
 // `drover run` process inside the host's namespace. Integration tests and
 // `drover lab` use it alike.
 //
+// A lab runs in static mode (every router configured with every peer's
+// prefixes and manual SAs) or, with LabOptions.Cluster, in cluster mode:
+// routers get only the cluster key and host 1 as the seed, claim their own
+// blocks, and the lab addresses each host's containers from its block once
+// the routers agree. Cluster labs can stop, kill, restart and cut off hosts
+// (Lab.StopRouter, KillRouter, StartRouter, SetUplink), run a host's router
+// as a foreign-architecture build under qemu-user (HostOptions.Arch), send
+// paced sequence-numbered UDP streams (Lab.StartStream), forge inner
+// sources (SendRawUDP), and capture the underlay's ESP packets to check
+// that no (SA, sequence number) pair is ever sent twice (Lab.CaptureESP).
+//
 // Everything it creates in the kernel is named with the prefix "drv-" and is
 // removed when the lab closes (tests: through t.Cleanup, also on failure;
 // `drover lab`: also on Ctrl-C). Sweep removes leftovers of a crashed run.

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,6 +51,34 @@ type LabOptions struct {
 	// UnderlayIPv6 puts the hosts on an IPv6 underlay (2001:db8:42::<h>/64)
 	// instead of 192.0.2.<h>/24; containers stay IPv4.
 	UnderlayIPv6 bool
+
+	// Cluster runs the routers in cluster mode: no prefixes and no peers in
+	// their configurations, only the lab's cluster key and host 1 as the
+	// seed. Each host claims its own block of 10.42.0.0/16; its bridge and
+	// containers are addressed from that block once it is known, and the
+	// lab is up when every router sees every other one (ClusterOptions).
+	Cluster bool
+	// ClusterOptions tune cluster mode.
+	ClusterOptions ClusterOptions
+	// HostOptions are per host: HostOptions[i] is host i+1; hosts beyond
+	// the slice get the zero value.
+	HostOptions []HostOptions
+}
+
+// HostOptions set one host apart from the others.
+type HostOptions struct {
+	// Arch is the GOARCH of the router binary the host runs: "" (or
+	// runtime.GOARCH) for the lab's own binary, "arm64" for a cross build
+	// run under qemu-user (qemu-aarch64-static must be installed).
+	Arch string
+	// Bin is the binary for Arch; empty: BuildDroverArch(Arch).
+	Bin string
+	// Manual leaves the router stopped: NewLab does not start it, and in
+	// cluster mode does not wait for it; Lab.StartRouter does.
+	Manual bool
+	// ClusterKey (cluster mode) replaces the lab's cluster key for this host:
+	// a host that must not be admitted.
+	ClusterKey []byte
 }
 
 // Default fills in every unset option.
@@ -75,6 +104,17 @@ func (o *LabOptions) Default() {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.Cluster {
+		o.ClusterOptions.defaults()
+	}
+}
+
+// hostOptions returns host h's options (h from 1).
+func (o *LabOptions) hostOptions(h int) HostOptions {
+	if h-1 < len(o.HostOptions) {
+		return o.HostOptions[h-1]
+	}
+	return HostOptions{}
 }
 
 var tagRE = regexp.MustCompile(`^[a-z0-9]{1,4}$`)
@@ -105,6 +145,20 @@ func (o *LabOptions) Validate() error {
 	if !tagRE.MatchString(o.Tag) {
 		errs = append(errs, fmt.Errorf("tag: %q must be 1-%d characters a-z, 0-9 (it goes into interface names)", o.Tag, maxTagLen))
 	}
+	if len(o.HostOptions) > o.Hosts {
+		errs = append(errs, fmt.Errorf("host options: %d entries for %d hosts", len(o.HostOptions), o.Hosts))
+	}
+	for i, ho := range o.HostOptions {
+		if _, err := qemuName(ho.Arch); err != nil {
+			errs = append(errs, fmt.Errorf("host %d: %w", i+1, err))
+		}
+		if len(ho.ClusterKey) != 0 && !o.Cluster {
+			errs = append(errs, fmt.Errorf("host %d: a cluster key needs cluster mode", i+1))
+		}
+	}
+	if o.Cluster {
+		errs = append(errs, o.ClusterOptions.validate())
+	}
 	return errors.Join(errs...)
 }
 
@@ -119,6 +173,12 @@ type Lab struct {
 	Dir string
 	// ContainerMTU is the MTU of every container interface.
 	ContainerMTU int
+	// ClusterKeyFile is the lab's cluster key (cluster mode; 0600, in Dir).
+	ClusterKeyFile string
+	// ConvergedAt is when NewLab (or the last StartRouters that started a
+	// host for the first time) saw every router of a cluster-mode lab list
+	// every other one with its block and a route to it.
+	ConvergedAt time.Time
 
 	opts LabOptions
 	tag  string
@@ -135,14 +195,22 @@ type Host struct {
 	Name     string // "h1": the router's node name
 	NS       *NetNS
 	Underlay netip.Addr   // 192.0.2.<Index> on Uplink
-	Prefix   netip.Prefix // 10.42.<Index>.0/24, behind Bridge
-	Gateway  netip.Addr   // 10.42.<Index>.1, the bridge's address
+	Prefix   netip.Prefix // 10.42.<Index>.0/24, behind Bridge (cluster mode: the block the router claimed; invalid until then)
+	Gateway  netip.Addr   // 10.42.<Index>.1, the bridge's address (cluster mode: the block's first address)
 	Uplink   string       // interface into the underlay bridge
 	Bridge   string       // the containers' bridge
 	// Containers are in order: Containers[i].Ref.Container == i+1.
 	Containers []*Container
-	// Router is the host's `drover run` process; nil until started.
+	// Router is the host's `drover run` process; nil until started, and
+	// again after Lab.StopRouter or Lab.KillRouter.
 	Router *Router
+	// Started is when the current (or last) router process was launched.
+	Started time.Time
+
+	cfg       *config.Config
+	opts      HostOptions
+	runs      int  // router processes launched so far
+	addressed bool // bridge and containers have their addresses (cluster mode: once the block is known)
 }
 
 // Container is one container: a namespace with eth0 on its host's bridge.
@@ -150,7 +218,7 @@ type Container struct {
 	Ref  ContainerRef
 	Host *Host
 	NS   *NetNS
-	Addr netip.Addr // 10.42.<host>.<container+1>
+	Addr netip.Addr // 10.42.<host>.<container+1> (cluster mode: in the host's block; invalid until it is known)
 }
 
 // ContainerRef names a container by host and container index, both from 1.
@@ -170,12 +238,17 @@ func NewLab(ctx context.Context, opts LabOptions) (lab *Lab, err error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("lab: needs root to create network namespaces")
 	}
+	opts.HostOptions = slices.Clone(opts.HostOptions) // build fills in Bin
 	l := &Lab{opts: opts, tag: opts.Tag, log: opts.Log.With("component", "lab", "tag", opts.Tag)}
 	l.ContainerMTU = opts.ContainerMTU
 	if l.ContainerMTU == 0 {
 		l.ContainerMTU = config.TunnelMTU(opts.Encapsulation, opts.UnderlayMTU, opts.UnderlayIPv6)
 	}
 	defer func() {
+		if r := recover(); r != nil {
+			l.Close() // a bug must not leave namespaces and routers behind
+			panic(r)
+		}
 		if err != nil {
 			if cerr := l.Close(); cerr != nil {
 				err = fmt.Errorf("%w (and removing the partial lab: %v)", err, cerr)
@@ -191,9 +264,12 @@ func NewLab(ctx context.Context, opts LabOptions) (lab *Lab, err error) {
 
 func (l *Lab) build(ctx context.Context) error {
 	start := time.Now()
-	cfgs, err := labConfigs(l.opts)
-	if err != nil {
-		return err
+	var cfgs []*config.Config
+	var err error
+	if !l.opts.Cluster {
+		if cfgs, err = labConfigs(l.opts); err != nil {
+			return err
+		}
 	}
 	bin := l.opts.Bin
 	if bin == "" {
@@ -202,6 +278,20 @@ func (l *Lab) build(ctx context.Context) error {
 		}
 	}
 	l.opts.Bin = bin
+	for h := 1; h <= l.opts.Hosts; h++ {
+		ho := l.opts.hostOptions(h)
+		if isNative(ho.Arch) {
+			continue
+		}
+		if _, err := QEMU(ho.Arch); err != nil {
+			return fmt.Errorf("host %d: %w", h, err)
+		}
+		if ho.Bin == "" {
+			if l.opts.HostOptions[h-1].Bin, err = BuildDroverArch(ho.Arch); err != nil {
+				return err
+			}
+		}
+	}
 	l.Dir = l.opts.Dir
 	if l.Dir == "" {
 		if l.Dir, err = os.MkdirTemp("", Prefix+l.tag+"-"); err != nil {
@@ -209,6 +299,11 @@ func (l *Lab) build(ctx context.Context) error {
 		}
 		dir := l.Dir
 		l.undo.push("remove "+dir, func() error { return os.RemoveAll(dir) })
+	}
+	if l.opts.Cluster {
+		if cfgs, err = l.clusterConfigs(); err != nil {
+			return err
+		}
 	}
 
 	if err := l.buildUnderlay(); err != nil {
@@ -222,6 +317,8 @@ func (l *Lab) build(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		host.cfg = cfgs[h-1]
+		host.opts = l.opts.hostOptions(h)
 		l.Hosts = append(l.Hosts, host)
 		for c := 1; c <= l.opts.Containers; c++ {
 			ctr, err := l.buildContainer(host, c)
@@ -237,18 +334,49 @@ func (l *Lab) build(ctx context.Context) error {
 	l.log.Info("namespaces ready", "hosts", len(l.Hosts), "containers", l.opts.Containers, "took", time.Since(start).Round(time.Millisecond))
 
 	// Routers start in parallel: each waits for its control socket, and
-	// that wait dominates the setup time.
+	// that wait dominates the setup time. In cluster mode host 1, the seed
+	// every other host joins through, starts first unless StartAtOnce.
 	l.undo.push("stop routers", l.stopRouters)
-	errs := make([]error, len(l.Hosts))
+	var waves [][]*Host
+	var all []*Host
+	for _, host := range l.Hosts {
+		if !host.opts.Manual {
+			all = append(all, host)
+		}
+	}
+	if l.opts.Cluster && !l.opts.ClusterOptions.StartAtOnce && len(all) > 1 && all[0].Index == 1 {
+		waves = [][]*Host{all[:1], all[1:]}
+	} else {
+		waves = [][]*Host{all}
+	}
+	for _, wave := range waves {
+		if err := l.startWave(ctx, wave); err != nil {
+			return err
+		}
+	}
+	if l.opts.Cluster {
+		if err := l.clusterUp(ctx, all); err != nil {
+			return err
+		}
+	}
+	l.log.Info("lab up", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// startWave starts the hosts' routers at once and waits for their control
+// sockets.
+func (l *Lab) startWave(ctx context.Context, hosts []*Host) error {
+	errs := make([]error, len(hosts))
+	seeds := make([][]string, len(hosts))
+	for i, host := range hosts {
+		seeds[i] = l.seedsFor(host)
+	}
 	var wg sync.WaitGroup
-	for i, host := range l.Hosts {
+	for i, host := range hosts {
 		wg.Go(func() {
-			r, err := StartRouter(ctx, bin, host.NS, cfgs[i], l.Dir)
-			if err != nil {
+			if err := l.launch(ctx, host, seeds[i]); err != nil {
 				errs[i] = fmt.Errorf("host %s: %w", host.Name, err)
-				return
 			}
-			host.Router = r
 		})
 	}
 	wg.Wait()
@@ -257,11 +385,7 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("lab setup: %w", err)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	l.log.Info("lab up", "took", time.Since(start).Round(time.Millisecond))
-	return nil
+	return errors.Join(errs...)
 }
 
 // stopRouters stops every started router at once (SIGTERM, then SIGKILL

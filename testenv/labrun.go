@@ -31,8 +31,12 @@ func RunLab(ctx context.Context, opts LabOptions, w io.Writer) (err error) {
 	if opts.Encapsulation == "esp" {
 		cipher = " " + opts.Cipher
 	}
-	fmt.Fprintf(w, "drover lab: %d hosts × %d containers, %s%s, underlay %s MTU %d\n",
-		opts.Hosts, opts.Containers, opts.Encapsulation, cipher, underlayPrefix(opts.UnderlayIPv6), opts.UnderlayMTU)
+	mode := ""
+	if opts.Cluster {
+		mode = ", cluster mode (gossip; each host claims its block)"
+	}
+	fmt.Fprintf(w, "drover lab: %d hosts × %d containers, %s%s, underlay %s MTU %d%s\n",
+		opts.Hosts, opts.Containers, opts.Encapsulation, cipher, underlayPrefix(opts.UnderlayIPv6), opts.UnderlayMTU, mode)
 
 	start := time.Now()
 	lab, err := NewLab(ctx, opts)
@@ -60,6 +64,10 @@ func RunLab(ctx context.Context, opts LabOptions, w io.Writer) (err error) {
 	}
 	fmt.Fprintf(w, "lab up in %v (routers run `%s run` in each host namespace)\n", time.Since(start).Round(time.Millisecond), lab.Options().Bin)
 	fmt.Fprint(w, lab.Topology())
+	if opts.Cluster {
+		fmt.Fprintf(w, "\ncluster converged %v after the last router started; views:\n%s",
+			lab.ConvergedAt.Sub(lab.lastStart()).Round(time.Millisecond), lab.ClusterViews())
+	}
 
 	fmt.Fprintf(w, "\nreachability (ICMP echo from row to column):\n")
 	t := time.Now()
@@ -101,10 +109,11 @@ func RunLab(ctx context.Context, opts LabOptions, w io.Writer) (err error) {
 	return errors.Join(failed...)
 }
 
-// WaitRouters waits until every router answers on its control socket and
-// knows all its peers.
+// WaitRouters waits until every running router answers on its control
+// socket and knows all the other running routers as peers.
 func (l *Lab) WaitRouters(ctx context.Context) error {
-	for _, h := range l.Hosts {
+	running := l.Running()
+	for _, h := range running {
 		err := Poll(ctx, 10*time.Second, 50*time.Millisecond, func() error {
 			select {
 			case <-h.Router.Done():
@@ -115,8 +124,8 @@ func (l *Lab) WaitRouters(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if len(st.Peers) != len(l.Hosts)-1 {
-				return fmt.Errorf("%d peers, want %d", len(st.Peers), len(l.Hosts)-1)
+			if len(st.Peers) != len(running)-1 {
+				return fmt.Errorf("%d peers, want %d", len(st.Peers), len(running)-1)
 			}
 			return nil
 		})
@@ -152,10 +161,18 @@ func (l *Lab) Topology() string {
 		}
 		var ctrs []string
 		for _, c := range h.Containers {
-			ctrs = append(ctrs, fmt.Sprintf("%s %s", c.Ref, c.Addr))
+			if c.Addr.IsValid() {
+				ctrs = append(ctrs, fmt.Sprintf("%s %s", c.Ref, c.Addr))
+			} else {
+				ctrs = append(ctrs, c.Ref.String())
+			}
+		}
+		prefix := h.Prefix.String()
+		if !h.Prefix.IsValid() {
+			prefix = "(no block yet)"
 		}
 		fmt.Fprintf(&b, "  %s  netns %s  underlay %s%s\n      containers %s (MTU %d): %s\n",
-			h.Name, h.NS.Name, h.Underlay, tun, h.Prefix, l.ContainerMTU, strings.Join(ctrs, ", "))
+			h.Name, h.NS.Name, h.Underlay, tun, prefix, l.ContainerMTU, strings.Join(ctrs, ", "))
 	}
 	return b.String()
 }

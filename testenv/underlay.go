@@ -224,7 +224,9 @@ func (l *Lab) buildUnderlay() error {
 
 // buildHost creates host h: its namespace (IPv4 forwarding on), an uplink
 // veth into the underlay bridge with 192.0.2.<h>/24, and a bridge with
-// 10.42.<h>.1/24 for its containers.
+// 10.42.<h>.1/24 for its containers. In cluster mode the bridge stays
+// without an address until the router has claimed the host's block
+// (addressHost).
 func (l *Lab) buildHost(h int) (*Host, error) {
 	ns, err := l.newNS(fmt.Sprintf("h%d", h), sysctl{key: "net/ipv4/ip_forward", val: "1"})
 	if err != nil {
@@ -235,12 +237,13 @@ func (l *Lab) buildHost(h int) (*Host, error) {
 		Name:     fmt.Sprintf("h%d", h),
 		NS:       ns,
 		Underlay: underlayAddr(l.opts.UnderlayIPv6, h),
-		Prefix:   hostPrefix(h),
-		Gateway:  hostGateway(h),
 		Uplink:   l.ifName("up"),
 		Bridge:   l.ifName("br"),
 	}
-	if err := addVeth(ns, host.Uplink, l.Underlay, l.ifName(fmt.Sprintf("h%d", h)), l.ifName("ul"), l.opts.UnderlayMTU); err != nil {
+	if !l.opts.Cluster {
+		host.Prefix, host.Gateway = hostPrefix(h), hostGateway(h)
+	}
+	if err := addVeth(ns, host.Uplink, l.Underlay, l.underlayPort(h), l.ifName("ul"), l.opts.UnderlayMTU); err != nil {
 		return nil, err
 	}
 	if l.opts.UnderlayIPv6 {
@@ -257,33 +260,63 @@ func (l *Lab) buildHost(h int) (*Host, error) {
 		if _, err := addrUp(nl, host.Uplink, netip.PrefixFrom(host.Underlay, underlayPrefix(l.opts.UnderlayIPv6).Bits())); err != nil {
 			return err
 		}
-		if _, err := addBridge(nl, host.Bridge); err != nil {
-			return err
-		}
-		_, err := addrUp(nl, host.Bridge, netip.PrefixFrom(host.Gateway, hostPrefix(h).Bits()))
+		_, err := addBridge(nl, host.Bridge)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
+	if !l.opts.Cluster {
+		if err := addressBridge(host); err != nil {
+			return nil, err
+		}
+		host.addressed = true
+	}
 	return host, nil
+}
+
+// underlayPort is host h's port on the underlay bridge (in the underlay
+// namespace).
+func (l *Lab) underlayPort(h int) string { return l.ifName(fmt.Sprintf("h%d", h)) }
+
+// addressBridge gives the host's bridge its gateway address.
+func addressBridge(host *Host) error {
+	return withNetlink(host.NS, func(nl *netlink.Handle) error {
+		_, err := addrUp(nl, host.Bridge, netip.PrefixFrom(host.Gateway, host.Prefix.Bits()))
+		return err
+	})
 }
 
 // buildContainer creates container c of host: a namespace whose eth0 is a
 // veth into the host's bridge, 10.42.<h>.<c+1>/24, default route via the
 // bridge. The bridge takes the MTU of its ports, so the containers' MTU is
-// also the bridge's.
+// also the bridge's. In cluster mode eth0 stays without an address until
+// the host's block is known (addressHost).
 func (l *Lab) buildContainer(host *Host, c int) (*Container, error) {
 	ref := ContainerRef{Host: host.Index, Container: c}
 	ns, err := l.newNS(ref.String())
 	if err != nil {
 		return nil, err
 	}
-	ctr := &Container{Ref: ref, Host: host, NS: ns, Addr: containerAddr(host.Index, c)}
+	ctr := &Container{Ref: ref, Host: host, NS: ns}
 	if err := addVeth(ns, containerIf, host.NS, l.ifName(fmt.Sprintf("c%d", c)), host.Bridge, l.ContainerMTU); err != nil {
 		return nil, err
 	}
-	err = withNetlink(ns, func(nl *netlink.Handle) error {
+	if l.opts.Cluster {
+		return ctr, nil
+	}
+	ctr.Addr = containerAddr(host.Index, c)
+	if err := addressContainer(ctr); err != nil {
+		return nil, err
+	}
+	return ctr, nil
+}
+
+// addressContainer gives eth0 the container's address in its host's prefix
+// and a default route via the host's bridge.
+func addressContainer(ctr *Container) error {
+	host := ctr.Host
+	return withNetlink(ctr.NS, func(nl *netlink.Handle) error {
 		link, err := addrUp(nl, containerIf, netip.PrefixFrom(ctr.Addr, host.Prefix.Bits()))
 		if err != nil {
 			return err
@@ -294,8 +327,4 @@ func (l *Lab) buildContainer(host *Host, c int) (*Container, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return ctr, nil
 }

@@ -303,6 +303,20 @@ func (a *agent) rotateKey(now time.Time) {
 	}
 	old := a.eph
 	a.prev, a.prevEp = &old, a.epoch
+	// Key state of absent members: every combination it holds includes an
+	// ephemeral of ours that is now superseded, and erased after the
+	// grace; none can be derived again, so none can be reused.
+	live := map[string]bool{}
+	for _, m := range a.cl.Members() {
+		if m.State == gossip.Alive || m.State == gossip.Suspect {
+			live[m.Name] = true
+		}
+	}
+	for name := range a.peers {
+		if !live[name] {
+			delete(a.peers, name)
+		}
+	}
 	a.eph, a.epoch = kp, a.epoch+1
 	a.switchAt = now.Add(a.cfg.Cluster.SwitchDelay)
 	a.eraseAt = now.Add(a.cfg.Cluster.Grace)
@@ -433,11 +447,12 @@ func (a *agent) update(now time.Time) {
 		seen[m.Name] = true
 		peers = append(peers, p)
 	}
-	for name := range a.peers {
-		if !seen[name] {
-			delete(a.peers, name) // gone: its SAs go with it; a return derives fresh ones
-		}
-	}
+	// A member that is gone keeps its key state: if it returns before
+	// either side rotates, the same key pair would be derived again, and
+	// fresh SAs would restart at sequence number 1 under the same key —
+	// an AES-GCM nonce reused. Its SAs continue instead. rotateKey drops
+	// the entries of absent members, whose combinations cannot recur.
+	_ = seen
 	if err := a.r.SetPeers(peers); err != nil {
 		// An SPI collision between two senders (≈ N²/2^33 per rotation):
 		// a fresh ephemeral key of ours gives every inbound SA a new SPI.

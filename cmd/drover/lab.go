@@ -20,6 +20,7 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.IntVar(&opts.Containers, "containers", 2, "containers per host")
 	fs.StringVar(&opts.Encapsulation, "encapsulation", "esp", "esp or vxlan")
 	fs.StringVar(&opts.Cipher, "cipher", "aes-128-gcm", "ESP cipher: aes-128-gcm, aes-256-gcm, chacha20-poly1305")
+	fs.BoolVar(&opts.Cluster, "cluster", false, "cluster mode: routers get only a cluster key and a seed, and claim their blocks by gossip")
 	verbose := fs.Bool("v", false, "log the lab's steps")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
