@@ -192,7 +192,7 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 	}
 
 	if pl.daemon != nil {
-		l := Local{Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName, IP: ip.String(), MAC: mac.String(), Bridge: c.Bridge}
+		l := Local{Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName, IP: ip.String(), MAC: mac.String(), Bridge: c.Bridge, DataDir: c.dataDir}
 		err := d.addLocal(ctx, l)
 		switch {
 		case err == nil:
@@ -200,6 +200,8 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 		case errors.Is(err, errNotImplemented), errors.Is(err, errNoDaemon):
 			// An older daemon, or one that just stopped: it learns
 			// local addresses from the IPAM directory when it starts.
+		case errors.Is(err, errDaemonNotReady):
+			return nil, cniErr(types.ErrTryAgainLater, "daemon", err)
 		default:
 			return nil, cniErr(types.ErrInternal, "daemon refused the address", err)
 		}

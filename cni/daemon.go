@@ -23,11 +23,19 @@ import (
 //
 // The last two let the router announce local addresses and answer ARP for
 // them elsewhere. They are best effort: the IPAM directory is the truth, and
-// a daemon that starts later (or lacks the endpoints: 404/405) reads it.
+// a daemon that starts later (or lacks the endpoints: 404/405) reads it
+// (Reserved). A daemon that answers 503 has no block yet (try again later);
+// any other refusal fails the ADD.
 const daemonTimeout = 3 * time.Second
 
-// errNoDaemon means nothing answers on the control socket.
+// errNoDaemon means nothing answers on the control socket, or the daemon
+// went away (or hung) in the middle of a request: either way it is not
+// there to be told, and learns from the directory when it is back.
 var errNoDaemon = errors.New("drover daemon not reachable")
+
+// errDaemonNotReady is a 503: the daemon runs but cannot take the request
+// yet (no block claimed).
+var errDaemonNotReady = errors.New("drover daemon not ready")
 
 // errNotImplemented means the daemon has no such endpoint.
 var errNotImplemented = errors.New("endpoint not implemented by the daemon")
@@ -87,6 +95,9 @@ type Local struct {
 	IP          string `json:"ip"`
 	MAC         string `json:"mac"`
 	Bridge      string `json:"bridge"`
+	// DataDir is ipam.dataDir, where the network's reservation directory
+	// lives: the daemon rereads it after a restart (Reserved).
+	DataDir string `json:"data_dir,omitempty"`
 }
 
 type daemonClient struct {
@@ -126,7 +137,8 @@ func (d *daemonClient) do(ctx context.Context, method, path string, body any) ([
 		if errors.As(err, &op) && op.Op == "dial" {
 			return nil, fmt.Errorf("%w at %s: %v", errNoDaemon, d.sock, op.Err)
 		}
-		return nil, fmt.Errorf("daemon at %s: %s %s: %w", d.sock, method, path, err)
+		// Accepted, then reset or timed out: the daemon died or hangs.
+		return nil, fmt.Errorf("%w at %s: %s %s: %v", errNoDaemon, d.sock, method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -136,6 +148,8 @@ func (d *daemonClient) do(ctx context.Context, method, path string, body any) ([
 	switch {
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed:
 		return nil, fmt.Errorf("%s %s: %w", method, path, errNotImplemented)
+	case resp.StatusCode == http.StatusServiceUnavailable:
+		return nil, fmt.Errorf("%w at %s: %s %s: %s", errDaemonNotReady, d.sock, method, path, strings.TrimSpace(string(b)))
 	case resp.StatusCode/100 != 2:
 		return nil, fmt.Errorf("daemon at %s: %s %s: %s: %s", d.sock, method, path, resp.Status, strings.TrimSpace(string(b)))
 	}

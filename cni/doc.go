@@ -23,7 +23,8 @@
 // Errors are CNI error objects: 2 unknown key (with its value), 3 container
 // namespace gone, 4 bad environment, 5 state directory unusable, 6 not JSON
 // or the wrong JSON type, 7 bad value (naming the key), 11 daemon needed but
-// unreachable or no free address, 50 STATUS not ready, 999 anything else.
+// unreachable or without a block, or no free address, 50 STATUS not ready,
+// 999 anything else.
 //
 // The package owns the container's side of the host: the bridge, the
 // veths, the NAT rules in nftables table "ip drover", and the reservation

@@ -111,6 +111,7 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 		env  *cniEnv
 		ctr  *testenv.NetNS
 		addr netip.Addr
+		sock string // the host daemon's control socket
 	}
 	var cs []attached
 	for _, h := range lab.Hosts {
@@ -140,7 +141,9 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 		if flat && a.Bits() != 16 {
 			t.Fatalf("flat: got %v, want a /16", a)
 		}
-		cs = append(cs, attached{e, ctr, a.Addr()})
+		// The daemon lists the container (POST /v1/local).
+		wantDaemonLists(t, h.Router.Config.ControlSocket, cnitoolID(ctr), a.Addr(), true)
+		cs = append(cs, attached{e, ctr, a.Addr(), h.Router.Config.ControlSocket})
 	}
 	if cs[0].addr == cs[1].addr {
 		t.Fatalf("both containers got %v", cs[0].addr)
@@ -197,5 +200,6 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 		if _, err := c.env.run("del", c.ctr); err != nil {
 			t.Fatalf("DEL on h%d: %v", i+1, err)
 		}
+		wantDaemonLists(t, c.sock, cnitoolID(c.ctr), c.addr, false)
 	}
 }

@@ -279,22 +279,39 @@ func TestStatus(t *testing.T) {
 	wantCNIError(t, err, types.ErrTryAgainLater, "no free address")
 }
 
-// A daemon that refuses the address fails the ADD (and it is undone); one
-// without the endpoint (404) does not.
+// A daemon that refuses the address fails the ADD (and it is undone): 409
+// as an internal error, 503 (no block yet) as try again later; one without
+// the endpoint (404) does not. The notice names the reservation directory.
 func TestDaemonNotice(t *testing.T) {
 	h := newTestHost(t)
 	ctr := testenv.NewNetNS(t, "cnic")
-	h.daemon.local = 409
-	_, err := h.add(t, "c1", ctr, h.conf(nil))
-	wantCNIError(t, err, types.ErrInternal, "daemon refused the address")
-	if v := h.hostVeths(t); len(v) != 0 {
-		t.Fatalf("veths left: %v", v)
-	}
-	if rs, _ := h.store(t).List(); len(rs) != 0 {
-		t.Fatalf("reservations left: %v", rs)
+	for _, tc := range []struct {
+		status int
+		code   uint
+		msg    string
+	}{
+		{409, types.ErrInternal, "daemon refused the address"},
+		{503, types.ErrTryAgainLater, "drover daemon not ready"},
+	} {
+		h.daemon.local = tc.status
+		_, err := h.add(t, "c1", ctr, h.conf(nil))
+		wantCNIError(t, err, tc.code, tc.msg)
+		if v := h.hostVeths(t); len(v) != 0 {
+			t.Fatalf("%d: veths left: %v", tc.status, v)
+		}
+		if rs, _ := h.store(t).List(); len(rs) != 0 {
+			t.Fatalf("%d: reservations left: %v", tc.status, rs)
+		}
 	}
 	h.daemon.local = 404
 	h.mustAdd(t, "c1", ctr, h.conf(nil))
+	h.daemon.local = 0
+	ctr2 := testenv.NewNetNS(t, "cnic")
+	h.mustAdd(t, "c2", ctr2, h.conf(nil))
+	added, _ := h.daemon.notices()
+	if len(added) != 1 || added[0].ContainerID != "c2" || added[0].DataDir != h.dataDir || added[0].Network != "drvtest" {
+		t.Fatalf("notices: got %+v, want one for c2 naming data_dir %s", added, h.dataDir)
+	}
 }
 
 // A failure after any step of ADD leaves nothing of the attachment behind:

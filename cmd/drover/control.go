@@ -25,8 +25,9 @@ import (
 //	GET /v1/cluster members (gossip), this host's block, the routes it installed
 //	GET /metrics    the same counters in the Prometheus text format
 //
-// It returns a function that stops the server and removes the socket.
-func serveControl(path string, r *router.Router, views func() clusterView, log *slog.Logger) (func(), error) {
+// and whatever register adds (the CNI plugin's /v1/local, local.go). It
+// returns a function that stops the server and removes the socket.
+func serveControl(path string, r *router.Router, views func() clusterView, register func(*http.ServeMux), log *slog.Logger) (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
@@ -62,6 +63,9 @@ func serveControl(path string, r *router.Router, views func() clusterView, log *
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		writeMetrics(w, r.Status())
 	})
+	if register != nil {
+		register(mux)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 
 	"github.com/drovernet/drover/cmd/drover/config"
+	"github.com/drovernet/drover/cni/ipam"
 	"github.com/drovernet/drover/crypto/esp"
 	"github.com/drovernet/drover/router"
 	"github.com/drovernet/drover/router/udp"
@@ -218,7 +219,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 			}
 			return v
 		}
-		stopCtl, err := serveControl(cfg.ControlSocket, r, views, log)
+		locals := newLocalSet(routerPrefixes(r), cfg.StateDir, ipam.DefaultDataDir, log)
+		stopCtl, err := serveControl(cfg.ControlSocket, r, views, locals.register, log)
 		if err != nil {
 			return err
 		}

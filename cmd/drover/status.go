@@ -82,6 +82,11 @@ func cmdStatus(args []string, stdout io.Writer) error {
 		return writeJSON(stdout, st)
 	}
 	printStatus(stdout, st)
+	// Containers the CNI plugin attached on this host (GET /v1/local).
+	var local []json.RawMessage
+	if err := fetch(sock, "/v1/local", &local); err == nil {
+		fmt.Fprintf(stdout, "\nlocal containers: %d\n", len(local))
+	}
 	return nil
 }
 

@@ -85,6 +85,23 @@ func Open(dir string) (*Store, error) {
 	return &Store{dir: dir}, nil
 }
 
+// OpenExisting returns the store in dir without creating it: an error
+// wrapping fs.ErrNotExist if there is none. Readers that only look (the
+// daemon) use it, so a stray path never becomes a directory.
+func OpenExisting(dir string) (*Store, error) {
+	if dir == "" {
+		return nil, errors.New("ipam: empty store directory")
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("ipam: store %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("ipam: store %s: not a directory", dir)
+	}
+	return &Store{dir: dir}, nil
+}
+
 // Dir is the store's directory.
 func (s *Store) Dir() string { return s.dir }
 

@@ -1,0 +1,417 @@
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"github.com/drovernet/drover/cni"
+	"github.com/drovernet/drover/cni/ipam"
+	"github.com/drovernet/drover/router"
+)
+
+// The daemon's list of this host's containers, which the CNI plugin
+// reports on the control socket (cni/daemon.go is the client):
+//
+//	POST   /v1/local       an attachment appeared (cni.Local as JSON)
+//	DELETE /v1/local/{ip}  it is gone
+//	GET    /v1/local       the list, as a JSON array sorted by address
+//
+// The notices are best effort (an ADD while the daemon is down goes on
+// without one), and the plugin's reservation directories are the truth. So
+// the list is rebuilt from them when the daemon starts and reconciled with
+// them on every GET: the directories under ipam.DefaultDataDir, and every
+// other ipam.dataDir a notice named (remembered in state_dir, so a
+// restarted daemon knows them too). A notice is never undone by a scan
+// that began before it arrived (seq): a container reported while its
+// directory was being read stays, and one deleted then is not read back.
+
+// localStoresFile, in state_dir, lists the reservation directories the
+// daemon has heard of, with the bridge their notices named.
+const localStoresFile = "cni-stores.json"
+
+// maxLocalBody bounds a POST /v1/local body.
+const maxLocalBody = 64 << 10
+
+// localEntry is one item of GET /v1/local.
+type localEntry struct {
+	cni.Local
+	// Source is "notice" (POST /v1/local) or "disk" (read from the
+	// reservation directory).
+	Source string `json:"source"`
+
+	seq uint64 // when it was set, for reconcile
+}
+
+// storeKey names a reservation directory: ipam.dataDir and the network.
+type storeKey struct {
+	DataDir string `json:"data_dir"`
+	Network string `json:"network"`
+}
+
+type storeRecord struct {
+	storeKey
+	Bridge string `json:"bridge,omitempty"`
+}
+
+// localSet is the daemon's list of local containers. Its methods may be
+// called from any goroutine.
+type localSet struct {
+	prefixes       func() []netip.Prefix
+	stateFile      string // "": known directories are not remembered
+	defaultDataDir string
+	log            *slog.Logger
+	// scanning, when set (tests only), runs in reconcile between taking
+	// its snapshot and reading the directories: requests that arrive then
+	// must win over what the scan read.
+	scanning func()
+
+	scanMu sync.Mutex // one reconcile at a time
+
+	mu      sync.Mutex
+	seq     uint64
+	entries map[netip.Addr]localEntry
+	deleted map[netip.Addr]uint64 // seq of DELETEs a running reconcile must not undo
+	stores  map[storeKey]string   // → bridge
+}
+
+// newLocalSet returns the list for a node whose prefixes are those
+// prefixes returns (read at each request: in cluster mode the block comes
+// later), remembering reservation directories in stateDir ("" : not), and
+// fills it from the directories it knows. A directory it cannot read is
+// logged and retried at the next reconcile.
+func newLocalSet(prefixes func() []netip.Prefix, stateDir, defaultDataDir string, log *slog.Logger) *localSet {
+	s := &localSet{
+		prefixes:       prefixes,
+		defaultDataDir: defaultDataDir,
+		log:            log.With("component", "local"),
+		entries:        map[netip.Addr]localEntry{},
+		deleted:        map[netip.Addr]uint64{},
+		stores:         map[storeKey]string{},
+	}
+	if stateDir != "" {
+		s.stateFile = filepath.Join(stateDir, localStoresFile)
+		s.loadStores()
+	}
+	if err := s.reconcile(); err != nil {
+		s.log.Warn("reading the CNI reservation directories", "err", err)
+	}
+	if n := s.len(); n > 0 {
+		s.log.Info("local containers from the reservation directories", "count", n)
+	}
+	return s
+}
+
+// routerPrefixes returns r's prefixes (its block, in cluster mode once
+// claimed).
+func routerPrefixes(r *router.Router) func() []netip.Prefix {
+	return func() []netip.Prefix {
+		var out []netip.Prefix
+		for _, p := range r.Status().Prefixes {
+			if pf, err := netip.ParsePrefix(p); err == nil {
+				out = append(out, pf.Masked())
+			}
+		}
+		return out
+	}
+}
+
+func (s *localSet) loadStores() {
+	b, err := os.ReadFile(s.stateFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	var recs []storeRecord
+	if err == nil {
+		err = json.Unmarshal(b, &recs)
+	}
+	if err != nil {
+		s.log.Warn("known CNI reservation directories", "file", s.stateFile, "err", err)
+		return
+	}
+	for _, r := range recs {
+		if _, err := cni.StoreDir(r.DataDir, r.Network); err == nil {
+			s.stores[r.storeKey] = r.Bridge
+		}
+	}
+}
+
+// saveStores writes the known directories; the caller holds mu. A failure
+// is logged: the list still works, it only forgets them at a restart.
+func (s *localSet) saveStores() {
+	if s.stateFile == "" {
+		return
+	}
+	recs := make([]storeRecord, 0, len(s.stores))
+	for k, br := range s.stores {
+		recs = append(recs, storeRecord{k, br})
+	}
+	slices.SortFunc(recs, func(a, b storeRecord) int {
+		return cmp.Or(cmp.Compare(a.DataDir, b.DataDir), cmp.Compare(a.Network, b.Network))
+	})
+	b, err := json.MarshalIndent(recs, "", "  ")
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(s.stateFile), 0o700)
+	}
+	if err == nil {
+		tmp := s.stateFile + ".tmp"
+		if err = os.WriteFile(tmp, append(b, '\n'), 0o600); err == nil {
+			err = os.Rename(tmp, s.stateFile)
+		}
+	}
+	if err != nil {
+		s.log.Warn("remember CNI reservation directories", "file", s.stateFile, "err", err)
+	}
+}
+
+func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
+	return slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(a) })
+}
+
+// errNoBlock: the node has no prefix yet (cluster mode, block not claimed).
+var errNoBlock = errors.New("this node has no block yet")
+
+// add records a notice. It returns an error naming the problem for a
+// notice the daemon refuses; errNoBlock when no address can be checked yet.
+func (s *localSet) add(l cni.Local) error {
+	a, err := netip.ParseAddr(l.IP)
+	switch {
+	case l.IP == "":
+		return errors.New("ip: missing")
+	case err != nil:
+		return fmt.Errorf("ip: %w", err)
+	case a.Zone() != "":
+		return fmt.Errorf("ip %s: has a zone", l.IP)
+	case l.ContainerID == "":
+		return errors.New("container_id: missing")
+	case l.IfName == "":
+		return errors.New("ifname: missing")
+	}
+	if _, err := cni.StoreDir(l.DataDir, l.Network); err != nil {
+		return err
+	}
+	if l.MAC != "" {
+		if _, err := net.ParseMAC(l.MAC); err != nil {
+			return fmt.Errorf("mac: %w", err)
+		}
+	}
+	ps := s.prefixes()
+	if len(ps) == 0 {
+		return errNoBlock
+	}
+	if !inPrefixes(ps, a) {
+		return fmt.Errorf("ip %s is not inside this node's prefixes %v", a, ps)
+	}
+	l.IP = a.String()
+	if l.DataDir != "" {
+		l.DataDir = filepath.Clean(l.DataDir)
+	}
+	newStore := false
+	s.mu.Lock()
+	if old, ok := s.entries[a]; ok && (old.ContainerID != l.ContainerID || old.IfName != l.IfName || old.Network != l.Network) {
+		// The directory handed the address out again, so the old
+		// holder is gone even if its DELETE never came.
+		s.log.Warn("local address changed hands", "ip", a, "was", old.ContainerID+"/"+old.IfName, "now", l.ContainerID+"/"+l.IfName)
+	}
+	s.seq++
+	s.entries[a] = localEntry{Local: l, Source: "notice", seq: s.seq}
+	delete(s.deleted, a)
+	if l.DataDir != "" {
+		k := storeKey{DataDir: l.DataDir, Network: l.Network}
+		br, known := s.stores[k]
+		if !known || br != l.Bridge {
+			s.stores[k] = l.Bridge
+			s.saveStores()
+			newStore = !known
+		}
+	}
+	s.mu.Unlock()
+	if newStore {
+		// Its other containers may predate this daemon.
+		if err := s.reconcile(); err != nil {
+			s.log.Warn("reading the CNI reservation directories", "err", err)
+		}
+	}
+	return nil
+}
+
+// remove records that a is gone; removing an address the list does not
+// hold succeeds (DEL and GC repeat).
+func (s *localSet) remove(a netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	s.deleted[a] = s.seq
+	delete(s.entries, a)
+}
+
+func (s *localSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.entries)
+}
+
+// list returns the entries in address order.
+func (s *localSet) list() []localEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]localEntry, 0, len(s.entries))
+	for _, e := range s.entries {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b localEntry) int {
+		return netip.MustParseAddr(a.IP).Compare(netip.MustParseAddr(b.IP))
+	})
+	return out
+}
+
+// reconcile makes the list agree with the reservation directories it
+// knows: an address reserved there and inside the node's prefixes is
+// listed with its owner, an entry of such a directory that is not reserved
+// (or reserved for someone else) goes, as does an entry outside the
+// prefixes. Entries set after the scan began, and addresses deleted after
+// it began, are left as the notices made them. Entries of a directory that
+// could not be read, or that no notice named (an older plugin), stay. The
+// errors of unreadable directories are returned together.
+func (s *localSet) reconcile() error {
+	ps := s.prefixes()
+	if len(ps) == 0 {
+		return nil // nothing can be told local yet
+	}
+	s.scanMu.Lock()
+	defer s.scanMu.Unlock()
+
+	s.mu.Lock()
+	start := s.seq
+	bridges := make(map[storeKey]string, len(s.stores))
+	for k, br := range s.stores {
+		bridges[k] = br
+	}
+	s.mu.Unlock()
+	if s.scanning != nil {
+		s.scanning()
+	}
+	var errs []error
+	def := filepath.Clean(cmp.Or(s.defaultDataDir, ipam.DefaultDataDir))
+	nets, err := cni.Networks(def)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, n := range nets {
+		k := storeKey{DataDir: def, Network: n}
+		if _, ok := bridges[k]; !ok {
+			bridges[k] = ""
+		}
+	}
+	covered := map[storeKey]bool{}
+	disk := map[netip.Addr]cni.Local{}
+	for k, br := range bridges {
+		ls, err := cni.Reserved(k.DataDir, k.Network)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s/%s: %w", k.DataDir, k.Network, err))
+			continue
+		}
+		covered[k] = true
+		for _, l := range ls {
+			a, err := netip.ParseAddr(l.IP)
+			if err != nil || !inPrefixes(ps, a) {
+				continue // another node's block: a directory from before a move
+			}
+			l.Bridge = br
+			disk[a] = l
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for a, e := range s.entries {
+		if e.seq > start {
+			continue
+		}
+		if !inPrefixes(ps, a) {
+			delete(s.entries, a)
+			continue
+		}
+		// A notice without data_dir (an older plugin) names no
+		// directory: it stands until its DELETE.
+		if !covered[storeKey{DataDir: e.DataDir, Network: e.Network}] {
+			continue
+		}
+		if d, ok := disk[a]; !ok || d.ContainerID != e.ContainerID || d.IfName != e.IfName || d.Network != e.Network {
+			delete(s.entries, a)
+		}
+	}
+	for a, l := range disk {
+		if _, ok := s.entries[a]; ok || s.deleted[a] > start {
+			continue
+		}
+		s.seq++
+		s.entries[a] = localEntry{Local: l, Source: "disk", seq: s.seq}
+	}
+	for a, q := range s.deleted {
+		if q <= start {
+			delete(s.deleted, a)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// register adds the /v1/local handlers to the control socket's mux.
+func (s *localSet) register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/local", s.handleList)
+	mux.HandleFunc("POST /v1/local", s.handleAdd)
+	mux.HandleFunc("DELETE /v1/local/{ip}", s.handleRemove)
+}
+
+func (s *localSet) handleList(w http.ResponseWriter, _ *http.Request) {
+	if err := s.reconcile(); err != nil {
+		s.log.Warn("reading the CNI reservation directories", "err", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(s.list())
+}
+
+func (s *localSet) handleAdd(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLocalBody))
+	if err != nil {
+		http.Error(w, "POST /v1/local: "+err.Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	// Unknown fields are accepted: a newer plugin may send more.
+	var l cni.Local
+	if err := json.Unmarshal(b, &l); err != nil {
+		http.Error(w, "POST /v1/local: body is not a local container (JSON object): "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	switch err := s.add(l); {
+	case errors.Is(err, errNoBlock):
+		http.Error(w, "POST /v1/local: "+err.Error()+": try again once it has claimed one", http.StatusServiceUnavailable)
+	case err != nil:
+		http.Error(w, "POST /v1/local: "+err.Error(), http.StatusBadRequest)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s *localSet) handleRemove(w http.ResponseWriter, r *http.Request) {
+	a, err := netip.ParseAddr(r.PathValue("ip"))
+	if err != nil {
+		http.Error(w, "DELETE /v1/local/{ip}: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.remove(a)
+	w.WriteHeader(http.StatusNoContent)
+}

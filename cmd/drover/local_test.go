@@ -1,0 +1,282 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/drovernet/drover/cni"
+	"github.com/drovernet/drover/cni/ipam"
+)
+
+// localHarness is a localSet behind its real handlers.
+type localHarness struct {
+	t   *testing.T
+	set *localSet
+	srv *httptest.Server
+
+	mu       sync.Mutex
+	prefixes []netip.Prefix
+}
+
+func newLocalHarness(t *testing.T, stateDir, defDir string, prefixes ...string) *localHarness {
+	t.Helper()
+	h := &localHarness{t: t}
+	for _, p := range prefixes {
+		h.prefixes = append(h.prefixes, netip.MustParsePrefix(p))
+	}
+	h.set = newLocalSet(h.nodePrefixes, stateDir, defDir, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	mux := http.NewServeMux()
+	h.set.register(mux)
+	h.srv = httptest.NewServer(mux)
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *localHarness) nodePrefixes() []netip.Prefix {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.prefixes)
+}
+
+func (h *localHarness) do(method, path, body string) (int, string) {
+	h.t.Helper()
+	req, err := http.NewRequest(method, h.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	resp, err := h.srv.Client().Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (h *localHarness) post(l cni.Local) (int, string) {
+	h.t.Helper()
+	b, _ := json.Marshal(l)
+	return h.do(http.MethodPost, "/v1/local", string(b))
+}
+
+// list is GET /v1/local as "ip container/ifname source" lines.
+func (h *localHarness) list() []string {
+	h.t.Helper()
+	code, body := h.do(http.MethodGet, "/v1/local", "")
+	if code != http.StatusOK {
+		h.t.Fatalf("GET /v1/local: %d %s", code, body)
+	}
+	var es []localEntry
+	if err := json.Unmarshal([]byte(body), &es); err != nil {
+		h.t.Fatalf("GET /v1/local: %v\n%s", err, body)
+	}
+	out := []string{}
+	for _, e := range es {
+		out = append(out, e.IP+" "+e.ContainerID+"/"+e.IfName+" "+e.Source)
+	}
+	return out
+}
+
+func wantList(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	if want == nil {
+		want = []string{}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("GET /v1/local:\n got %q\nwant %q", got, want)
+	}
+}
+
+func local(ip, cid string) cni.Local {
+	return cni.Local{Network: "drover", ContainerID: cid, IfName: "eth0", IP: ip, MAC: "0a:58:0a:2a:01:05", Bridge: "drover-br0"}
+}
+
+// Every bad notice is refused with 400 and a message naming the problem;
+// a node without a block answers 503 (try again later).
+func TestLocalPostValidation(t *testing.T) {
+	h := newLocalHarness(t, "", t.TempDir(), "10.42.1.0/24", "fd42:1::/64")
+	with := func(f func(*cni.Local)) string {
+		l := local("10.42.1.5", "c1")
+		f(&l)
+		b, _ := json.Marshal(l)
+		return string(b)
+	}
+	for _, tc := range []struct {
+		name, body string
+		code       int
+		msg        string
+	}{
+		{"ok", with(func(*cni.Local) {}), 204, ""},
+		{"ok v6, extra field", `{"network":"n","container_id":"c","ifname":"eth0","ip":"fd42:1::5","future":1}`, 204, ""},
+		{"not JSON", "{", 400, "body is not a local container"},
+		{"wrong type", `{"ip":5}`, 400, "body is not a local container"},
+		{"no ip", with(func(l *cni.Local) { l.IP = "" }), 400, "ip: missing"},
+		{"bad ip", with(func(l *cni.Local) { l.IP = "10.42.1.300" }), 400, `ip: ParseAddr("10.42.1.300")`},
+		{"outside", with(func(l *cni.Local) { l.IP = "10.42.2.5" }), 400, "ip 10.42.2.5 is not inside this node's prefixes [10.42.1.0/24 fd42:1::/64]"},
+		{"no container", with(func(l *cni.Local) { l.ContainerID = "" }), 400, "container_id: missing"},
+		{"no ifname", with(func(l *cni.Local) { l.IfName = "" }), 400, "ifname: missing"},
+		{"no network", with(func(l *cni.Local) { l.Network = "" }), 400, "network: missing"},
+		{"network path", with(func(l *cni.Local) { l.Network = "../etc" }), 400, `network "../etc" may only hold`},
+		{"relative data_dir", with(func(l *cni.Local) { l.DataDir = "var/lib" }), 400, `data_dir "var/lib" is not an absolute path`},
+		{"bad mac", with(func(l *cni.Local) { l.MAC = "0a:58" }), 400, "mac: "},
+		{"too large", `{"ip":"` + strings.Repeat("1", maxLocalBody) + `"}`, 413, "too large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := h.do(http.MethodPost, "/v1/local", tc.body)
+			if code != tc.code || !strings.Contains(body, tc.msg) {
+				t.Fatalf("got %d %q, want %d containing %q", code, body, tc.code, tc.msg)
+			}
+		})
+	}
+	h.mu.Lock()
+	h.prefixes = nil
+	h.mu.Unlock()
+	if code, body := h.post(local("10.42.1.6", "c2")); code != 503 || !strings.Contains(body, "this node has no block yet") {
+		t.Fatalf("without a block: got %d %q, want 503", code, body)
+	}
+}
+
+// POST adds (and replaces an address's previous holder), DELETE removes and
+// can be repeated, GET lists in address order.
+func TestLocalAddDeleteList(t *testing.T) {
+	h := newLocalHarness(t, "", t.TempDir(), "10.42.1.0/24")
+	wantList(t, h.list())
+	for _, l := range []cni.Local{local("10.42.1.10", "b"), local("10.42.1.9", "a"), local("10.42.1.100", "c")} {
+		if code, body := h.post(l); code != 204 {
+			t.Fatalf("POST %s: %d %s", l.IP, code, body)
+		}
+	}
+	wantList(t, h.list(), "10.42.1.9 a/eth0 notice", "10.42.1.10 b/eth0 notice", "10.42.1.100 c/eth0 notice")
+	if code, _ := h.post(local("10.42.1.10", "b2")); code != 204 {
+		t.Fatal("POST of a new holder refused")
+	}
+	for _, ip := range []string{"10.42.1.9", "10.42.1.9", "10.42.1.77"} {
+		if code, body := h.do(http.MethodDelete, "/v1/local/"+ip, ""); code != 204 {
+			t.Fatalf("DELETE %s: %d %s", ip, code, body)
+		}
+	}
+	if code, body := h.do(http.MethodDelete, "/v1/local/bogus", ""); code != 400 || !strings.Contains(body, "bogus") {
+		t.Fatalf("DELETE bogus: got %d %q, want 400 naming it", code, body)
+	}
+	wantList(t, h.list(), "10.42.1.10 b2/eth0 notice", "10.42.1.100 c/eth0 notice")
+	// The raw JSON keeps the plugin's field names.
+	_, body := h.do(http.MethodGet, "/v1/local", "")
+	for _, k := range []string{`"network": "drover"`, `"container_id": "b2"`, `"ifname": "eth0"`, `"ip": "10.42.1.10"`, `"mac": "0a:58:0a:2a:01:05"`, `"bridge": "drover-br0"`, `"source": "notice"`} {
+		if !strings.Contains(body, k) {
+			t.Fatalf("GET /v1/local lacks %s:\n%s", k, body)
+		}
+	}
+}
+
+func reserve(t *testing.T, dataDir, network string, ip, cid string) ipam.Owner {
+	t.Helper()
+	s, err := ipam.Open(filepath.Join(dataDir, network))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr(ip)
+	o := ipam.Owner{ContainerID: cid, IfName: "eth0"}
+	pool := ipam.Pool{Subnet: netip.PrefixFrom(a, 24).Masked(), Start: a, End: a}
+	if got, err := s.Allocate(pool, o); err != nil || got != a {
+		t.Fatalf("reserve %s: got %v, %v", ip, got, err)
+	}
+	return o
+}
+
+func release(t *testing.T, dataDir, network string, o ipam.Owner) {
+	t.Helper()
+	s, err := ipam.Open(filepath.Join(dataDir, network))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ips, err := s.Release(o); err != nil || len(ips) != 1 {
+		t.Fatalf("release %s: %v, %v", o, ips, err)
+	}
+}
+
+// A daemon that starts reads the reservation directories: those under the
+// default data dir, and those a notice named before it restarted. GET
+// reconciles with them, so a release it was not told about still shows.
+func TestLocalRebuild(t *testing.T) {
+	state, def, other := t.TempDir(), t.TempDir(), t.TempDir()
+	reserve(t, def, "drover", "10.42.1.2", "d1")
+	reserve(t, def, "drover", "10.42.9.2", "elsewhere") // another node's block
+	reserve(t, def, "second", "10.42.1.200", "d2")
+	reserve(t, other, "custom", "10.42.1.50", "o1")
+	o2 := reserve(t, other, "custom", "10.42.1.51", "o2")
+
+	h := newLocalHarness(t, state, def, "10.42.1.0/24")
+	wantList(t, h.list(), "10.42.1.2 d1/eth0 disk", "10.42.1.200 d2/eth0 disk")
+
+	// A notice naming another data dir: the rest of that directory too.
+	n := local("10.42.1.50", "o1")
+	n.Network, n.DataDir, n.Bridge = "custom", other+"/", "br-custom"
+	if code, body := h.post(n); code != 204 {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	wantList(t, h.list(), "10.42.1.2 d1/eth0 disk", "10.42.1.50 o1/eth0 notice", "10.42.1.51 o2/eth0 disk", "10.42.1.200 d2/eth0 disk")
+
+	// Restarted: everything is back from disk, with the bridge the
+	// notices named.
+	h2 := newLocalHarness(t, state, def, "10.42.1.0/24")
+	wantList(t, h2.list(), "10.42.1.2 d1/eth0 disk", "10.42.1.50 o1/eth0 disk", "10.42.1.51 o2/eth0 disk", "10.42.1.200 d2/eth0 disk")
+	for _, e := range h2.set.list() {
+		if e.IP == "10.42.1.51" && (e.Bridge != "br-custom" || e.MAC != "0a:58:0a:2a:01:33" || e.DataDir != other) {
+			t.Fatalf("rebuilt entry %+v: want bridge br-custom, MAC 0a:58:0a:2a:01:33, data_dir %s", e, other)
+		}
+	}
+	// Released while nobody told the daemon (it was down during DEL).
+	release(t, other, "custom", o2)
+	wantList(t, h2.list(), "10.42.1.2 d1/eth0 disk", "10.42.1.50 o1/eth0 disk", "10.42.1.200 d2/eth0 disk")
+	// A block that moves takes the old block's entries away.
+	h2.mu.Lock()
+	h2.prefixes = []netip.Prefix{netip.MustParsePrefix("10.42.9.0/24")}
+	h2.mu.Unlock()
+	wantList(t, h2.list(), "10.42.9.2 elsewhere/eth0 disk")
+
+	b, err := os.ReadFile(filepath.Join(state, localStoresFile))
+	if err != nil || !strings.Contains(string(b), `"data_dir": "`+other+`"`) || !strings.Contains(string(b), `"bridge": "br-custom"`) {
+		t.Fatalf("%s: %v\n%s", localStoresFile, err, b)
+	}
+}
+
+// Notices that arrive while a scan reads the directories win over what it
+// read: a container reported then stays, one deleted then is not read
+// back. The next scan brings the list back to the directories.
+func TestLocalReconcileRace(t *testing.T) {
+	def := t.TempDir()
+	reserve(t, def, "drover", "10.42.1.2", "a")
+	reserve(t, def, "drover", "10.42.1.3", "b")
+	h := newLocalHarness(t, "", def, "10.42.1.0/24")
+	wantList(t, h.list(), "10.42.1.2 a/eth0 disk", "10.42.1.3 b/eth0 disk")
+
+	// b's notice names the directory, so c's below is no news that would
+	// start a scan of its own.
+	nb := local("10.42.1.3", "b")
+	nb.DataDir = def
+	if code, body := h.post(nb); code != 204 {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	n := local("10.42.1.4", "c")
+	n.DataDir = def
+	h.set.scanning = func() {
+		h.set.scanning = nil
+		if err := h.set.add(n); err != nil {
+			t.Error(err)
+		}
+		h.set.remove(netip.MustParseAddr("10.42.1.2"))
+	}
+	wantList(t, h.list(), "10.42.1.3 b/eth0 notice", "10.42.1.4 c/eth0 notice")
+	// The directories say .2 is still reserved and .4 is not.
+	wantList(t, h.list(), "10.42.1.2 a/eth0 disk", "10.42.1.3 b/eth0 notice")
+}
