@@ -6,6 +6,7 @@ import (
 
 	"github.com/drovernet/drover/crypto/esp"
 	"github.com/drovernet/drover/router/udp"
+	"github.com/drovernet/drover/tun"
 	"github.com/drovernet/drover/tun/tuntest"
 )
 
@@ -32,9 +33,14 @@ const benchBatch = 64
 // benchRouter returns a router with one ESP (or VXLAN) peer owning 10.42.2.0/24,
 // and the peer's view of the SAs (to forge ingress traffic).
 func benchRouter(tb testing.TB, encap Encap, c esp.Cipher) (*Router, *esp.OutSA) {
+	return benchRouterDev(tb, encap, c, discardDev{tuntest.New(1500, benchBatch)})
+}
+
+// benchRouterDev is benchRouter on the given device.
+func benchRouterDev(tb testing.TB, encap Encap, c esp.Cipher, dev tun.Device) (*Router, *esp.OutSA) {
 	tb.Helper()
 	r, err := New(Config{Name: "bench", Encap: encap, VNI: 1042, MAC: macA, Prefixes: []netip.Prefix{pfxA},
-		Addrs: []netip.Addr{addrA}, MTU: 1500}, discardDev{tuntest.New(1500, benchBatch)}, &discardConn{})
+		Addrs: []netip.Addr{addrA}, MTU: 1500}, dev, &discardConn{})
 	if err != nil {
 		tb.Fatal(err)
 	}

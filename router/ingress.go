@@ -2,6 +2,7 @@ package router
 
 import (
 	"errors"
+	"net/netip"
 
 	"github.com/drovernet/drover/crypto/esp"
 	"github.com/drovernet/drover/router/packet"
@@ -15,12 +16,18 @@ import (
 const ingressBufSize = 1 << 16
 
 // ingressState is owned by the ingress goroutine. msgs[i].Buf is bufs[i];
-// out borrows slices of bufs until the TUN Write returns.
+// out borrows slices of bufs (or of slots) until the TUN Write returns.
 type ingressState struct {
 	bufs [][]byte
 	msgs []udp.Msg
 	out  [][]byte
 	arp  []byte // scratch for one ARP reply (VXLAN)
+	// slots receive the inner packets of coalesced (UDP GRO) messages, one
+	// per slot, so that each has the room the TUN's own GRO needs to append
+	// the segments that follow it (see tun.Device.Write). Opened in place,
+	// the packets of one message lie back to back, and appending to one
+	// would overwrite the next. nil without GRO.
+	slots [][]byte
 }
 
 func (r *Router) newIngressState(n int) *ingressState {
@@ -36,11 +43,39 @@ func (r *Router) newIngressState(n int) *ingressState {
 	return s
 }
 
+// groConn is a Conn that can coalesce received datagrams (udp.Conn).
+type groConn interface {
+	SetGRO(on bool) error
+}
+
+// enableGRO asks the socket for UDP GRO, which the buffers of s can take
+// (ingressBufSize), and gives s the slots it then needs. A kernel without
+// UDP_GRO leaves things as they were.
+func (r *Router) enableGRO(s *ingressState) {
+	g, ok := r.conn.(groConn)
+	if !ok || r.cfg.NoGRO {
+		return
+	}
+	if err := g.SetGRO(true); err != nil {
+		r.log.Info("UDP GRO unavailable", "err", err)
+		return
+	}
+	s.allocSlots()
+}
+
+func (s *ingressState) allocSlots() {
+	s.slots = make([][]byte, cap(s.out))
+	for i := range s.slots {
+		s.slots[i] = make([]byte, ingressBufSize)
+	}
+}
+
 // ingress receives batches from the underlay, opens or decapsulates each
 // datagram, checks it, and writes the inner packets to the TUN device in one
 // Write.
 func (r *Router) ingress() error {
 	s := r.newIngressState(r.dev.BatchSize())
+	r.enableGRO(s)
 	failures := 0
 	for {
 		for i := range s.msgs {
@@ -70,24 +105,58 @@ func (r *Router) ingressBatch(s *ingressState, n int) {
 			r.drops.add(DropTruncated)
 			continue
 		}
-		var inner []byte
-		var p *Peer
-		if r.cfg.Encap == EncapESP {
-			inner, p = r.openESP(st, m.Buf[:m.N])
-		} else {
-			inner, p = r.decapVXLAN(st, s, m)
-		}
-		if inner == nil {
+		if m.Segment == 0 || m.Segment >= m.N {
+			r.ingressOne(st, s, m.Buf[:m.N], m.Addr, false)
 			continue
 		}
-		// Write offset tun.MinOffset: the inner packet always starts at
-		// least that far into the buffer (ESP header + IV, or VXLAN +
-		// Ethernet), so the TUN's virtio header fits in front.
-		off := cap(m.Buf) - cap(inner) // index of inner in m.Buf (inner is a sub-slice)
-		s.out = append(s.out, m.Buf[off-tun.MinOffset:off+len(inner)])
-		p.Stats.rxPackets.Add(1)
-		p.Stats.rxBytes.Add(uint64(len(inner)))
+		// Coalesced by UDP GRO: Segment-byte datagrams, the last shorter.
+		for b := m.Buf[:m.N]; len(b) > 0; {
+			l := min(len(b), m.Segment)
+			r.ingressOne(st, s, b[:l:l], m.Addr, s.slots != nil)
+			b = b[l:]
+		}
 	}
+	r.flushIngress(s)
+}
+
+// ingressOne opens or decapsulates one datagram and queues its inner packet
+// for the TUN: in place, where the datagram has its buffer to itself, or
+// copied into a slot (copy) when it shares it.
+func (r *Router) ingressOne(st *snapshot, s *ingressState, payload []byte, from netip.AddrPort, copyOut bool) {
+	var inner []byte
+	var p *Peer
+	if r.cfg.Encap == EncapESP {
+		inner, p = r.openESP(st, payload)
+	} else {
+		inner, p = r.decapVXLAN(st, s, payload, from)
+	}
+	if inner == nil {
+		return
+	}
+	if len(s.out) == cap(s.out) {
+		r.flushIngress(s)
+	}
+	// Write offset tun.MinOffset: the inner packet always starts at least
+	// that far into the buffer (ESP header + IV, or VXLAN + Ethernet), so
+	// the TUN's virtio header fits in front.
+	if copyOut {
+		slot := s.slots[len(s.out)]
+		n := copy(slot[tun.MinOffset:], inner)
+		s.out = append(s.out, slot[:tun.MinOffset+n])
+	} else {
+		off := cap(payload) - cap(inner) // index of inner in payload (inner is a sub-slice)
+		full := payload[:cap(payload)]
+		// payload is the start of its buffer here (in place only when not
+		// coalesced), so off-MinOffset >= 0 and the rest of the buffer is
+		// the room the TUN's GRO may append into.
+		s.out = append(s.out, full[off-tun.MinOffset:off+len(inner)])
+	}
+	p.Stats.rxPackets.Add(1)
+	p.Stats.rxBytes.Add(uint64(len(inner)))
+}
+
+// flushIngress writes the queued inner packets to the TUN in one Write.
+func (r *Router) flushIngress(s *ingressState) {
 	if len(s.out) == 0 {
 		return
 	}
@@ -97,13 +166,16 @@ func (r *Router) ingressBatch(s *ingressState, n int) {
 	for _, b := range s.out {
 		bytes += uint64(len(b) - tun.MinOffset)
 	}
-	if _, err := r.dev.Write(s.out, tun.MinOffset); err != nil && !isClosed(err) {
+	n := len(s.out)
+	_, err := r.dev.Write(s.out, tun.MinOffset)
+	s.out = s.out[:0]
+	if err != nil && !isClosed(err) {
 		// The device reports one error for the batch; the packets it did
 		// not take are not known individually. Count the batch.
-		r.drops[DropTUNWrite].Add(uint64(len(s.out)))
+		r.drops[DropTUNWrite].Add(uint64(n))
 		return
 	}
-	r.rxPackets.Add(uint64(len(s.out)))
+	r.rxPackets.Add(uint64(n))
 	r.rxBytes.Add(bytes)
 }
 
@@ -157,8 +229,7 @@ func (r *Router) openESP(st *snapshot, payload []byte) ([]byte, *Peer) {
 // decapVXLAN handles one VXLAN datagram: header as Linux checks it, the
 // sender must be a peer, ARP requests for our addresses are answered, and
 // IP frames addressed to our MAC (or broadcast) are passed on.
-func (r *Router) decapVXLAN(st *snapshot, s *ingressState, m *udp.Msg) ([]byte, *Peer) {
-	payload := m.Buf[:m.N]
+func (r *Router) decapVXLAN(st *snapshot, s *ingressState, payload []byte, from netip.AddrPort) ([]byte, *Peer) {
 	var h vxlan.Header
 	if err := h.Parse(payload); err != nil {
 		if errors.Is(err, vxlan.ErrShort) {
@@ -172,7 +243,7 @@ func (r *Router) decapVXLAN(st *snapshot, s *ingressState, m *udp.Msg) ([]byte, 
 		r.drops.add(DropBadVXLAN)
 		return nil, nil
 	}
-	p, ok := st.byAddr[m.Addr.Addr().Unmap()]
+	p, ok := st.byAddr[from.Addr().Unmap()]
 	if !ok {
 		r.drops.add(DropUnknownPeer)
 		return nil, nil
@@ -190,7 +261,7 @@ func (r *Router) decapVXLAN(st *snapshot, s *ingressState, m *udp.Msg) ([]byte, 
 	body := frame[packet.EthHeaderLen:]
 	switch eth.Type {
 	case packet.EtherTypeARP:
-		r.answerARP(st, s, p, m, eth, body)
+		r.answerARP(st, s, p, eth, body)
 		return nil, nil
 	case packet.EtherTypeIPv4, packet.EtherTypeIPv6:
 		return r.checkInner(st, p, body), p
@@ -227,7 +298,7 @@ func (r *Router) checkInner(st *snapshot, p *Peer, inner []byte) []byte {
 // answerARP replies to an ARP request that arrived over VXLAN (a kernel VTEP
 // without a static neighbour entry asks for our containers) when the target
 // is one of ours: a local prefix or the TUN's own address (RFC 826).
-func (r *Router) answerARP(st *snapshot, s *ingressState, p *Peer, m *udp.Msg, eth packet.Eth, body []byte) {
+func (r *Router) answerARP(st *snapshot, s *ingressState, p *Peer, eth packet.Eth, body []byte) {
 	var req packet.ARP
 	if err := req.Parse(body); err != nil || req.Op != packet.ARPRequest {
 		r.drops.add(DropNotForUs)

@@ -63,6 +63,9 @@ type Config struct {
 	// ICMPRate caps the ICMP errors sent per second (RFC 1812 §4.3.2.8
 	// asks routers to limit them). Default 100.
 	ICMPRate int
+	// NoGRO keeps the underlay socket from coalescing received datagrams
+	// (UDP GRO), which the router otherwise asks for when the Conn can.
+	NoGRO bool
 }
 
 // Router moves packets between a TUN device and the underlay socket.

@@ -13,16 +13,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// oobSize is the control-message room kept per datagram. Nothing uses it
-// yet; it is there so UDP_GRO (receive: a cmsg with the segment size) and
-// UDP_SEGMENT (send) can be added without reshaping the scratch. Each of
-// those is one cmsg of an int or uint16, CmsgSpace(4) = 24 bytes on 64-bit
-// targets; 64 leaves room for a second (IP_PKTINFO is 32).
+// oobSize is the control-message room kept per slot: UDP_SEGMENT on send
+// and UDP_GRO on receive are each one cmsg of a uint16 or an int,
+// CmsgSpace(4) = 24 bytes on 64-bit targets; 64 leaves room for a second
+// (IP_PKTINFO is 32).
 const oobSize = 64
 
 // scratch is one direction's preallocated system-call arguments: slot i of
-// hdrs always points at iovs[i], names[i] and oob[i*oobSize:], so a batch
-// only rewrites lengths and buffer pointers. Addresses of both families are
+// hdrs always points at names[i] and oob[i*oobSize:], and at iovs[i] (on
+// receive; on send a GSO slot points at a run of iovs), so a batch only
+// rewrites lengths and pointers into these arrays. Addresses of both families are
 // stored in RawSockaddrInet6 slots, the larger of the two.
 type scratch struct {
 	hdrs  []unix.Mmsghdr
@@ -64,6 +64,7 @@ type rxBatch struct {
 	got   int           // out: datagrams received
 	errno syscall.Errno // out: hard error from recvmmsg
 	zones map[uint32]string
+	gro   atomic.Bool // UDP_GRO is on: look for its control message
 }
 
 func (rx *rxBatch) init(n int) {
@@ -117,13 +118,39 @@ func (rx *rxBatch) recv(fd uintptr) bool {
 
 // finish copies the kernel's results into msgs (one per received datagram).
 func (rx *rxBatch) finish(msgs []Msg) {
+	gro := rx.gro.Load()
 	for i := range msgs {
 		h := &rx.hdrs[i]
 		m := &msgs[i]
 		m.N = int(h.Len)
 		m.Truncated = h.Hdr.Flags&unix.MSG_TRUNC != 0
 		m.Addr = rx.addr(&rx.names[i])
+		m.Segment = 0
+		if gro && h.Hdr.Controllen > 0 {
+			m.Segment = groSize(rx.oob[i*oobSize : i*oobSize+min(int(h.Hdr.Controllen), oobSize)])
+		}
 	}
+}
+
+// groSize returns the segment size from a UDP_GRO control message (SOL_UDP,
+// an int: udp(7)), or 0 when b holds none (the datagram was not coalesced).
+func groSize(b []byte) int {
+	for len(b) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(b) {
+			return 0
+		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(2) {
+			return int(*(*uint16)(unsafe.Pointer(&b[unix.CmsgLen(0)])))
+		}
+		sp := unix.CmsgSpace(l - unix.CmsgLen(0))
+		if sp > len(b) {
+			return 0
+		}
+		b = b[sp:]
+	}
+	return 0
 }
 
 // addr decodes a source sockaddr. IPv4-mapped sources (IPv4 peers of a
@@ -167,16 +194,20 @@ func zoneName(index uint32) string {
 }
 
 // txBatch is WriteBatch's state, shaped like rxBatch. Messages that cannot
-// be sent are left out of the slots, so idx maps a slot back to its
-// message in msgs.
+// be sent are left out of the slots, and with GSO one slot carries several
+// messages, so idx and cnt map slot k back to msgs[idx[k]:idx[k]+cnt[k]].
 type txBatch struct {
 	scratch
 	busy   atomic.Bool
 	fn     func(fd uintptr) bool
 	idx    []int
+	cnt    []int
 	family int
 	v6only bool
 	scopes map[string]uint32
+	// gso: group runs of messages into UDP_SEGMENT sends. Probed in Listen;
+	// cleared for good when the kernel says the route cannot do it (EIO).
+	gso atomic.Bool
 
 	msgs   []Msg // in: the chunk being sent (borrowed until release)
 	n      int   // in: slots prepared
@@ -184,42 +215,104 @@ type txBatch struct {
 	sent   int   // out: messages sent
 	err    error // out: error of the lowest-indexed failed message
 	errIdx int   // index in msgs of err's message
+	// redo is the index in msgs of a GSO group the kernel refused, to be
+	// sent again one datagram per message (redoCnt of them); -1 for none.
+	redo, redoCnt int
 
-	parked uint64 // times the send buffer was full (EAGAIN); for tests and future counters
+	parked  uint64 // times the send buffer was full (EAGAIN); for tests and future counters
+	gsoFail uint64 // GSO groups the kernel refused and that were resent one by one
 }
+
+// GSO limits. A UDP_SEGMENT send is one UDP datagram as far as the socket
+// layer goes, so its payload must fit one IPv4 datagram (65535 - 20 - 8;
+// IPv6 allows slightly more, the smaller bound serves both), and the kernel
+// takes at most UDP_MAX_SEGMENTS segments (64 before Linux 6.2, 128 since).
+const (
+	gsoMaxBytes    = 65535 - 20 - 8
+	gsoMaxSegments = 64
+)
 
 func (tx *txBatch) init(n, family int, v6only bool) {
 	tx.scratch.init(n)
 	tx.fn = tx.send
 	tx.idx = make([]int, n)
+	tx.cnt = make([]int, n)
 	tx.family, tx.v6only = family, v6only
 	tx.scopes = make(map[string]uint32)
 }
 
-// prepare fills one slot per sendable message of msgs (at most the batch
-// size) and fails the others. Every message starts with N = -1.
-func (tx *txBatch) prepare(msgs []Msg) {
+// prepare fills slots for the sendable messages of msgs (at most the batch
+// size) and fails the others. Every message starts with N = -1. With GSO, a
+// run of consecutive messages to one destination whose sizes equal the
+// first's (the last may be shorter, and ends the run) shares one slot: one
+// iovec per message and a UDP_SEGMENT control message with the size, so the
+// kernel builds the datagrams from one system-call entry and, through
+// devices that pass GSO packets on (veth, loopback, virtio), carries them
+// as one packet as far as the receiver. The first plain messages are never
+// grouped (a resend of a refused group).
+func (tx *txBatch) prepare(msgs []Msg, plain int) {
 	tx.msgs = msgs
 	tx.n, tx.start, tx.sent, tx.err, tx.errIdx = 0, 0, 0, nil, len(msgs)
+	tx.redo, tx.redoCnt = -1, 0
+	gsoOn := tx.gso.Load()
+	j := 0             // next iovec
+	open := false      // slot tx.n-1 takes more segments
+	seg, bytes := 0, 0 // its segment size and payload so far
 	for i := range msgs {
 		m := &msgs[i]
 		m.N = -1
+		if open {
+			k := tx.n - 1
+			if l := len(m.Buf); l <= seg && l > 0 && tx.cnt[k] < gsoMaxSegments && bytes+l <= gsoMaxBytes &&
+				m.Addr == msgs[tx.idx[k]].Addr {
+				tx.iovs[j].Base = unsafe.SliceData(m.Buf)
+				tx.iovs[j].SetLen(l)
+				j++
+				tx.cnt[k]++
+				tx.hdrs[k].Hdr.SetIovlen(tx.cnt[k])
+				bytes += l
+				open = l == seg
+				continue
+			}
+			open = false
+		}
 		k := tx.n
 		namelen, err := tx.putAddr(&tx.names[k], m.Addr)
 		if err != nil {
 			tx.fail(i, err)
 			continue
 		}
-		tx.iovs[k].Base = unsafe.SliceData(m.Buf)
-		tx.iovs[k].SetLen(len(m.Buf))
+		tx.iovs[j].Base = unsafe.SliceData(m.Buf)
+		tx.iovs[j].SetLen(len(m.Buf))
 		h := &tx.hdrs[k]
+		h.Hdr.Iov = &tx.iovs[j]
+		h.Hdr.SetIovlen(1)
 		h.Hdr.Namelen = namelen
-		h.Hdr.SetControllen(0) // no cmsgs yet; the kernel ignores Control then
+		h.Hdr.SetControllen(0) // set below for a GSO group
 		h.Hdr.Flags = 0
 		h.Len = 0
-		tx.idx[k] = i
+		j++
+		tx.idx[k], tx.cnt[k] = i, 1
 		tx.n++
+		seg, bytes = len(m.Buf), len(m.Buf)
+		open = gsoOn && seg > 0 && i >= plain
 	}
+	for k := range tx.n {
+		if tx.cnt[k] > 1 {
+			putSegment(tx.oob[k*oobSize:], uint16(len(msgs[tx.idx[k]].Buf)))
+			tx.hdrs[k].Hdr.SetControllen(unix.CmsgSpace(2))
+		}
+	}
+}
+
+// putSegment writes the UDP_SEGMENT control message (SOL_UDP, a uint16 in
+// host order: udp(7)) at the start of b.
+func putSegment(b []byte, size uint16) {
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level = unix.SOL_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&b[unix.CmsgLen(0)])) = size
 }
 
 func (tx *txBatch) fail(i int, err error) {
@@ -232,8 +325,13 @@ func (tx *txBatch) fail(i int, err error) {
 // kernel refuses and reports only how many went before it (the error is
 // lost if that is not zero), so a short count means "call again from
 // there": the refused message then comes first and its error is returned,
-// and it is skipped. EAGAIN (socket buffer full) parks the goroutine until
-// writable; RawConn.Write then calls send again, which resumes at start.
+// and it is skipped. A refused GSO group instead stops the batch and is
+// marked for a resend one datagram at a time (redo): the kernel refuses
+// UDP_SEGMENT where the route cannot offload the checksum (EIO, after which
+// GSO stays off) and for segments longer than the path (EINVAL), and either
+// way the datagrams themselves may still go. EAGAIN (socket buffer full)
+// parks the goroutine until writable; RawConn.Write then calls send again,
+// which resumes at start.
 func (tx *txBatch) send(fd uintptr) bool {
 	for tx.start < tx.n {
 		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd,
@@ -244,16 +342,32 @@ func (tx *txBatch) send(fd uintptr) bool {
 		switch e {
 		case 0:
 			for k := tx.start; k < tx.start+int(r); k++ {
-				tx.msgs[tx.idx[k]].N = int(tx.hdrs[k].Len)
+				if c := tx.cnt[k]; c > 1 {
+					for i := tx.idx[k]; i < tx.idx[k]+c; i++ {
+						tx.msgs[i].N = len(tx.msgs[i].Buf)
+					}
+					tx.sent += c
+				} else {
+					tx.msgs[tx.idx[k]].N = int(tx.hdrs[k].Len)
+					tx.sent++
+				}
 			}
-			tx.sent += int(r)
 			tx.start += int(r)
 		case unix.EINTR:
 		case unix.EAGAIN:
 			tx.parked++
 			return false
 		default:
-			tx.fail(tx.idx[tx.start], e)
+			k := tx.start
+			if tx.cnt[k] > 1 {
+				if e == unix.EIO {
+					tx.gso.Store(false)
+				}
+				tx.gsoFail++
+				tx.redo, tx.redoCnt = tx.idx[k], tx.cnt[k]
+				return true
+			}
+			tx.fail(tx.idx[k], e)
 			tx.start++
 		}
 	}
@@ -261,7 +375,11 @@ func (tx *txBatch) send(fd uintptr) bool {
 }
 
 func (tx *txBatch) release() {
-	tx.scratch.release(tx.n)
+	j := 0
+	for k := range tx.n {
+		j += tx.cnt[k]
+	}
+	tx.scratch.release(j)
 	tx.msgs = nil
 }
 

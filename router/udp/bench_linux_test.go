@@ -15,33 +15,51 @@ const (
 
 // BenchmarkLoopback moves 64 datagrams of 1400 bytes per op over IPv4
 // loopback, from one socket to another, with this package (two system
-// calls per op) and with a plain net.UDPConn loop (128 system calls per
-// op). ns/datagram is the figure to compare.
+// calls per op: without GSO, with GSO, and with GSO into a GRO receiver)
+// and with a plain net.UDPConn loop (128 system calls per op). ns/datagram
+// is the figure to compare.
 func BenchmarkLoopback(b *testing.B) {
-	b.Run("batch", func(b *testing.B) {
-		src := listen(b, Config{Local: lo4})
-		dst := listen(b, Config{Local: lo4})
-		out := make([]Msg, benchBatch)
-		for i := range out {
-			out[i] = Msg{Buf: payload(uint32(i), benchSize), Addr: dst.LocalAddr()}
-		}
-		in := recvBufs(benchBatch, 1500)
-		b.SetBytes(benchBatch * benchSize)
-		b.ReportAllocs()
-		for b.Loop() {
-			if n, err := src.WriteBatch(out); n != benchBatch || err != nil {
-				b.Fatalf("WriteBatch: got %d, %v", n, err)
-			}
-			for got := 0; got < benchBatch; {
-				n, err := dst.ReadBatch(in[:benchBatch-got])
-				if err != nil {
-					b.Fatalf("ReadBatch: %v", err)
+	for _, tc := range []struct {
+		name    string
+		noGSO   bool
+		gro     bool
+		bufSize int
+	}{{"batch-nogso", true, false, 1500}, {"batch-gso", false, false, 1500}, {"batch-gso-gro", false, true, 65535}} {
+		b.Run(tc.name, func(b *testing.B) {
+			src := listen(b, Config{Local: lo4, NoGSO: tc.noGSO})
+			dst := listen(b, Config{Local: lo4})
+			if tc.gro {
+				if err := dst.SetGRO(true); err != nil {
+					b.Skip(err)
 				}
-				got += n
 			}
-		}
-		perDatagram(b)
-	})
+			out := make([]Msg, benchBatch)
+			for i := range out {
+				out[i] = Msg{Buf: payload(uint32(i), benchSize), Addr: dst.LocalAddr()}
+			}
+			in := recvBufs(benchBatch, tc.bufSize)
+			b.SetBytes(benchBatch * benchSize)
+			b.ReportAllocs()
+			for b.Loop() {
+				if n, err := src.WriteBatch(out); n != benchBatch || err != nil {
+					b.Fatalf("WriteBatch: got %d, %v", n, err)
+				}
+				for got := 0; got < benchBatch; {
+					n, err := dst.ReadBatch(in[:benchBatch-got])
+					if err != nil {
+						b.Fatalf("ReadBatch: %v", err)
+					}
+					for _, m := range in[:n] {
+						got++
+						if m.Segment > 0 {
+							got += (m.N+m.Segment-1)/m.Segment - 1
+						}
+					}
+				}
+			}
+			perDatagram(b)
+		})
+	}
 	b.Run("plain", func(b *testing.B) {
 		src, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(lo4))
 		if err != nil {

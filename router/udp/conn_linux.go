@@ -64,6 +64,13 @@ func Listen(cfg Config) (*Conn, error) {
 	}
 	c.rx.init(cfg.BatchSize)
 	c.tx.init(cfg.BatchSize, c.family, c.v6only)
+	if !cfg.NoGSO {
+		// UDP_SEGMENT exists since Linux 4.18; getsockopt on it fails before.
+		_ = c.rc.Control(func(fd uintptr) {
+			_, gerr := unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+			c.tx.gso.Store(gerr == nil)
+		})
+	}
 	return c, nil
 }
 
@@ -162,6 +169,34 @@ func (c *Conn) inspect(fd int) error {
 	return nil
 }
 
+// SetGRO turns UDP generic receive offload on or off (UDP_GRO, Linux 5.0+).
+// With it on, the kernel may hand ReadBatch several datagrams from one
+// source, of one size, as one message (see Msg.Segment), so the caller must
+// pass buffers of 65535 bytes and split them. The error is the kernel's
+// when it has no UDP_GRO; the Conn then works as before. Call it before the
+// first ReadBatch, not concurrently with one.
+func (c *Conn) SetGRO(on bool) error {
+	v := 0
+	if on {
+		v = 1
+	}
+	var err error
+	if cerr := c.rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, v) }); cerr != nil {
+		return fmt.Errorf("udp: setsockopt UDP_GRO: %w", cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("udp: setsockopt UDP_GRO: %w", err)
+	}
+	c.rx.gro.Store(on)
+	return nil
+}
+
+// Offloads reports whether WriteBatch uses UDP GSO (it stops after the
+// kernel refuses it with EIO) and whether ReadBatch has GRO on.
+func (c *Conn) Offloads() (gso, gro bool) {
+	return c.tx.gso.Load(), c.rx.gro.Load()
+}
+
 // LocalAddr returns the bound address, with the real port when Config.Local
 // had port 0. A dual-stack socket reports [::].
 func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
@@ -222,9 +257,11 @@ func (c *Conn) WriteBatch(msgs []Msg) (int, error) {
 	defer tx.busy.Store(false)
 	sent := 0
 	var first error
+	plain := 0
 	for off := 0; off < len(msgs); {
 		chunk := msgs[off:min(len(msgs), off+len(tx.hdrs))]
-		tx.prepare(chunk)
+		tx.prepare(chunk, plain)
+		plain = 0
 		if tx.n > 0 {
 			if err := c.rc.Write(tx.fn); err != nil {
 				// Closed: the callback may have sent part of the chunk
@@ -241,7 +278,14 @@ func (c *Conn) WriteBatch(msgs []Msg) (int, error) {
 		if first == nil {
 			first = tx.err
 		}
+		redo, redoCnt := tx.redo, tx.redoCnt
 		tx.release()
+		if redo >= 0 {
+			// A refused GSO group: everything before it is done; send it
+			// again as plain datagrams, then go on.
+			off, plain = off+redo, redoCnt
+			continue
+		}
 		off += len(chunk)
 	}
 	return sent, first

@@ -26,3 +26,9 @@ func (c *Conn) LocalAddr() netip.AddrPort { return netip.AddrPort{} }
 
 // Close returns ErrUnsupported.
 func (c *Conn) Close() error { return ErrUnsupported }
+
+// SetGRO returns ErrUnsupported.
+func (c *Conn) SetGRO(on bool) error { return ErrUnsupported }
+
+// Offloads reports none.
+func (c *Conn) Offloads() (gso, gro bool) { return false, false }

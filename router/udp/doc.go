@@ -21,8 +21,23 @@
 // WriteBatch cannot send is skipped (its N is -1) and the rest still go;
 // the error of the first such message is returned.
 //
-// Each message has its own control-message buffer in the scratch, unused
-// for now, so UDP GSO/GRO (UDP_SEGMENT, UDP_GRO) can be added later.
+// # Offloads
+//
+// WriteBatch uses UDP generic segmentation offload (UDP_SEGMENT, Linux
+// 4.18+, probed in Listen, off with Config.NoGSO): a run of consecutive
+// messages to one destination with the first one's size (the last may be
+// shorter) goes as one mmsghdr with one iovec per message and a
+// UDP_SEGMENT control message, so the stack handles the run as one packet
+// as far as the device (or, through veth and loopback, as far as the
+// receiving socket) and cuts it into the same datagrams there. A run the
+// kernel refuses is resent datagram by datagram; after EIO (the route
+// cannot offload the UDP checksum) GSO stays off. Receivers see the same
+// datagrams as without GSO.
+//
+// SetGRO turns on generic receive offload (UDP_GRO, Linux 5.0+): the
+// kernel may then deliver a run of equal-size datagrams from one source as
+// one message, with the size in Msg.Segment, and the caller splits it. It
+// is opt-in because the caller must bring buffers that hold 64 KiB.
 //
 // # Ownership and concurrency
 //

@@ -26,6 +26,11 @@ type Msg struct {
 	// and only its first N bytes were kept. The caller should drop it: the
 	// rest is gone.
 	Truncated bool
+	// Segment is set by ReadBatch on a Conn with GRO on (SetGRO): when the
+	// kernel coalesced several datagrams from one source into Buf, each is
+	// Segment bytes long except the last, which may be shorter; 0 means Buf
+	// holds one datagram. WriteBatch ignores it (see Config.NoGSO).
+	Segment int
 }
 
 // Config configures Listen. The zero value of every field but Local means
@@ -49,6 +54,14 @@ type Config struct {
 	// size of the Conn's preallocated scratch. 0 means DefaultBatchSize; at
 	// most MaxBatchSize.
 	BatchSize int
+	// NoGSO turns off UDP generic segmentation offload on send. By default
+	// WriteBatch sends each run of consecutive messages to one destination
+	// with equal sizes (the last may be shorter) as one UDP_SEGMENT system-
+	// call entry, where the kernel has it (Linux 4.18+, probed in Listen); a
+	// group the kernel refuses is resent datagram by datagram, and after
+	// EIO (no checksum offload on the route) GSO stays off. The receiver
+	// sees the same datagrams either way.
+	NoGSO bool
 }
 
 const (
