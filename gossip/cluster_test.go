@@ -109,6 +109,7 @@ type nodeOpt func(*Config)
 
 func withAddr(a string) nodeOpt { return func(c *Config) { c.BindAddr = netip.MustParseAddr(a) } }
 func withKey(k []byte) nodeOpt  { return func(c *Config) { c.Key = k } }
+func withPort(p uint16) nodeOpt { return func(c *Config) { c.BindPort = int(p) } }
 
 // startNode starts a member on loopback with fast timings; it is shut down
 // when the test ends.
@@ -303,6 +304,30 @@ func TestFailure(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+
+	// A quick restart in place (same address and port, new keys) is
+	// followed without the member ever being declared dead.
+	restarted := time.Now()
+	if err := v.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	info1 := testInfo("victim", 3)
+	info1.Ephemeral, info1.Epoch = fill32(0x77), 1
+	v = startNode(t, "victim", info1, withPort(v.LocalAddr().Port()))
+	if _, err := v.Join([]string{a.LocalAddr().String()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := poll(10*time.Second, func() error {
+		for _, c := range []*Cluster{a, b} {
+			if err := expectState(c, "victim", Alive, &info1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restart in place: new info seen by all after %v", time.Since(restarted).Round(time.Millisecond))
 
 	killed := time.Now()
 	if err := v.Shutdown(); err != nil {

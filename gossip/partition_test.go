@@ -153,3 +153,80 @@ func TestPartitionHeals(t *testing.T) {
 	t.Logf("healed: all alive %v after the links came back (reconnect interval %v)",
 		time.Since(healed).Round(time.Millisecond), a.cfg.ReconnectInterval)
 }
+
+// TestSuspicionRefuted cuts a member off just long enough to be suspected:
+// once the link is back it refutes, and the others list it Alive again
+// without ever listing it Dead.
+func TestSuspicionRefuted(t *testing.T) {
+	leakCheck(t)
+	tr := map[string]*cutTransport{}
+	var cs []*Cluster
+	for i, name := range []string{"a", "b", "flaky"} {
+		ct := &cutTransport{cut: map[netip.AddrPort]bool{}}
+		tr[name] = ct
+		cs = append(cs, startNode(t, name, testInfo(name, i+1), func(c *Config) {
+			c.SuspicionMult = 25 // 5s of suspicion before a verdict: time to refute
+			c.wrapTransport = func(nt memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+				ct.NodeAwareTransport = nt
+				return ct
+			}
+		}))
+	}
+	a, b, flaky := cs[0], cs[1], cs[2]
+	for _, c := range cs[1:] {
+		if _, err := c.Join([]string{a.LocalAddr().String()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := poll(10*time.Second, func() error {
+		for _, c := range cs[:2] {
+			if err := expectState(c, "flaky", Alive, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	others := []netip.AddrPort{a.LocalAddr(), b.LocalAddr()}
+	tr["flaky"].set(others, true)
+	tr["a"].set([]netip.AddrPort{flaky.LocalAddr()}, true)
+	tr["b"].set([]netip.AddrPort{flaky.LocalAddr()}, true)
+	cut := time.Now()
+	var suspectedBy *Cluster
+	if err := poll(10*time.Second, func() error {
+		for _, c := range cs[:2] {
+			if m, _ := member(c, "flaky"); m.State == Suspect {
+				suspectedBy = c
+				return nil
+			}
+		}
+		return errors.New("nobody suspects the cut member")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s suspects the cut member after %v", suspectedBy.LocalName(), time.Since(cut).Round(time.Millisecond))
+	tr["flaky"].set(others, false)
+	tr["a"].set([]netip.AddrPort{flaky.LocalAddr()}, false)
+	tr["b"].set([]netip.AddrPort{flaky.LocalAddr()}, false)
+	restored := time.Now()
+	var verdict []string
+	if err := poll(10*time.Second, func() error {
+		for _, c := range cs[:2] {
+			m, _ := member(c, "flaky")
+			if m.State == Dead || m.State == Left {
+				verdict = append(verdict, c.LocalName()+" lists it "+m.State.String())
+			}
+			if m.State != Alive {
+				return fmt.Errorf("%s lists flaky as %v", c.LocalName(), m.State)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("alive again everywhere %v after the link came back", time.Since(restored).Round(time.Millisecond))
+	if verdict != nil {
+		t.Errorf("the member refuted, but on the way: %v", verdict)
+	}
+}
