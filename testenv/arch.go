@@ -9,10 +9,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
-	"syscall"
-	"time"
-
-	"github.com/drovernet/drover/cmd/drover/config"
 )
 
 // Foreign-architecture routers: a cross build of cmd/drover run under
@@ -121,67 +117,4 @@ func (l *Lab) startForeign(ctx context.Context, h *Host) (*Router, error) {
 	return startRouterCmd(ctx, h.NS, h.cfg, l.Dir, func(cfgPath string) []string {
 		return []string{l.opts.Bin, "netns-exec", h.NS.Name, "--", qemu, bin, "run", "--config", cfgPath}
 	})
-}
-
-// startRouterCmd is StartRouter with the command line given by argv (from
-// the path of the written configuration): the router writes cfg into dir,
-// runs argv, and returns once the control socket answers.
-func startRouterCmd(ctx context.Context, ns *NetNS, cfg *config.Config, dir string, argv func(cfgPath string) []string) (*Router, error) {
-	name := cfg.Node.Name
-	if cfg.ControlSocket == "" || cfg.ControlSocket == config.DefaultControlSocket {
-		cfg.ControlSocket = filepath.Join(dir, name+".sock")
-	}
-	if cfg.StateDir == "" || cfg.StateDir == config.DefaultStateDir {
-		cfg.StateDir = filepath.Join(dir, name+"-state")
-	}
-	y, err := cfg.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	cfgPath := filepath.Join(dir, name+".yaml")
-	if err := os.WriteFile(cfgPath, y, 0o600); err != nil {
-		return nil, err
-	}
-	logf, err := os.Create(filepath.Join(dir, name+".log"))
-	if err != nil {
-		return nil, err
-	}
-	args := argv(cfgPath)
-	r := &Router{Name: name, NS: ns, Config: cfg, Dir: dir, done: make(chan struct{})}
-	r.cmd = exec.Command(args[0], args[1:]...)
-	r.cmd.Stdout, r.cmd.Stderr = logf, logf
-	// As StartRouter: Pdeathsig (kept across the execs into qemu) ties the
-	// router to the forking thread, which therefore lives until it exits.
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := r.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		r.err = r.cmd.Wait()
-		logf.Close()
-		close(r.done)
-	}()
-	if err := <-started; err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start router %s: %w", name, err)
-	}
-	err = Poll(ctx, 30*time.Second, 50*time.Millisecond, func() error {
-		select {
-		case <-r.done:
-			return errors.New("exited")
-		default:
-		}
-		_, err := r.Status()
-		return err
-	})
-	if err != nil {
-		r.Stop()
-		return nil, fmt.Errorf("router %s did not come up: %w (exit: %v)\n%s", name, err, r.err, r.LogTail(30))
-	}
-	return r, nil
 }

@@ -100,6 +100,15 @@ type Router struct {
 // the control socket and state directory are placed in dir. It returns once
 // the control socket answers, or with an error carrying the log's tail.
 func StartRouter(ctx context.Context, bin string, ns *NetNS, cfg *config.Config, dir string) (*Router, error) {
+	return startRouterCmd(ctx, ns, cfg, dir, func(cfgPath string) []string {
+		return []string{bin, "run", "--netns", ns.Name, "--config", cfgPath}
+	})
+}
+
+// startRouterCmd writes cfg into dir, runs the command line argv returns
+// for the configuration's path, and returns once the control socket
+// answers (30 s: a router under qemu-user starts slowly).
+func startRouterCmd(ctx context.Context, ns *NetNS, cfg *config.Config, dir string, argv func(cfgPath string) []string) (*Router, error) {
 	name := cfg.Node.Name
 	if cfg.ControlSocket == "" || cfg.ControlSocket == config.DefaultControlSocket {
 		cfg.ControlSocket = filepath.Join(dir, name+".sock")
@@ -119,13 +128,14 @@ func StartRouter(ctx context.Context, bin string, ns *NetNS, cfg *config.Config,
 	if err != nil {
 		return nil, err
 	}
+	args := argv(cfgPath)
 	r := &Router{Name: name, NS: ns, Config: cfg, Dir: dir, done: make(chan struct{})}
-	r.cmd = exec.Command(bin, "run", "--netns", ns.Name, "--config", cfgPath)
+	r.cmd = exec.Command(args[0], args[1:]...)
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
 	// Pdeathsig kills the router if the test process dies, so no router
-	// outlives a crashed test. The kernel ties it to the *thread* that
-	// forked, so that thread must live as long as the router: start and
-	// wait on a goroutine locked to its thread.
+	// outlives a crashed test (it is kept across execs, into qemu too). The
+	// kernel ties it to the *thread* that forked, so that thread must live
+	// as long as the router: start and wait on a goroutine locked to it.
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	started := make(chan error, 1)
 	go func() {
@@ -144,7 +154,7 @@ func StartRouter(ctx context.Context, bin string, ns *NetNS, cfg *config.Config,
 		logf.Close()
 		return nil, fmt.Errorf("start router %s: %w", name, err)
 	}
-	err = Poll(ctx, 20*time.Second, 50*time.Millisecond, func() error {
+	err = Poll(ctx, 30*time.Second, 50*time.Millisecond, func() error {
 		select {
 		case <-r.done:
 			return errors.New("exited")
