@@ -39,12 +39,16 @@ var cniTools struct {
 }
 
 // toolDir returns a directory holding cnitool, portmap, bandwidth and
-// tuning, built with `go install` (through the module proxy) the first
-// time and kept across runs.
+// tuning: $DROVER_CNI_TOOLS when set (.ci/run go-installs them there), else
+// a cache the test fills with `go install` (through the module proxy) the
+// first time and keeps across runs.
 func toolDir(t testing.TB) string {
 	t.Helper()
 	cniTools.once.Do(func() {
 		dir := filepath.Join(os.TempDir(), "drv-cnibin-v1.3.1-v1.9.1")
+		if d := os.Getenv("DROVER_CNI_TOOLS"); d != "" {
+			dir = d // installed by .ci/run
+		}
 		missing := false
 		for _, n := range []string{"cnitool", "portmap", "bandwidth", "tuning"} {
 			if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
