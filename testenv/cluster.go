@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/drovernet/drover/gossip"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -372,65 +373,13 @@ func (l *Lab) SetUplink(h *Host, up bool) error {
 	})
 }
 
-// ClusterView is the daemon's GET /v1/cluster.
-type ClusterView struct {
-	Members []ClusterMember `json:"members"`
-	Routes  []ClusterRoute  `json:"routes"`
-	Block   string          `json:"block,omitempty"`
-	Epoch   uint32          `json:"epoch"`
-}
-
-// ClusterMember is one gossip member as a router sees it.
-type ClusterMember struct {
-	Name     string   `json:"name"`
-	State    string   `json:"state"`
-	Underlay string   `json:"underlay"`
-	Block    string   `json:"block,omitempty"`
-	Routed   []string `json:"routed"`
-	Epoch    uint32   `json:"epoch"`
-	Version  string   `json:"version"`
-	Note     string   `json:"note,omitempty"`
-}
-
-// ClusterRoute is a route the router installed through its TUN device.
-type ClusterRoute struct {
-	Prefix string `json:"prefix"`
-	Peer   string `json:"peer"`
-	Src    string `json:"src,omitempty"`
-}
-
-// Member returns the named member, or nil.
-func (v *ClusterView) Member(name string) *ClusterMember {
-	for i := range v.Members {
-		if v.Members[i].Name == name {
-			return &v.Members[i]
-		}
-	}
-	return nil
-}
-
-// RouteTo returns the route for prefix, or nil.
-func (v *ClusterView) RouteTo(prefix netip.Prefix) *ClusterRoute {
-	for i := range v.Routes {
-		if v.Routes[i].Prefix == prefix.String() {
-			return &v.Routes[i]
-		}
-	}
-	return nil
-}
-
-// String is a compact one-line rendering for logs: block, epoch, members
-// (name:state:block) and routes (prefix→peer).
-func (v *ClusterView) String() string {
-	var ms, rs []string
-	for _, m := range v.Members {
-		ms = append(ms, fmt.Sprintf("%s:%s:%s", m.Name, m.State, m.Block))
-	}
-	for _, r := range v.Routes {
-		rs = append(rs, r.Prefix+"→"+r.Peer)
-	}
-	return fmt.Sprintf("block %s epoch %d members [%s] routes [%s]", v.Block, v.Epoch, strings.Join(ms, " "), strings.Join(rs, " "))
-}
+// ClusterView, ClusterMember and ClusterRoute are the daemon's GET
+// /v1/cluster, as the daemon defines it.
+type (
+	ClusterView   = gossip.View
+	ClusterMember = gossip.MemberView
+	ClusterRoute  = gossip.RouteView
+)
 
 // Cluster queries the control socket's cluster view.
 func (r *Router) Cluster() (*ClusterView, error) {

@@ -61,7 +61,7 @@ type agent struct {
 	addrs  []netip.Addr
 
 	viewMu sync.Mutex
-	view   clusterView
+	view   gossip.View
 }
 
 // peerKeys is one member's SA state across rotations.
@@ -82,31 +82,6 @@ type peerKeys struct {
 
 // saFor names the ephemeral keys an SA was derived from.
 type saFor struct{ ours, theirs [32]byte }
-
-// clusterView is what `drover peers` and `drover routes` show.
-type clusterView struct {
-	Members []memberView `json:"members"`
-	Routes  []routeView  `json:"routes"`
-	Block   string       `json:"block,omitempty"`
-	Epoch   uint32       `json:"epoch"`
-}
-
-type memberView struct {
-	Name     string   `json:"name"`
-	State    string   `json:"state"`
-	Underlay string   `json:"underlay"`
-	Block    string   `json:"block,omitempty"`
-	Routed   []string `json:"routed"`
-	Epoch    uint32   `json:"epoch"`
-	Version  string   `json:"version"`
-	Note     string   `json:"note,omitempty"`
-}
-
-type routeView struct {
-	Prefix string `json:"prefix"`
-	Peer   string `json:"peer"`
-	Src    string `json:"src,omitempty"`
-}
 
 // newAgent loads the cluster key, the identity key and the persisted block,
 // and joins the cluster.
@@ -401,13 +376,13 @@ func (a *agent) update(now time.Time) {
 	owners := blocks.Owners(claims)
 
 	peers := slices.Clone(a.static)
-	view := clusterView{Epoch: a.epoch}
+	view := gossip.View{Epoch: a.epoch}
 	if a.claim.Block.IsValid() {
 		view.Block = a.claim.Block.String()
 	}
 	seen := map[string]bool{}
 	for _, m := range members {
-		mv := memberView{Name: m.Name, State: m.State.String(), Underlay: m.Info.Underlay.String(), Epoch: m.Info.Epoch, Version: m.Info.Version}
+		mv := gossip.MemberView{Name: m.Name, State: m.State.String(), Underlay: m.Info.Underlay.String(), Epoch: m.Info.Epoch, Version: m.Info.Version}
 		if m.Info.Block.IsValid() {
 			mv.Block = m.Info.Block.String()
 		}
@@ -590,7 +565,7 @@ func (a *agent) peer(m gossip.Member, routed []netip.Prefix, now time.Time) (*ro
 
 // syncRoutes makes the kernel's routes through the TUN match the peers'
 // prefixes: new ones added, withdrawn ones removed.
-func (a *agent) syncRoutes(peers []*router.Peer, view *clusterView) {
+func (a *agent) syncRoutes(peers []*router.Peer, view *gossip.View) {
 	want := map[netip.Prefix]tun.Route{}
 	owner := map[netip.Prefix]string{}
 	for _, p := range peers {
@@ -623,17 +598,17 @@ func (a *agent) syncRoutes(peers []*router.Peer, view *clusterView) {
 		a.log.Info("route added", "prefix", pfx, "peer", owner[pfx])
 	}
 	for pfx, rt := range a.routes {
-		rv := routeView{Prefix: pfx.String(), Peer: owner[pfx]}
+		rv := gossip.RouteView{Prefix: pfx.String(), Peer: owner[pfx]}
 		if rt.Src.IsValid() {
 			rv.Src = rt.Src.String()
 		}
 		view.Routes = append(view.Routes, rv)
 	}
-	slices.SortFunc(view.Routes, func(x, y routeView) int { return strings.Compare(x.Prefix, y.Prefix) })
+	slices.SortFunc(view.Routes, func(x, y gossip.RouteView) int { return strings.Compare(x.Prefix, y.Prefix) })
 }
 
 // snapshot returns the view for the control socket.
-func (a *agent) snapshot() clusterView {
+func (a *agent) snapshot() gossip.View {
 	a.viewMu.Lock()
 	defer a.viewMu.Unlock()
 	return a.view

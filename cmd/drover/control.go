@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/drovernet/drover/gossip"
 	"github.com/drovernet/drover/router"
 )
 
@@ -27,7 +28,7 @@ import (
 //
 // and whatever register adds (the CNI plugin's /v1/local, local.go). It
 // returns a function that stops the server and removes the socket.
-func serveControl(path string, r *router.Router, views func() clusterView, register func(*http.ServeMux), log *slog.Logger) (func(), error) {
+func serveControl(path string, r *router.Router, views func() gossip.View, register func(*http.ServeMux), log *slog.Logger) (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}

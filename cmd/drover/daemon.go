@@ -12,6 +12,7 @@ import (
 	"github.com/drovernet/drover/cmd/drover/config"
 	"github.com/drovernet/drover/cni/ipam"
 	"github.com/drovernet/drover/crypto/esp"
+	"github.com/drovernet/drover/gossip"
 	"github.com/drovernet/drover/router"
 	"github.com/drovernet/drover/router/udp"
 	"github.com/drovernet/drover/tun"
@@ -211,13 +212,13 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	})
 
 	if cfg.ControlSocket != "none" {
-		views := func() clusterView {
+		views := func() gossip.View {
 			if ag != nil {
 				return ag.snapshot()
 			}
-			var v clusterView
+			var v gossip.View
 			for _, rt := range d.routes {
-				v.Routes = append(v.Routes, routeView{Prefix: rt.Prefix.String(), Src: rt.Src.String(), Peer: staticOwner(cfg, rt.Prefix)})
+				v.Routes = append(v.Routes, gossip.RouteView{Prefix: rt.Prefix.String(), Src: rt.Src.String(), Peer: staticOwner(cfg, rt.Prefix)})
 			}
 			return v
 		}

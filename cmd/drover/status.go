@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/drovernet/drover/cmd/drover/config"
+	"github.com/drovernet/drover/gossip"
 	"github.com/drovernet/drover/router"
 )
 
@@ -97,7 +98,7 @@ func cmdPeers(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var cv clusterView
+	var cv gossip.View
 	var st router.Status
 	if err := fetch(sock, "/v1/cluster", &cv); err != nil {
 		return err
@@ -107,7 +108,7 @@ func cmdPeers(args []string, stdout io.Writer) error {
 	}
 	if out == "json" {
 		return writeJSON(stdout, struct {
-			Members []memberView        `json:"members"`
+			Members []gossip.MemberView `json:"members"`
 			Peers   []router.PeerStatus `json:"peers"`
 		}{cv.Members, st.Peers})
 	}
@@ -154,7 +155,7 @@ func cmdRoutes(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var cv clusterView
+	var cv gossip.View
 	if err := fetch(sock, "/v1/cluster", &cv); err != nil {
 		return err
 	}
