@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # drover-quick.sh — a one-minute end-to-end check of drover on the harness's topology.
 #
-# Usage (root):  bench/drover-quick.sh [--encap esp|vxlan] [--cipher C] [--time S] [--streams N] [--perf FILE]
+# Usage (root):  bench/drover-quick.sh [--encap esp|vxlan] [--cipher C] [--time S] [--streams N]
+#                [--perf FILE | --perf-system FILE]
 # It holds the harness's `custom` mode up (overlay-bench.sh --hold, through drover-bench.sh),
 # runs iperf3 container to container for S seconds (default 5) with 1 and N (default 4)
 # streams, and prints Gbit/s, the routers' CPU and peak RSS. With --perf FILE it records
 # `perf record -g` of both drover processes during the N-stream run (read it with
-# `perf report -i FILE --no-children`). Numbers are for comparing changes, one after the
+# `perf report -i FILE --no-children`); --perf-system FILE records the whole machine
+# instead (iperf3 and the kernel's share too: `perf report --sort comm`). Numbers are for comparing changes, one after the
 # other on the same machine; the tables in docs/benchmarks.md come from the full harness.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ENCAP=esp CIPHER=aes-128-gcm T=5 STREAMS=4 PERF=""
+ENCAP=esp CIPHER=aes-128-gcm T=5 STREAMS=4 PERF="" PERFSYS=""
 while [ $# -gt 0 ]; do
   case $1 in
     --encap) ENCAP=$2; shift 2 ;;
@@ -18,7 +20,8 @@ while [ $# -gt 0 ]; do
     --time) T=$2; shift 2 ;;
     --streams) STREAMS=$2; shift 2 ;;
     --perf) PERF=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --perf-system) PERF=$2 PERFSYS=1; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "drover-quick: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -57,7 +60,8 @@ run() {  # run STREAMS
 }
 run 1
 if [ -n "$PERF" ]; then
-  perf record -g -o "$PERF" -p "$pids" -- sleep "$T" >/dev/null 2>&1 &
+  if [ -n "$PERFSYS" ]; then target=(-a); else target=(-p "$pids"); fi
+  perf record -g -o "$PERF" "${target[@]}" -- sleep "$T" >/dev/null 2>&1 &
   PERFPID=$!
   run "$STREAMS"
   wait "$PERFPID" || true

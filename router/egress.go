@@ -6,16 +6,12 @@ import (
 	"time"
 
 	"github.com/drovernet/drover/crypto/esp"
+	"github.com/drovernet/drover/router/gso"
 	"github.com/drovernet/drover/router/packet"
 	"github.com/drovernet/drover/router/udp"
 	"github.com/drovernet/drover/router/vxlan"
 	"github.com/drovernet/drover/tun"
 )
-
-// egressHeadroom is the room in front of each packet read from the TUN: the
-// ESP header and IV (16) or the VXLAN and Ethernet headers (22) are written
-// there in place. Also >= tun.MinOffset for the ICMP writes back.
-const egressHeadroom = 32
 
 // vxlanEncapLen is what VXLAN puts in front of the inner IP packet.
 const vxlanEncapLen = vxlan.HeaderLen + packet.EthHeaderLen
@@ -24,53 +20,74 @@ const vxlanEncapLen = vxlan.HeaderLen + packet.EthHeaderLen
 // tolerates before it gives up (a device that keeps failing is gone).
 const maxFailures = 100
 
+// egressBatch is the most datagrams egress hands to one WriteBatch: one GSO
+// frame of full-size TCP segments (64 KiB / 1386) is 48, and the socket
+// groups at most 64 into one UDP_SEGMENT send.
+const egressBatch = 64
+
+// egressOutSize is the ESP output area: the sealed segments of a batch lie
+// in it back to back until WriteBatch returns. A 64 KiB frame cut into
+// egressBatch segments with ESP overhead fits with room to spare.
+const egressOutSize = tun.MaxFrame + egressBatch*(esp.Headroom+esp.Tailroom+gso.MaxHeaders)
+
 // egressState is owned by the egress goroutine: its buffers are allocated
-// once; msgs borrow slices of bufs until WriteBatch returns.
+// once; msgs borrow slices of frame, out and heads until WriteBatch returns.
 type egressState struct {
-	bufs  [][]byte
-	sizes []int
-	msgs  []udp.Msg
-	peers []*Peer // peer of msgs[i]
-	inner []int   // inner packet size of msgs[i]
+	// frame receives one TUN frame: the virtio-net header and the packet,
+	// with esp.MaxTrailer bytes of room after the largest packet for
+	// SealTo's trailer.
+	frame []byte
+	split gso.Splitter
+	// out holds sealed ESP packets (outUsed bytes so far); heads the
+	// VXLAN, Ethernet and inner headers of each segment, sent in front of
+	// its body (a gather write); hbuf the inner headers of an ESP segment,
+	// copied in front of its body before sealing.
+	out     []byte
+	outUsed int
+	heads   [][]byte
+	hbuf    []byte
+	msgs    []udp.Msg
+	peers   []*Peer // peer of msgs[i]
+	inner   []int   // inner packet size of msgs[i]
 
 	icmp    []byte   // scratch for one ICMP error
-	icmpOut [][]byte // len 1, points into icmp
+	icmpOut [][]byte // [virtio-net header, ICMP message]
 	limiter rateLimiter
 }
 
 func (r *Router) newEgressState() *egressState {
-	n := r.dev.BatchSize()
-	size := egressHeadroom + r.cfg.MTU + esp.Tailroom
 	e := &egressState{
-		bufs:    make([][]byte, n),
-		sizes:   make([]int, n),
-		msgs:    make([]udp.Msg, 0, n),
-		peers:   make([]*Peer, 0, n),
-		inner:   make([]int, 0, n),
-		icmp:    make([]byte, tun.MinOffset+1280),
-		icmpOut: make([][]byte, 1),
+		frame:   make([]byte, tun.MaxFrame+esp.MaxTrailer),
+		out:     make([]byte, egressOutSize),
+		heads:   make([][]byte, egressBatch),
+		hbuf:    make([]byte, gso.MaxHeaders),
+		msgs:    make([]udp.Msg, 0, egressBatch),
+		peers:   make([]*Peer, 0, egressBatch),
+		inner:   make([]int, 0, egressBatch),
+		icmp:    make([]byte, 1280),
+		icmpOut: [][]byte{make([]byte, gso.HdrLen), nil},
 		limiter: rateLimiter{rate: r.cfg.ICMPRate},
 	}
-	backing := make([]byte, n*size)
-	for i := range e.bufs {
-		e.bufs[i] = backing[i*size : (i+1)*size : (i+1)*size]
+	backing := make([]byte, egressBatch*(vxlanEncapLen+gso.MaxHeaders))
+	for i := range e.heads {
+		e.heads[i] = backing[i*(vxlanEncapLen+gso.MaxHeaders) : (i+1)*(vxlanEncapLen+gso.MaxHeaders)]
 	}
 	return e
 }
 
-// egress reads batches from the TUN device, seals or frames each packet for
-// its peer and sends the batch with one WriteBatch.
+// egress reads frames from the TUN device, cuts each GSO frame into its
+// segments, seals or frames each for its peer and sends them with one
+// WriteBatch (which hands equal-size runs to the kernel as one UDP GSO
+// send).
 func (r *Router) egress() error {
 	e := r.newEgressState()
 	failures := 0
 	for {
-		n, err := r.dev.Read(e.bufs, e.sizes, egressHeadroom)
+		n, err := r.dev.ReadFrame(e.frame[:tun.MaxFrame])
 		if err != nil {
 			if isClosed(err) {
 				return nil
 			}
-			// A packet the TUN could not split (bad GSO metadata) costs that
-			// packet, not the router.
 			r.drops.add(DropMalformed)
 			if failures++; failures > maxFailures {
 				return err
@@ -78,62 +95,112 @@ func (r *Router) egress() error {
 			continue
 		}
 		failures = 0
-		r.egressBatch(e, n)
+		r.egressFrame(e, e.frame[:n])
 	}
 }
 
-// egressBatch processes e.bufs[:n]; split out of egress so tests and
-// benchmarks can drive it without a device.
-func (r *Router) egressBatch(e *egressState, n int) {
+// egressFrame handles one frame read from the TUN device (virtio-net header
+// and packet); split out of egress so tests and benchmarks can drive it
+// without a device. All segments of a frame share the packet's destination,
+// and so its peer.
+func (r *Router) egressFrame(e *egressState, frame []byte) {
+	var h gso.Hdr
+	if err := h.Decode(frame); err != nil {
+		r.drops.add(DropMalformed)
+		return
+	}
+	pkt := frame[gso.HdrLen:]
 	st := r.state.Load()
-	e.msgs = e.msgs[:0]
-	e.peers = e.peers[:0]
-	e.inner = e.inner[:0]
-	for i := range n {
-		buf, size := e.bufs[i], e.sizes[i]
-		pkt := buf[egressHeadroom : egressHeadroom+size]
-		dst, ok := packet.DstAddr(pkt)
+	dst, ok := packet.DstAddr(pkt)
+	if !ok {
+		r.drops.add(DropMalformed)
+		return
+	}
+	p, ok := st.fib.Lookup(dst)
+	if !ok {
+		r.drops.add(DropNoRoute)
+		return
+	}
+	if err := e.split.Init(h, pkt); err != nil {
+		r.drops.add(DropMalformed)
+		return
+	}
+	segLen := len(pkt)
+	if hl := e.split.HeaderLen(); hl > 0 {
+		segLen = min(segLen, hl+int(h.Size))
+	}
+	// The kernel cuts GSO frames to the route's MTU, so only a frame that
+	// went around it (or a route MTU above the tunnel's) gets here. Like
+	// the kernel's forwarding path, the ICMP error quotes the frame's own
+	// header.
+	if segLen > p.TunnelMTU && r.tooBig(e, pkt, p.TunnelMTU) {
+		return
+	}
+	isESP := r.cfg.Encap == EncapESP
+	for {
+		var hb []byte
+		if isESP {
+			hb = e.hbuf
+		} else {
+			if len(e.msgs) == cap(e.msgs) {
+				r.flushEgress(e)
+			}
+			hb = e.heads[len(e.msgs)][vxlanEncapLen:]
+		}
+		head, body, ok := e.split.Next(hb)
 		if !ok {
-			r.drops.add(DropMalformed)
-			continue
+			break
 		}
-		p, ok := st.fib.Lookup(dst)
-		if !ok {
-			r.drops.add(DropNoRoute)
-			continue
+		if len(e.msgs) == cap(e.msgs) {
+			r.flushEgress(e)
 		}
-		if size > p.TunnelMTU && r.tooBig(e, pkt, p.TunnelMTU) {
-			continue
-		}
-		var out []byte
-		if r.cfg.Encap == EncapESP {
-			var err error
-			out, err = p.Out.Seal(buf, egressHeadroom, size)
+		n := len(head) + len(body)
+		if isESP {
+			// Make the segment contiguous: its headers go over the bytes in
+			// front of its body, the end of the previous segment, which is
+			// sealed already (gso.Splitter.Next).
+			off := cap(pkt) - cap(body) // body's index in pkt
+			seg := pkt[off-len(head) : off+len(body)]
+			copy(seg, head)
+			if len(e.out)-e.outUsed < esp.SealedLen(n) {
+				r.flushEgress(e)
+			}
+			sealed, err := p.Out.SealTo(e.out[e.outUsed:], seg)
 			if err != nil {
-				switch {
-				case errors.Is(err, esp.ErrSeqExhausted):
-					r.drops.add(DropSeqExhausted)
-				case errors.Is(err, esp.ErrSeqReserve):
-					r.drops.add(DropSeqReserve)
-				default:
-					r.drops.add(DropMalformed)
-				}
+				r.sealFailed(err)
 				continue
 			}
+			e.outUsed += len(sealed)
+			e.msgs = append(e.msgs, udp.Msg{Buf: sealed, Addr: p.Underlay})
 		} else {
+			hd := e.heads[len(e.msgs)][:vxlanEncapLen+len(head)]
 			et := uint16(packet.EtherTypeIPv4)
 			if pkt[0]>>4 == 6 {
 				et = packet.EtherTypeIPv6
 			}
-			off := egressHeadroom - vxlanEncapLen
-			vxlan.Header{VNI: r.cfg.VNI}.Put(buf[off:])
-			packet.PutEth(buf[off+vxlan.HeaderLen:], p.MAC, r.cfg.MAC, et)
-			out = buf[off : egressHeadroom+size]
+			vxlan.Header{VNI: r.cfg.VNI}.Put(hd)
+			packet.PutEth(hd[vxlan.HeaderLen:], p.MAC, r.cfg.MAC, et)
+			e.msgs = append(e.msgs, udp.Msg{Head: hd, Buf: body, Addr: p.Underlay})
 		}
-		e.msgs = append(e.msgs, udp.Msg{Buf: out, Addr: p.Underlay})
 		e.peers = append(e.peers, p)
-		e.inner = append(e.inner, size)
+		e.inner = append(e.inner, n)
 	}
+	r.flushEgress(e)
+}
+
+func (r *Router) sealFailed(err error) {
+	switch {
+	case errors.Is(err, esp.ErrSeqExhausted):
+		r.drops.add(DropSeqExhausted)
+	case errors.Is(err, esp.ErrSeqReserve):
+		r.drops.add(DropSeqReserve)
+	default:
+		r.drops.add(DropMalformed)
+	}
+}
+
+// flushEgress sends the queued datagrams with one WriteBatch and counts them.
+func (r *Router) flushEgress(e *egressState) {
 	if len(e.msgs) == 0 {
 		return
 	}
@@ -155,6 +222,11 @@ func (r *Router) egressBatch(e *egressState, n int) {
 	if failed > 0 {
 		r.drops[DropSend].Add(failed)
 	}
+	clear(e.msgs) // drop references to the buffers
+	e.msgs = e.msgs[:0]
+	e.peers = e.peers[:0]
+	e.inner = e.inner[:0]
+	e.outUsed = 0
 }
 
 // tooBig handles a packet larger than the tunnel MTU. IPv4 without DF is
@@ -181,15 +253,15 @@ func (r *Router) tooBig(e *egressState, pkt []byte, mtu int) bool {
 	var msg []byte
 	var err error
 	if ip.Version == 4 {
-		msg, err = packet.AppendFragNeeded(e.icmp[tun.MinOffset:tun.MinOffset], src, pkt, mtu)
+		msg, err = packet.AppendFragNeeded(e.icmp[:0], src, pkt, mtu)
 	} else {
-		msg, err = packet.AppendPacketTooBig(e.icmp[tun.MinOffset:tun.MinOffset], src, pkt, mtu)
+		msg, err = packet.AppendPacketTooBig(e.icmp[:0], src, pkt, mtu)
 	}
 	if err != nil {
 		return true // an ICMP error or an odd source: no reply, by the RFCs
 	}
-	e.icmpOut[0] = e.icmp[:tun.MinOffset+len(msg)]
-	if _, err := r.dev.Write(e.icmpOut, tun.MinOffset); err == nil {
+	e.icmpOut[1] = msg // after an all-zero virtio-net header: a plain packet
+	if err := r.dev.WriteFrame(e.icmpOut); err == nil {
 		r.icmpSent.Add(1)
 	}
 	return true

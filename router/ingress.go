@@ -5,36 +5,36 @@ import (
 	"net/netip"
 
 	"github.com/drovernet/drover/crypto/esp"
+	"github.com/drovernet/drover/router/gso"
 	"github.com/drovernet/drover/router/packet"
 	"github.com/drovernet/drover/router/udp"
 	"github.com/drovernet/drover/router/vxlan"
-	"github.com/drovernet/drover/tun"
 )
 
 // ingressBufSize holds any UDP datagram, including an outer packet the
 // underlay fragmented and the kernel reassembled.
 const ingressBufSize = 1 << 16
 
+// ingressBatch is the most datagrams (or, with UDP GRO, coalesced
+// messages) one ReadBatch takes.
+const ingressBatch = udp.DefaultBatchSize
+
 // ingressState is owned by the ingress goroutine. msgs[i].Buf is bufs[i];
-// out borrows slices of bufs (or of slots) until the TUN Write returns.
+// the coalescer holds slices of bufs (the inner packets, opened or
+// decapsulated in place) until the frames are written to the TUN.
 type ingressState struct {
 	bufs [][]byte
 	msgs []udp.Msg
-	out  [][]byte
+	gro  gso.Coalescer
 	arp  []byte // scratch for one ARP reply (VXLAN)
-	// slots receive the inner packets of coalesced (UDP GRO) messages, one
-	// per slot, so that each has the room the TUN's own GRO needs to append
-	// the segments that follow it (see tun.Device.Write). Opened in place,
-	// the packets of one message lie back to back, and appending to one
-	// would overwrite the next. nil without GRO.
-	slots [][]byte
+	// bytes counts the inner bytes handed to gro since the last flush.
+	bytes uint64
 }
 
 func (r *Router) newIngressState(n int) *ingressState {
 	s := &ingressState{
 		bufs: make([][]byte, n),
 		msgs: make([]udp.Msg, n),
-		out:  make([][]byte, 0, n),
 		arp:  make([]byte, vxlanEncapLen+packet.ARPLen),
 	}
 	for i := range s.bufs {
@@ -48,34 +48,24 @@ type groConn interface {
 	SetGRO(on bool) error
 }
 
-// enableGRO asks the socket for UDP GRO, which the buffers of s can take
-// (ingressBufSize), and gives s the slots it then needs. A kernel without
-// UDP_GRO leaves things as they were.
-func (r *Router) enableGRO(s *ingressState) {
+// enableGRO asks the socket for UDP GRO, which the receive buffers can take
+// (ingressBufSize). A kernel without UDP_GRO leaves things as they were.
+func (r *Router) enableGRO() {
 	g, ok := r.conn.(groConn)
 	if !ok || r.cfg.NoGRO {
 		return
 	}
 	if err := g.SetGRO(true); err != nil {
 		r.log.Info("UDP GRO unavailable", "err", err)
-		return
-	}
-	s.allocSlots()
-}
-
-func (s *ingressState) allocSlots() {
-	s.slots = make([][]byte, cap(s.out))
-	for i := range s.slots {
-		s.slots[i] = make([]byte, ingressBufSize)
 	}
 }
 
 // ingress receives batches from the underlay, opens or decapsulates each
-// datagram, checks it, and writes the inner packets to the TUN device in one
-// Write.
+// datagram, checks it, and writes the inner packets to the TUN device,
+// consecutive TCP segments of one flow merged into one frame.
 func (r *Router) ingress() error {
-	s := r.newIngressState(r.dev.BatchSize())
-	r.enableGRO(s)
+	s := r.newIngressState(ingressBatch)
+	r.enableGRO()
 	failures := 0
 	for {
 		for i := range s.msgs {
@@ -98,7 +88,6 @@ func (r *Router) ingress() error {
 
 func (r *Router) ingressBatch(s *ingressState, n int) {
 	st := r.state.Load()
-	s.out = s.out[:0]
 	for i := range n {
 		m := &s.msgs[i]
 		if m.Truncated { // larger than our buffer: cannot be a packet we sent
@@ -106,23 +95,22 @@ func (r *Router) ingressBatch(s *ingressState, n int) {
 			continue
 		}
 		if m.Segment == 0 || m.Segment >= m.N {
-			r.ingressOne(st, s, m.Buf[:m.N], m.Addr, false)
+			r.ingressOne(st, s, m.Buf[:m.N], m.Addr)
 			continue
 		}
 		// Coalesced by UDP GRO: Segment-byte datagrams, the last shorter.
 		for b := m.Buf[:m.N]; len(b) > 0; {
 			l := min(len(b), m.Segment)
-			r.ingressOne(st, s, b[:l:l], m.Addr, s.slots != nil)
+			r.ingressOne(st, s, b[:l:l], m.Addr)
 			b = b[l:]
 		}
 	}
 	r.flushIngress(s)
 }
 
-// ingressOne opens or decapsulates one datagram and queues its inner packet
-// for the TUN: in place, where the datagram has its buffer to itself, or
-// copied into a slot (copy) when it shares it.
-func (r *Router) ingressOne(st *snapshot, s *ingressState, payload []byte, from netip.AddrPort, copyOut bool) {
+// ingressOne opens or decapsulates one datagram in place and hands its inner
+// packet to the coalescer.
+func (r *Router) ingressOne(st *snapshot, s *ingressState, payload []byte, from netip.AddrPort) {
 	var inner []byte
 	var p *Peer
 	if r.cfg.Encap == EncapESP {
@@ -133,50 +121,33 @@ func (r *Router) ingressOne(st *snapshot, s *ingressState, payload []byte, from 
 	if inner == nil {
 		return
 	}
-	if len(s.out) == cap(s.out) {
-		r.flushIngress(s)
-	}
-	// Write offset tun.MinOffset: the inner packet always starts at least
-	// that far into the buffer (ESP header + IV, or VXLAN + Ethernet), so
-	// the TUN's virtio header fits in front.
-	if copyOut {
-		slot := s.slots[len(s.out)]
-		n := copy(slot[tun.MinOffset:], inner)
-		s.out = append(s.out, slot[:tun.MinOffset+n])
-	} else {
-		off := cap(payload) - cap(inner) // index of inner in payload (inner is a sub-slice)
-		full := payload[:cap(payload)]
-		// payload is the start of its buffer here (in place only when not
-		// coalesced), so off-MinOffset >= 0 and the rest of the buffer is
-		// the room the TUN's GRO may append into.
-		s.out = append(s.out, full[off-tun.MinOffset:off+len(inner)])
-	}
+	s.gro.Add(inner)
 	p.Stats.rxPackets.Add(1)
 	p.Stats.rxBytes.Add(uint64(len(inner)))
+	s.bytes += uint64(len(inner))
 }
 
-// flushIngress writes the queued inner packets to the TUN in one Write.
+// flushIngress writes the batch's frames to the TUN, one write each.
 func (r *Router) flushIngress(s *ingressState) {
-	if len(s.out) == 0 {
-		return
+	s.gro.Flush()
+	var pkts, failed uint64
+	for i := range s.gro.Len() {
+		segs := uint64(s.gro.Segments(i))
+		if err := r.dev.WriteFrame(s.gro.Frame(i)); err != nil && !isClosed(err) {
+			// The kernel refused the frame (the interface is down, say):
+			// its packets are lost.
+			failed += segs
+			continue
+		}
+		pkts += segs
 	}
-	// Count before Write: the TUN may coalesce packets (GRO) into the
-	// first buffers of the batch and so change their lengths.
-	var bytes uint64
-	for _, b := range s.out {
-		bytes += uint64(len(b) - tun.MinOffset)
+	s.gro.Reset()
+	r.rxPackets.Add(pkts)
+	r.rxBytes.Add(s.bytes) // of the frames written and of those refused (counted as drops)
+	s.bytes = 0
+	if failed > 0 {
+		r.drops[DropTUNWrite].Add(failed)
 	}
-	n := len(s.out)
-	_, err := r.dev.Write(s.out, tun.MinOffset)
-	s.out = s.out[:0]
-	if err != nil && !isClosed(err) {
-		// The device reports one error for the batch; the packets it did
-		// not take are not known individually. Count the batch.
-		r.drops[DropTUNWrite].Add(uint64(n))
-		return
-	}
-	r.rxPackets.Add(uint64(n))
-	r.rxBytes.Add(bytes)
 }
 
 // openESP handles one datagram on the ESP port (RFC 3948): keepalives and

@@ -72,7 +72,7 @@ type Config struct {
 type Router struct {
 	cfg  Config
 	log  *slog.Logger
-	dev  tun.Device
+	dev  tun.FrameDevice
 	conn Conn
 
 	mu    sync.Mutex // serialises SetPeers and SetLocal (writers of state)
@@ -90,7 +90,7 @@ type Router struct {
 
 // New returns a router over dev and conn. It takes ownership of both: Run
 // closes them when it returns.
-func New(cfg Config, dev tun.Device, conn Conn) (*Router, error) {
+func New(cfg Config, dev tun.FrameDevice, conn Conn) (*Router, error) {
 	if cfg.Encap != EncapESP && cfg.Encap != EncapVXLAN {
 		return nil, fmt.Errorf("router: unknown encapsulation %d", cfg.Encap)
 	}

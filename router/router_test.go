@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/drovernet/drover/crypto/esp"
+	"github.com/drovernet/drover/router/gso"
 	"github.com/drovernet/drover/router/packet"
 	"github.com/drovernet/drover/router/udp"
 	"github.com/drovernet/drover/router/vxlan"
@@ -32,7 +33,7 @@ var (
 // node is one router in the test, on loopback, with an in-memory TUN.
 type node struct {
 	r    *Router
-	dev  *tuntest.Device
+	dev  *tuntest.Frames
 	conn *udp.Conn
 	done chan error
 }
@@ -82,7 +83,7 @@ func newPair(t *testing.T, o pairOpts) (a, b *node, ab, ba saKeys) {
 		t.Fatal(err)
 	}
 	mk := func(name string, conn *udp.Conn, mac packet.MAC, prefixes []netip.Prefix, addrs []netip.Addr, mtu int) *node {
-		dev := tuntest.New(mtu, 16)
+		dev := tuntest.NewFrames()
 		r, err := New(Config{Name: name, Encap: o.encap, Cipher: o.cipher.String(), VNI: vxlan.DefaultVNI, MAC: mac,
 			Prefixes: prefixes, Addrs: addrs, MTU: mtu, TUN: "tuntest"}, dev, conn)
 		if err != nil {
@@ -175,11 +176,32 @@ func ipv6(src, dst netip.Addr, n int) []byte {
 	return p
 }
 
+// send hands pkt to the router as the kernel would a plain packet: behind
+// an all-zero virtio-net header.
+func send(dev *tuntest.Frames, pkt []byte) {
+	dev.Inbound <- append(make([]byte, gso.HdrLen), pkt...)
+}
+
+// recv returns the packet of the next frame the router writes to ch, which
+// must be a plain one (all-zero virtio-net header).
 func recv(t *testing.T, ch chan []byte) []byte {
 	t.Helper()
+	f := recvFrame(t, ch)
+	if !bytes.Equal(f[:gso.HdrLen], make([]byte, gso.HdrLen)) {
+		t.Fatalf("frame header %x, want a plain packet (all zero)", f[:gso.HdrLen])
+	}
+	return f[gso.HdrLen:]
+}
+
+// recvFrame returns the next frame written to ch, header included.
+func recvFrame(t *testing.T, ch chan []byte) []byte {
+	t.Helper()
 	select {
-	case p := <-ch:
-		return p
+	case f := <-ch:
+		if len(f) < gso.HdrLen {
+			t.Fatalf("frame of %d bytes, shorter than its header", len(f))
+		}
+		return f
 	case <-time.After(5 * time.Second):
 		t.Fatal("no packet within 5 s")
 		return nil
@@ -218,7 +240,7 @@ func TestRoundTrip(t *testing.T) {
 				ipv6(netip.MustParseAddr("fd42:1::2"), netip.MustParseAddr("fd42:2::2"), 1280),
 			}
 			for _, p := range pkts {
-				a.dev.Inbound <- p
+				send(a.dev, p)
 				got := recv(t, b.dev.Outbound)
 				if !bytes.Equal(got, p) {
 					t.Fatalf("B got %d bytes %x..., want %d bytes %x...", len(got), got[:min(24, len(got))], len(p), p[:24])
@@ -226,7 +248,7 @@ func TestRoundTrip(t *testing.T) {
 			}
 			// and back
 			p := ipv4(netip.MustParseAddr("10.42.2.2"), netip.MustParseAddr("10.42.1.2"), 200, false)
-			b.dev.Inbound <- p
+			send(b.dev, p)
 			if got := recv(t, a.dev.Outbound); !bytes.Equal(got, p) {
 				t.Fatalf("A got %x, want %x", got, p)
 			}
@@ -249,9 +271,9 @@ func TestRoundTrip(t *testing.T) {
 
 func TestEgressNoRoute(t *testing.T) {
 	a, _, _, _ := newPair(t, pairOpts{encap: EncapESP})
-	a.dev.Inbound <- ipv4(netip.MustParseAddr("10.42.1.2"), netip.MustParseAddr("10.99.0.1"), 60, true)
+	send(a.dev, ipv4(netip.MustParseAddr("10.42.1.2"), netip.MustParseAddr("10.99.0.1"), 60, true))
 	waitDrop(t, a.r, DropNoRoute, 1)
-	a.dev.Inbound <- []byte{0x45, 0, 0} // not even a header
+	send(a.dev, []byte{0x45, 0, 0}) // not even a header
 	waitDrop(t, a.r, DropMalformed, 1)
 }
 
@@ -263,7 +285,7 @@ func TestTooBig(t *testing.T) {
 	src := netip.MustParseAddr("10.42.1.2")
 	dst := netip.MustParseAddr("10.42.2.2")
 
-	a.dev.Inbound <- ipv4(src, dst, 1439, true)
+	send(a.dev, ipv4(src, dst, 1439, true))
 	icmp := recv(t, a.dev.Outbound)
 	var ip packet.IP
 	if err := ip.Parse(icmp); err != nil {
@@ -281,7 +303,7 @@ func TestTooBig(t *testing.T) {
 	}
 	waitDrop(t, a.r, DropTooBig, 1)
 
-	a.dev.Inbound <- ipv6(netip.MustParseAddr("fd42:1::2"), netip.MustParseAddr("fd42:2::2"), 1500)
+	send(a.dev, ipv6(netip.MustParseAddr("fd42:1::2"), netip.MustParseAddr("fd42:2::2"), 1500))
 	icmp6 := recv(t, a.dev.Outbound)
 	if icmp6[0]>>4 != 6 || icmp6[6] != 58 || icmp6[40] != 2 {
 		t.Fatalf("got %x..., want ICMPv6 packet too big", icmp6[:48])
@@ -292,7 +314,7 @@ func TestTooBig(t *testing.T) {
 	waitDrop(t, a.r, DropTooBig, 2)
 
 	big := ipv4(src, dst, 1500, false)
-	a.dev.Inbound <- big
+	send(a.dev, big)
 	if got := recv(t, b.dev.Outbound); !bytes.Equal(got, big) {
 		t.Fatalf("non-DF 1500-byte packet: got %d bytes, want it delivered whole", len(got))
 	}

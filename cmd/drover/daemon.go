@@ -135,7 +135,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	if err != nil {
 		return fmt.Errorf("underlay socket: %w", err)
 	}
-	dev, err := tun.Create(n.TUN, tunMTU)
+	dev, err := tun.Open(n.TUN)
 	if err != nil {
 		conn.Close()
 		return err

@@ -166,13 +166,52 @@ func (s *OutSA) Seal(buf []byte, off, n int) ([]byte, error) {
 	if n < 1 {
 		return nil, ErrShort
 	}
-	pad := padLen(n)
-	if off < Headroom || n > cap(buf)-off || pad+2+ICVLen > cap(buf)-off-n {
+	if off < Headroom || n > cap(buf)-off || padLen(n)+2+ICVLen > cap(buf)-off-n {
 		return nil, ErrBuffer
 	}
 	b := buf[:cap(buf)]
+	return s.seal(b[off-Headroom:off], b[off:off+n], b[off:off])
+}
+
+// SealTo is Seal for a packet that cannot grow in place (a segment in the
+// middle of a larger buffer): it writes the ESP packet for the inner packet
+// pkt into dst, which needs cap(dst) ≥ SealedLen(len(pkt)) and must not
+// overlap pkt, and returns it.
+//
+// The pad and trailer are part of the encrypted plaintext, which the AEAD
+// takes in one piece, so they are written for the moment just after pkt:
+// cap(pkt) − len(pkt) must be at least MaxTrailer. Those bytes (the start of
+// whatever follows pkt in its buffer) are put back before SealTo returns.
+// Errors and sequence numbers as for Seal.
+func (s *OutSA) SealTo(dst, pkt []byte) ([]byte, error) {
+	n := len(pkt)
+	if n < 1 {
+		return nil, ErrShort
+	}
+	t := padLen(n) + 2
+	if cap(pkt)-n < t || cap(dst) < Headroom+n+t+ICVLen {
+		return nil, ErrBuffer
+	}
+	var saved [MaxTrailer]byte
+	after := pkt[n : n+t]
+	copy(saved[:], after)
+	out, err := s.seal(dst[:Headroom], pkt, dst[Headroom:Headroom])
+	copy(after, saved[:t])
+	return out, err
+}
+
+// MaxTrailer is the most plaintext ESP adds after the inner packet: three
+// pad bytes, the pad length and the next header.
+const MaxTrailer = 3 + 2
+
+// seal claims a sequence number, fills hdr (Headroom bytes, followed in
+// memory by ct) with SPI, seq and IV, appends the pad and trailer to pkt
+// (within its capacity) and encrypts the plaintext into ct (ct[:0] of the
+// output; pkt[:0] itself for in-place sealing). It returns hdr through the
+// ICV.
+func (s *OutSA) seal(hdr, pkt, ct []byte) ([]byte, error) {
 	var nh byte
-	switch b[off] >> 4 {
+	switch pkt[0] >> 4 {
 	case 4:
 		nh = NextHeaderIPv4
 	case 6:
@@ -184,31 +223,31 @@ func (s *OutSA) Seal(buf []byte, off, n int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-
-	end := off + n + pad + 2 // end of the plaintext
-	t := b[off+n : end]
+	n := len(pkt)
+	pad := padLen(n)
+	pt := pkt[:n+pad+2]
+	t := pt[n:]
 	for i := range pad {
 		t[i] = byte(i + 1)
 	}
 	t[pad] = byte(pad)
 	t[pad+1] = nh
 
-	h := b[off-Headroom : off]
-	binary.BigEndian.PutUint32(h[0:4], s.spi)
-	binary.BigEndian.PutUint32(h[4:8], uint32(seq))
-	binary.BigEndian.PutUint64(h[8:16], seq^s.ivMask)
+	binary.BigEndian.PutUint32(hdr[0:4], s.spi)
+	binary.BigEndian.PutUint32(hdr[4:8], uint32(seq))
+	binary.BigEndian.PutUint64(hdr[8:16], seq^s.ivMask)
 
 	sc := scratchPool.Get().(*scratch)
 	nonce := sc[:12]
 	copy(nonce, s.salt[:])
-	copy(nonce[saltLen:], h[8:16])
-	aad := h[0:8] // SPI‖seq, exactly the wire header
+	copy(nonce[saltLen:], hdr[8:16])
+	aad := hdr[0:8] // SPI‖seq, exactly the wire header
 	if s.esn {
 		aad = esnAAD(sc, s.spi, seq)
 	}
-	s.aead.Seal(b[off:off], nonce, b[off:end], aad)
+	out := s.aead.Seal(ct, nonce, pt, aad)
 	scratchPool.Put(sc)
-	return b[off-Headroom : end+ICVLen], nil
+	return hdr[: Headroom+len(out) : Headroom+len(out)], nil
 }
 
 // esnAAD writes SPI‖seq_hi‖seq_lo into sc[12:24] (RFC 4106 §5, RFC 7634 §2.1:

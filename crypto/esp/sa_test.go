@@ -681,3 +681,73 @@ func TestResumeReserve(t *testing.T) {
 		t.Fatalf("Resume beyond 32 bits without ESN: got %v, want esp.ErrSeqExhausted", err)
 	}
 }
+
+// TestSealTo seals segments that lie back to back in one buffer, as the
+// router does with a GSO frame: each opens to exactly its inner packet, the
+// bytes after each segment (the next segment) are as they were, and the
+// output equals what Seal in place produces for the same sequence number.
+func TestSealTo(t *testing.T) {
+	for _, c := range ciphers {
+		for _, esn := range []bool{false, true} {
+			out, in := newPair(t, c, esn, esp.DefaultWindow)
+			ref, _ := newPair(t, c, esn, esp.DefaultWindow)
+			esp.SetIVMask(ref, esp.IVMask(out))
+			for _, n := range []int{1, 2, 3, 4, 5, 83, 84, 1386, 1438} {
+				const segs = 3
+				src := make([]byte, segs*n+esp.MaxTrailer)
+				for i := range src {
+					src[i] = byte(i*13 + n)
+				}
+				for k := range segs {
+					src[k*n] = 0x45
+				}
+				orig := bytes.Clone(src)
+				for k := range segs {
+					pkt := src[k*n : (k+1)*n]
+					dst := make([]byte, esp.SealedLen(n))
+					got, err := out.SealTo(dst, pkt)
+					if err != nil {
+						t.Fatalf("%v esn %v n %d seg %d: SealTo: %v", c, esn, n, k, err)
+					}
+					if !bytes.Equal(src, orig) {
+						t.Fatalf("%v esn %v n %d seg %d: SealTo changed its source buffer", c, esn, n, k)
+					}
+					if len(got) != esp.SealedLen(n) || &got[0] != &dst[0] {
+						t.Fatalf("%v esn %v n %d: got %d bytes (in dst: %v), want %d in dst", c, esn, n, len(got), &got[0] == &dst[0], esp.SealedLen(n))
+					}
+					want := seal(t, ref, pkt)
+					if !bytes.Equal(got, want) {
+						t.Fatalf("%v esn %v n %d seg %d: SealTo differs from Seal in place", c, esn, n, k)
+					}
+					inner, _, err := in.Open(bytes.Clone(got))
+					if err != nil || !bytes.Equal(inner, pkt) {
+						t.Fatalf("%v esn %v n %d seg %d: Open: %v, inner equal %v", c, esn, n, k, err, bytes.Equal(inner, pkt))
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestSealToErrors(t *testing.T) {
+	out, _ := newPair(t, esp.AES128GCM, false, esp.DefaultWindow)
+	pkt := ipv4(84, false)
+	cases := []struct {
+		name     string
+		dst, pkt []byte
+		want     error
+	}{
+		{"empty", make([]byte, 200), pkt[:0], esp.ErrShort},
+		{"no room after the packet", make([]byte, 200), ipv4(84, false), esp.ErrBuffer},
+		{"dst too small", make([]byte, esp.SealedLen(84)-1), append(ipv4(84, false), 0, 0, 0, 0, 0)[:84], esp.ErrBuffer},
+		{"not IP", make([]byte, 200), append([]byte{0x15}, make([]byte, 90)...)[:84], esp.ErrNextHeader},
+	}
+	for _, tc := range cases {
+		if _, err := out.SealTo(tc.dst, tc.pkt); !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if seq := out.Seq(); seq != 0 {
+		t.Errorf("failed SealTo calls used sequence numbers: Seq %d, want 0", seq)
+	}
+}

@@ -20,10 +20,11 @@ import (
 const oobSize = 64
 
 // scratch is one direction's preallocated system-call arguments: slot i of
-// hdrs always points at names[i] and oob[i*oobSize:], and at iovs[i] (on
-// receive; on send a GSO slot points at a run of iovs), so a batch only
-// rewrites lengths and pointers into these arrays. Addresses of both families are
-// stored in RawSockaddrInet6 slots, the larger of the two.
+// hdrs always points at names[i] and oob[i*oobSize:], and at iovs[i] on
+// receive; on send a slot points at a run of iovs (one or two per message,
+// several messages in a GSO slot), so a batch only rewrites lengths and
+// pointers into these arrays. Addresses of both families are stored in
+// RawSockaddrInet6 slots, the larger of the two.
 type scratch struct {
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
@@ -31,21 +32,24 @@ type scratch struct {
 	oob   []byte
 }
 
-func (s *scratch) init(n int) {
+// init allocates n slots and n*iovsPerMsg iovecs: 1 per message on receive,
+// maxIovsPerMsg on send, where a message may be Head and Buf. A batch holds
+// at most n messages however they share slots, so a send never runs out.
+func (s *scratch) init(n, iovsPerMsg int) {
 	s.hdrs = make([]unix.Mmsghdr, n)
-	s.iovs = make([]unix.Iovec, n)
+	s.iovs = make([]unix.Iovec, n*iovsPerMsg)
 	s.names = make([]unix.RawSockaddrInet6, n)
 	s.oob = make([]byte, n*oobSize)
 	for i := range s.hdrs {
 		h := &s.hdrs[i].Hdr
-		h.Iov = &s.iovs[i]
+		h.Iov = &s.iovs[i*iovsPerMsg]
 		h.SetIovlen(1)
 		h.Name = (*byte)(unsafe.Pointer(&s.names[i]))
 		h.Control = &s.oob[i*oobSize]
 	}
 }
 
-// release drops the references to the caller's buffers taken for slots
+// release drops the references to the caller's buffers held by iovecs
 // [0, n), so the Conn does not keep them alive after the call returns.
 func (s *scratch) release(n int) {
 	for i := range n {
@@ -68,7 +72,7 @@ type rxBatch struct {
 }
 
 func (rx *rxBatch) init(n int) {
-	rx.scratch.init(n)
+	rx.scratch.init(n, 1)
 	rx.fn = rx.recv
 	rx.zones = make(map[uint32]string)
 }
@@ -196,6 +200,8 @@ func zoneName(index uint32) string {
 // txBatch is WriteBatch's state, shaped like rxBatch. Messages that cannot
 // be sent are left out of the slots, and with GSO one slot carries several
 // messages, so idx and cnt map slot k back to msgs[idx[k]:idx[k]+cnt[k]].
+// A message's size is len(Head)+len(Buf) (Msg.size): that is what GSO
+// groups by and what N reports.
 type txBatch struct {
 	scratch
 	busy   atomic.Bool
@@ -211,6 +217,7 @@ type txBatch struct {
 
 	msgs   []Msg // in: the chunk being sent (borrowed until release)
 	n      int   // in: slots prepared
+	niov   int   // in: iovecs filled, all pointing into msgs (cleared by release)
 	start  int   // progress: first slot not yet handed to the kernel
 	sent   int   // out: messages sent
 	err    error // out: error of the lowest-indexed failed message
@@ -220,8 +227,12 @@ type txBatch struct {
 	redo, redoCnt int
 
 	parked  uint64 // times the send buffer was full (EAGAIN); for tests and future counters
+	gsoSent uint64 // GSO groups (slots of more than one message) the kernel took
 	gsoFail uint64 // GSO groups the kernel refused and that were resent one by one
 }
+
+// maxIovsPerMsg: a message is at most two iovecs, Head then Buf.
+const maxIovsPerMsg = 2
 
 // GSO limits. A UDP_SEGMENT send is one UDP datagram as far as the socket
 // layer goes, so its payload must fit one IPv4 datagram (65535 - 20 - 8;
@@ -233,7 +244,7 @@ const (
 )
 
 func (tx *txBatch) init(n, family int, v6only bool) {
-	tx.scratch.init(n)
+	tx.scratch.init(n, maxIovsPerMsg)
 	tx.fn = tx.send
 	tx.idx = make([]int, n)
 	tx.cnt = make([]int, n)
@@ -243,19 +254,22 @@ func (tx *txBatch) init(n, family int, v6only bool) {
 
 // prepare fills slots for the sendable messages of msgs (at most the batch
 // size) and fails the others. Every message starts with N = -1. With GSO, a
-// run of consecutive messages to one destination whose sizes equal the
-// first's (the last may be shorter, and ends the run) shares one slot: one
-// iovec per message and a UDP_SEGMENT control message with the size, so the
-// kernel builds the datagrams from one system-call entry and, through
-// devices that pass GSO packets on (veth, loopback, virtio), carries them
-// as one packet as far as the receiver. The first plain messages are never
-// grouped (a resend of a refused group).
+// run of consecutive messages to one destination whose sizes (Head plus
+// Buf) equal the first's (the last may be shorter, and ends the run) shares
+// one slot: the iovecs of all its messages in order and a UDP_SEGMENT
+// control message with the size, so the kernel builds the datagrams from
+// one system-call entry and, through devices that pass GSO packets on
+// (veth, loopback, virtio), carries them as one packet as far as the
+// receiver. The kernel cuts the slot's bytes every size bytes whatever the
+// iovec boundaries, so each datagram is exactly one message's Head||Buf.
+// The first plain messages are never grouped (a resend of a refused group).
 func (tx *txBatch) prepare(msgs []Msg, plain int) {
 	tx.msgs = msgs
-	tx.n, tx.start, tx.sent, tx.err, tx.errIdx = 0, 0, 0, nil, len(msgs)
+	tx.n, tx.niov, tx.start, tx.sent, tx.err, tx.errIdx = 0, 0, 0, 0, nil, len(msgs)
 	tx.redo, tx.redoCnt = -1, 0
 	gsoOn := tx.gso.Load()
 	j := 0             // next iovec
+	first := 0         // first iovec of slot tx.n-1
 	open := false      // slot tx.n-1 takes more segments
 	seg, bytes := 0, 0 // its segment size and payload so far
 	for i := range msgs {
@@ -263,13 +277,11 @@ func (tx *txBatch) prepare(msgs []Msg, plain int) {
 		m.N = -1
 		if open {
 			k := tx.n - 1
-			if l := len(m.Buf); l <= seg && l > 0 && tx.cnt[k] < gsoMaxSegments && bytes+l <= gsoMaxBytes &&
+			if l := m.size(); l <= seg && l > 0 && tx.cnt[k] < gsoMaxSegments && bytes+l <= gsoMaxBytes &&
 				m.Addr == msgs[tx.idx[k]].Addr {
-				tx.iovs[j].Base = unsafe.SliceData(m.Buf)
-				tx.iovs[j].SetLen(l)
-				j++
+				j = tx.putIovs(j, m)
 				tx.cnt[k]++
-				tx.hdrs[k].Hdr.SetIovlen(tx.cnt[k])
+				tx.hdrs[k].Hdr.SetIovlen(j - first)
 				bytes += l
 				open = l == seg
 				continue
@@ -282,27 +294,46 @@ func (tx *txBatch) prepare(msgs []Msg, plain int) {
 			tx.fail(i, err)
 			continue
 		}
-		tx.iovs[j].Base = unsafe.SliceData(m.Buf)
-		tx.iovs[j].SetLen(len(m.Buf))
+		first = j
+		j = tx.putIovs(j, m)
 		h := &tx.hdrs[k]
-		h.Hdr.Iov = &tx.iovs[j]
-		h.Hdr.SetIovlen(1)
+		h.Hdr.Iov = &tx.iovs[first]
+		h.Hdr.SetIovlen(j - first)
 		h.Hdr.Namelen = namelen
 		h.Hdr.SetControllen(0) // set below for a GSO group
 		h.Hdr.Flags = 0
 		h.Len = 0
-		j++
 		tx.idx[k], tx.cnt[k] = i, 1
 		tx.n++
-		seg, bytes = len(m.Buf), len(m.Buf)
+		seg = m.size()
+		bytes = seg
 		open = gsoOn && seg > 0 && i >= plain
 	}
+	tx.niov = j
 	for k := range tx.n {
 		if tx.cnt[k] > 1 {
-			putSegment(tx.oob[k*oobSize:], uint16(len(msgs[tx.idx[k]].Buf)))
+			putSegment(tx.oob[k*oobSize:], uint16(msgs[tx.idx[k]].size()))
 			tx.hdrs[k].Hdr.SetControllen(unix.CmsgSpace(2))
 		}
 	}
+}
+
+// putIovs points iovecs from j on at m's Head (if any) and Buf, and returns
+// the next free index. Buf gets an iovec even when empty if Head is empty
+// too, so an empty datagram is one zero-length iovec, as before Head
+// existed; otherwise empty parts are left out.
+func (tx *txBatch) putIovs(j int, m *Msg) int {
+	if len(m.Head) > 0 {
+		tx.iovs[j].Base = unsafe.SliceData(m.Head)
+		tx.iovs[j].SetLen(len(m.Head))
+		j++
+	}
+	if len(m.Buf) > 0 || len(m.Head) == 0 {
+		tx.iovs[j].Base = unsafe.SliceData(m.Buf)
+		tx.iovs[j].SetLen(len(m.Buf))
+		j++
+	}
+	return j
 }
 
 // putSegment writes the UDP_SEGMENT control message (SOL_UDP, a uint16 in
@@ -344,9 +375,10 @@ func (tx *txBatch) send(fd uintptr) bool {
 			for k := tx.start; k < tx.start+int(r); k++ {
 				if c := tx.cnt[k]; c > 1 {
 					for i := tx.idx[k]; i < tx.idx[k]+c; i++ {
-						tx.msgs[i].N = len(tx.msgs[i].Buf)
+						tx.msgs[i].N = tx.msgs[i].size()
 					}
 					tx.sent += c
+					tx.gsoSent++
 				} else {
 					tx.msgs[tx.idx[k]].N = int(tx.hdrs[k].Len)
 					tx.sent++
@@ -375,11 +407,8 @@ func (tx *txBatch) send(fd uintptr) bool {
 }
 
 func (tx *txBatch) release() {
-	j := 0
-	for k := range tx.n {
-		j += tx.cnt[k]
-	}
-	tx.scratch.release(j)
+	tx.scratch.release(tx.niov)
+	tx.niov = 0
 	tx.msgs = nil
 }
 

@@ -239,7 +239,9 @@ func (c *Conn) ReadBatch(msgs []Msg) (int, error) {
 }
 
 // WriteBatch sends every message of msgs, batch-size messages per
-// sendmmsg(2) call. A message the socket cannot take (a destination of the
+// sendmmsg(2) call, each as one datagram Head||Buf (a gather write: Head
+// is not copied in front of Buf). A sent message's N is len(Head)+len(Buf).
+// A message the socket cannot take (a destination of the
 // wrong family, ErrAddrFamily; or one the kernel refuses, such as EMSGSIZE
 // or ENETUNREACH) is skipped, its N set to -1, and the rest still go out.
 // It returns the number of messages sent and the error of the lowest-

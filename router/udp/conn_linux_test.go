@@ -542,16 +542,23 @@ func TestConcurrentMisusePanics(t *testing.T) {
 }
 
 // TestNoAllocs: a steady-state 32-message WriteBatch + ReadBatch allocates
-// nothing, in both families.
+// nothing, in both families, with and without Head (a gather write).
 func TestNoAllocs(t *testing.T) {
-	for _, local := range []netip.AddrPort{lo4, lo6} {
-		t.Run(local.Addr().String(), func(t *testing.T) {
+	for _, tc := range []struct {
+		local netip.AddrPort
+		head  int // bytes of each 1400-byte datagram sent from Head
+	}{{lo4, 0}, {lo6, 0}, {lo4, 50}, {lo6, 50}} {
+		t.Run(fmt.Sprintf("%v/head%d", tc.local.Addr(), tc.head), func(t *testing.T) {
 			const n = 32
-			a := listen(t, Config{Local: local})
-			b := listen(t, Config{Local: local})
+			a := listen(t, Config{Local: tc.local})
+			b := listen(t, Config{Local: tc.local})
 			out := make([]Msg, n)
 			for i := range out {
-				out[i] = Msg{Buf: payload(uint32(i), 1400), Addr: b.LocalAddr()}
+				p := payload(uint32(i), 1400)
+				out[i] = Msg{Buf: p[tc.head:], Addr: b.LocalAddr()}
+				if tc.head > 0 {
+					out[i].Head = p[:tc.head]
+				}
 			}
 			in := recvBufs(n, 1500)
 			var failed error

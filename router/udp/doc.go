@@ -21,18 +21,25 @@
 // WriteBatch cannot send is skipped (its N is -1) and the rest still go;
 // the error of the first such message is returned.
 //
+// WriteBatch gathers: a message is Msg.Head followed by Msg.Buf, two iovecs
+// of one datagram, so a caller can put headers it built in front of a
+// payload that stays in the buffer it was read into, with no headroom and
+// no copy (VXLAN: outer and inner headers in Head, the inner payload still
+// in the 64 KiB TUN read buffer). The iovec array holds two per message.
+//
 // # Offloads
 //
 // WriteBatch uses UDP generic segmentation offload (UDP_SEGMENT, Linux
 // 4.18+, probed in Listen, off with Config.NoGSO): a run of consecutive
-// messages to one destination with the first one's size (the last may be
-// shorter) goes as one mmsghdr with one iovec per message and a
-// UDP_SEGMENT control message, so the stack handles the run as one packet
-// as far as the device (or, through veth and loopback, as far as the
-// receiving socket) and cuts it into the same datagrams there. A run the
-// kernel refuses is resent datagram by datagram; after EIO (the route
-// cannot offload the UDP checksum) GSO stays off. Receivers see the same
-// datagrams as without GSO.
+// messages to one destination with the first one's size, len(Head) +
+// len(Buf) (the last may be shorter), goes as one mmsghdr with the iovecs
+// of all its messages and a UDP_SEGMENT control message. The stack handles
+// the run as one packet as far as the device (or, through veth and
+// loopback, as far as the receiving socket) and there cuts it every size
+// bytes, whatever the iovec boundaries, into the messages' datagrams. A
+// run the kernel refuses is resent datagram by datagram; after EIO (the
+// route cannot offload the UDP checksum) GSO stays off. Receivers see the
+// same datagrams as without GSO.
 //
 // SetGRO turns on generic receive offload (UDP_GRO, Linux 5.0+): the
 // kernel may then deliver a run of equal-size datagrams from one source as
@@ -41,11 +48,11 @@
 //
 // # Ownership and concurrency
 //
-// The caller owns every Msg and its Buf. A Conn borrows them only for the
-// duration of one ReadBatch or WriteBatch call and drops its references
-// before returning, so a buffer may be reused or recycled as soon as the
-// call returns (and not before: the kernel writes into or reads from it
-// during the call).
+// The caller owns every Msg, its Buf and its Head. A Conn borrows them
+// only for the duration of one ReadBatch or WriteBatch call and drops its
+// references before returning, so a buffer may be reused or recycled as
+// soon as the call returns (and not before: the kernel writes into or
+// reads from it during the call).
 //
 // ReadBatch and WriteBatch each have their own scratch: one goroutine may
 // read while another writes. Each must not be called from two goroutines

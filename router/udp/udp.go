@@ -6,15 +6,26 @@ import (
 	"net/netip"
 )
 
-// Msg is one datagram in a batch. The Conn borrows Buf for the duration of
-// one ReadBatch or WriteBatch call and keeps no reference to it afterwards.
+// Msg is one datagram in a batch. The Conn borrows Buf and Head for the
+// duration of one ReadBatch or WriteBatch call and keeps no reference to
+// them afterwards.
 type Msg struct {
 	// Buf is the payload to send (WriteBatch), or the buffer to receive into
 	// (ReadBatch): len(Buf), not cap(Buf), is how much of it may be filled.
 	Buf []byte
+	// Head, if not empty, is sent in front of Buf as part of the same datagram (WriteBatch only: a
+	// gather write, two iovecs, nothing copied). ReadBatch ignores it.
+	//
+	// It lets a caller put headers it built elsewhere (VXLAN's outer and
+	// inner headers) in front of a payload that stays where it was read,
+	// inside a buffer with no headroom for them. The datagram is Head||Buf,
+	// of len(Head)+len(Buf) bytes: that sum is the message's size for GSO
+	// grouping (Config.NoGSO) and for N. Either part may be empty.
+	Head []byte
 	// N is set by both calls. ReadBatch: the number of bytes received into
-	// Buf. WriteBatch: the number of bytes sent, or -1 if this message was
-	// not sent (bad destination, or the kernel refused it).
+	// Buf. WriteBatch: the number of bytes sent, len(Head)+len(Buf), or -1
+	// if this message was not sent (bad destination, or the kernel refused
+	// it).
 	N int
 	// Addr is the destination (WriteBatch) or the source (ReadBatch). Sources
 	// of IPv4 datagrams are always plain IPv4 addresses, never IPv4-mapped
@@ -32,6 +43,9 @@ type Msg struct {
 	// holds one datagram. WriteBatch ignores it (see Config.NoGSO).
 	Segment int
 }
+
+// size is the length of the datagram m sends: Head||Buf.
+func (m *Msg) size() int { return len(m.Head) + len(m.Buf) }
 
 // Config configures Listen. The zero value of every field but Local means
 // "use the default".
@@ -56,11 +70,12 @@ type Config struct {
 	BatchSize int
 	// NoGSO turns off UDP generic segmentation offload on send. By default
 	// WriteBatch sends each run of consecutive messages to one destination
-	// with equal sizes (the last may be shorter) as one UDP_SEGMENT system-
-	// call entry, where the kernel has it (Linux 4.18+, probed in Listen); a
-	// group the kernel refuses is resent datagram by datagram, and after
-	// EIO (no checksum offload on the route) GSO stays off. The receiver
-	// sees the same datagrams either way.
+	// with equal sizes (len(Head)+len(Buf), however split between the two;
+	// the last may be shorter) as one UDP_SEGMENT system-call entry, where
+	// the kernel has it (Linux 4.18+, probed in Listen); a group the kernel
+	// refuses is resent datagram by datagram, and after EIO (no checksum
+	// offload on the route) GSO stays off. The receiver sees the same
+	// datagrams either way: each one message's Head||Buf.
 	NoGSO bool
 }
 
