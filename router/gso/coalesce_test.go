@@ -348,6 +348,36 @@ func TestCoalesceTable(t *testing.T) {
 			checkFrames(t, &c, tc.pkts, tc.want)
 		})
 	}
+
+	// With TrustChecksums, segments whose TCP checksum is wrong merge like
+	// any other (the tunnel vouches for them; the kernel recomputes the
+	// merged packet's), while a bad IPv4 header checksum or length still
+	// keeps a packet apart.
+	trusted := []struct {
+		name string
+		pkts [][]byte
+		want []int
+	}{
+		{"bad tcp checksum on first", pk(badTCP(s4(0)), s4(1), s4(2)), []int{3}},
+		{"bad tcp checksum on middle", pk(s4(0), badTCP(s4(1)), s4(2)), []int{3}},
+		{"bad tcp checksum v6", pk(s6(0), badTCP(s6(1)), s6(2)), []int{3}},
+		{"bad ip checksum on second", pk(s4(0), badIP(s4(1))), []int{1, 1}},
+		{"total length short on second", pk(s4(0), lenField(s4(1), -1)), []int{1, 1}},
+	}
+	c = Coalescer{TrustChecksums: true}
+	for _, tc := range trusted {
+		t.Run("trusted/"+tc.name, func(t *testing.T) {
+			c.Reset()
+			addAll(&c, tc.pkts)
+			got := make([]int, c.Len())
+			for i := range got {
+				got[i] = c.Segments(i)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("segments per frame: got %v, want %v", got, tc.want)
+			}
+		})
+	}
 }
 
 func TestCoalesceLenFlush(t *testing.T) {
