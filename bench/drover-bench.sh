@@ -7,7 +7,8 @@
 # It builds drover (CGO_ENABLED=0) into a temporary directory, sets the harness's ROUTER_*
 # contract (see the top of overlay-bench.sh) so that each host namespace runs
 # `drover run` with a generated config (manual SAs with fresh random keys), and runs the
-# harness. Only namespaces the harness creates are touched.
+# harness. Only namespaces the harness creates are touched. DROVER_ENV="K=V ..." is passed to
+# each drover process (e.g. DROVER_ENV=GOMAXPROCS=1 to compare runtime settings).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -31,7 +32,7 @@ BINDIR=$(mktemp -d /tmp/drv-bench-bin.XXXXXX)
 trap 'rm -rf "$BINDIR"' EXIT
 (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$BINDIR/drover" ./cmd/drover)
 
-export DROVER_BIN=$BINDIR/drover DROVER_ENCAP=$ENCAP DROVER_CIPHER=$CIPHER DROVER_KEYLEN=$KEYLEN
+export DROVER_ENV=${DROVER_ENV:-} DROVER_BIN=$BINDIR/drover DROVER_ENCAP=$ENCAP DROVER_CIPHER=$CIPHER DROVER_KEYLEN=$KEYLEN
 export ROUTER_NAME="drover-$ENCAP$([ "$ENCAP" = esp ] && echo "-$CIPHER")"
 # The TUN MTU drover computes for a 1500-byte IPv4 underlay; containers get the same.
 if [ "$ENCAP" = esp ]; then export ROUTER_MTU=1438; else export ROUTER_MTU=1450; fi
@@ -56,7 +57,7 @@ ROUTER_CMD='peer=$([ "$OB_SIDE" = a ] && echo b || echo a)
       echo "    sa: {out: {spi: $spo, key: \"$(cat "$OB_RUNDIR/key-$out")\"}, in: {spi: $spi, key: \"$(cat "$OB_RUNDIR/key-$in")\"}}"
     fi
   } > "$cfg"
-  exec "$DROVER_BIN" run --config "$cfg"'
+  exec env ${DROVER_ENV:-} "$DROVER_BIN" run --config "$cfg"'
 export ROUTER_CMD_A="$ROUTER_CMD" ROUTER_CMD_B="$ROUTER_CMD"
 # drover installs its own routes; the harness's default route command is then a no-op replace.
 bash "$BENCH" "$@"

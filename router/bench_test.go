@@ -112,9 +112,9 @@ func tcpSuper(src, dst netip.Addr, seq uint32, payload, mss int) []byte {
 	return f
 }
 
-// egressFrames returns what one benchmark round reads from the TUN: 64
+// testEgressFrames returns what one benchmark round reads from the TUN: 64
 // plain 1400-byte packets, or one 64 KiB TCP super-packet (47 segments).
-func egressFrames(gsoFrame bool) [][]byte {
+func testEgressFrames(gsoFrame bool) [][]byte {
 	src, dst := netip.MustParseAddr("10.42.1.2"), netip.MustParseAddr("10.42.2.2")
 	if gsoFrame {
 		return [][]byte{tcpSuper(src, dst, 1, 47*1386, 1386)}
@@ -126,13 +126,19 @@ func egressFrames(gsoFrame bool) [][]byte {
 	return fs
 }
 
-// egressRound copies each frame into the egress buffer (the router
-// rewrites a GSO frame's headers in place) and processes it.
+// egressRound copies each frame into an egress buffer (the router
+// rewrites a GSO frame's headers in place), processes it, and sends the
+// batch, egressFrames frames at a time as egress does.
 func egressRound(r *Router, e *egressState, frames [][]byte) {
-	for _, f := range frames {
-		n := copy(e.frame, f)
-		r.egressFrame(e, e.frame[:n])
+	for i, f := range frames {
+		k := i % egressFrames
+		n := copy(e.frames[k], f)
+		r.egressFrame(e, e.frames[k][:n])
+		if k == egressFrames-1 {
+			r.flushEgress(e)
+		}
 	}
+	r.flushEgress(e)
 }
 
 func frameBytes(frames [][]byte) int64 {
@@ -162,7 +168,7 @@ func BenchmarkEgress(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				r, _ := benchRouter(b, v.encap, v.c)
 				e := r.newEgressState()
-				frames := egressFrames(g)
+				frames := testEgressFrames(g)
 				b.SetBytes(frameBytes(frames))
 				b.ReportAllocs()
 				for b.Loop() {
@@ -285,7 +291,7 @@ func TestBatchNoAllocs(t *testing.T) {
 		r, toUs := benchRouter(t, encap, esp.AES128GCM)
 		e := r.newEgressState()
 		for _, g := range []bool{false, true} {
-			frames := egressFrames(g)
+			frames := testEgressFrames(g)
 			if a := testing.AllocsPerRun(50, func() { egressRound(r, e, frames) }); a != 0 {
 				t.Errorf("%v egress (tso %v): %v allocs per batch, want 0", encap, g, a)
 			}

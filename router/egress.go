@@ -20,23 +20,30 @@ const vxlanEncapLen = vxlan.HeaderLen + packet.EthHeaderLen
 // tolerates before it gives up (a device that keeps failing is gone).
 const maxFailures = 100
 
-// egressBatch is the most datagrams egress hands to one WriteBatch: one GSO
-// frame of full-size TCP segments (64 KiB / 1386) is 48, and the socket
-// groups at most 64 into one UDP_SEGMENT send.
-const egressBatch = 64
+// egressFrames is the most TUN frames egress reads before it sends: after
+// one frame it takes those already queued (ReadFrameNoWait), so that their
+// datagrams go out together. A 64 KiB TCP frame is 47 ESP datagrams of
+// 1472 bytes, of which one UDP GSO send takes 44 (64 KiB): sent alone, each
+// frame costs two sends, the second of three datagrams; sent together, the
+// remainders fill the next send. Returning ACKs likewise leave together.
+const egressFrames = 4
+
+// egressBatch is the most datagrams queued for one WriteBatch.
+const egressBatch = 64 * egressFrames
 
 // egressOutSize is the ESP output area: the sealed segments of a batch lie
-// in it back to back until WriteBatch returns. A 64 KiB frame cut into
-// egressBatch segments with ESP overhead fits with room to spare.
-const egressOutSize = tun.MaxFrame + egressBatch*(esp.Headroom+esp.Tailroom+gso.MaxHeaders)
+// in it back to back until WriteBatch returns. egressFrames 64 KiB frames
+// cut into full-size segments, with ESP overhead, fit with room to spare.
+const egressOutSize = egressFrames * (tun.MaxFrame + 64*(esp.Headroom+esp.Tailroom+gso.MaxHeaders))
 
 // egressState is owned by the egress goroutine: its buffers are allocated
 // once; msgs borrow slices of frame, out and heads until WriteBatch returns.
 type egressState struct {
-	// frame receives one TUN frame: the virtio-net header and the packet,
-	// with esp.MaxTrailer bytes of room after the largest packet for
-	// SealTo's trailer.
-	frame []byte
+	// frames receive the TUN frames of one batch: the virtio-net header and
+	// the packet, with esp.MaxTrailer bytes of room after the largest
+	// packet for SealTo's trailer. VXLAN datagrams point into them until
+	// the batch is sent.
+	frames [egressFrames][]byte
 	split gso.Splitter
 	// out holds sealed ESP packets (outUsed bytes so far); heads the
 	// VXLAN, Ethernet and inner headers of each segment, sent in front of
@@ -57,7 +64,6 @@ type egressState struct {
 
 func (r *Router) newEgressState() *egressState {
 	e := &egressState{
-		frame:   make([]byte, tun.MaxFrame+esp.MaxTrailer),
 		out:     make([]byte, egressOutSize),
 		heads:   make([][]byte, egressBatch),
 		hbuf:    make([]byte, gso.MaxHeaders),
@@ -68,6 +74,9 @@ func (r *Router) newEgressState() *egressState {
 		icmpOut: [][]byte{make([]byte, gso.HdrLen), nil},
 		limiter: rateLimiter{rate: r.cfg.ICMPRate},
 	}
+	for i := range e.frames {
+		e.frames[i] = make([]byte, tun.MaxFrame+esp.MaxTrailer)
+	}
 	backing := make([]byte, egressBatch*(vxlanEncapLen+gso.MaxHeaders))
 	for i := range e.heads {
 		e.heads[i] = backing[i*(vxlanEncapLen+gso.MaxHeaders) : (i+1)*(vxlanEncapLen+gso.MaxHeaders)]
@@ -76,14 +85,14 @@ func (r *Router) newEgressState() *egressState {
 }
 
 // egress reads frames from the TUN device, cuts each GSO frame into its
-// segments, seals or frames each for its peer and sends them with one
-// WriteBatch (which hands equal-size runs to the kernel as one UDP GSO
-// send).
+// segments, seals or frames each for its peer and sends a batch of frames
+// with one WriteBatch (which hands equal-size runs to one peer to the
+// kernel as one UDP GSO send each).
 func (r *Router) egress() error {
 	e := r.newEgressState()
 	failures := 0
 	for {
-		n, err := r.dev.ReadFrame(e.frame[:tun.MaxFrame])
+		n, err := r.dev.ReadFrame(e.frames[0][:tun.MaxFrame])
 		if err != nil {
 			if isClosed(err) {
 				return nil
@@ -95,14 +104,26 @@ func (r *Router) egress() error {
 			continue
 		}
 		failures = 0
-		r.egressFrame(e, e.frame[:n])
+		r.egressFrame(e, e.frames[0][:n])
+		for k := 1; k < egressFrames; k++ {
+			n, err := r.dev.ReadFrameNoWait(e.frames[k][:tun.MaxFrame])
+			if err != nil {
+				if !errors.Is(err, tun.ErrWouldBlock) && !isClosed(err) {
+					r.drops.add(DropMalformed)
+				}
+				break
+			}
+			r.egressFrame(e, e.frames[k][:n])
+		}
+		r.flushEgress(e)
 	}
 }
 
 // egressFrame handles one frame read from the TUN device (virtio-net header
-// and packet); split out of egress so tests and benchmarks can drive it
-// without a device. All segments of a frame share the packet's destination,
-// and so its peer.
+// and packet) and queues its datagrams (sending the queue first when it is
+// full; the caller sends the rest with flushEgress). Split out of egress so
+// tests and benchmarks can drive it without a device. All segments of a
+// frame share the packet's destination, and so its peer.
 func (r *Router) egressFrame(e *egressState, frame []byte) {
 	var h gso.Hdr
 	if err := h.Decode(frame); err != nil {
@@ -185,7 +206,6 @@ func (r *Router) egressFrame(e *egressState, frame []byte) {
 		e.peers = append(e.peers, p)
 		e.inner = append(e.inner, n)
 	}
-	r.flushEgress(e)
 }
 
 func (r *Router) sealFailed(err error) {

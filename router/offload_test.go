@@ -2,13 +2,17 @@ package router
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/drovernet/drover/crypto/esp"
 	"github.com/drovernet/drover/router/gso"
 	"github.com/drovernet/drover/router/packet"
+	"github.com/drovernet/drover/router/udp"
 	"github.com/drovernet/drover/router/vxlan"
 	"github.com/drovernet/drover/tun/tuntest"
 )
@@ -160,8 +164,14 @@ func TestTSOThrough(t *testing.T) {
 					t.Errorf("payload %d: IPv4 header checksum invalid", payload)
 				}
 			}
-			if n := a.r.Status().TxPackets; n != 10+47+4+2 {
-				t.Errorf("A tx packets: got %d, want %d (one per segment)", n, 10+47+4+2)
+			// A counts after WriteBatch returns, which may be after B has
+			// the packets: poll.
+			const segs = 10 + 47 + 4 + 2
+			for deadline := time.Now().Add(5 * time.Second); a.r.Status().TxPackets != segs; {
+				if time.Now().After(deadline) {
+					t.Fatalf("A tx packets: got %d, want %d (one per segment)", a.r.Status().TxPackets, segs)
+				}
+				time.Sleep(time.Millisecond)
 			}
 			for _, n := range []*node{a, b} {
 				for reason, c := range n.r.Status().Drops {
@@ -181,4 +191,76 @@ func tcpChecksumValid(p []byte) bool {
 	dst, _ := netip.AddrFromSlice(p[16:20])
 	l := int(binary.BigEndian.Uint16(p[2:])) - ihl
 	return packet.Checksum(p[ihl:ihl+l], packet.PseudoHeaderSum(packet.ProtoTCP, src, dst, l)) == 0
+}
+
+// recordConn is an underlay that records the size of each WriteBatch.
+type recordConn struct {
+	discardConn
+	batches chan int
+	closed  chan struct{}
+}
+
+func (c *recordConn) ReadBatch([]udp.Msg) (int, error) {
+	<-c.closed
+	return 0, net.ErrClosed
+}
+
+func (c *recordConn) WriteBatch(m []udp.Msg) (int, error) {
+	c.batches <- len(m)
+	return c.discardConn.WriteBatch(m)
+}
+
+func (c *recordConn) Close() error {
+	select {
+	case <-c.closed:
+	default:
+		close(c.closed)
+	}
+	return nil
+}
+
+// TestEgressBatchesFrames: frames already queued when egress has read one
+// are read without waiting and sent in the same WriteBatch, up to
+// egressFrames of them.
+func TestEgressBatchesFrames(t *testing.T) {
+	dev := tuntest.NewFrames()
+	conn := &recordConn{batches: make(chan int, 16), closed: make(chan struct{})}
+	r, err := New(Config{Name: "a", Encap: EncapESP, MAC: macA, Prefixes: []netip.Prefix{pfxA},
+		Addrs: []netip.Addr{addrA}, MTU: 1438}, dev, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := esp.NewOutSA(esp.AES128GCM, 0x100, randKey(t, esp.AES128GCM), false)
+	in, _ := esp.NewInSA(esp.AES128GCM, 0x200, randKey(t, esp.AES128GCM), false, 64)
+	if err := r.SetPeers([]*Peer{{Name: "b", Underlay: netip.MustParseAddrPort("127.0.0.2:4500"), MAC: macB,
+		Prefixes: []netip.Prefix{pfxB}, TunnelMTU: 1438, Out: out, In: []*esp.InSA{in}}}); err != nil {
+		t.Fatal(err)
+	}
+	src, dst := netip.MustParseAddr("10.42.1.2"), netip.MustParseAddr("10.42.2.2")
+	const mss = 1438 - 20 - 32
+	for i := range egressFrames + 1 {
+		dev.Inbound <- tcpSuper(src, dst, uint32(1+i*47*mss), 47*mss, mss)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	var got []int
+	for total := 0; total < (egressFrames+1)*47; {
+		select {
+		case n := <-conn.batches:
+			got = append(got, n)
+			total += n
+		case <-time.After(5 * time.Second):
+			t.Fatalf("batches so far %v, want %d datagrams in all", got, (egressFrames+1)*47)
+		}
+	}
+	if len(got) != 2 || got[0] != egressFrames*47 || got[1] != 47 {
+		t.Errorf("WriteBatch sizes: got %v, want [%d 47]", got, egressFrames*47)
+	}
 }

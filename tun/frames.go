@@ -35,6 +35,9 @@ const MaxParts = 256
 // read on.
 var ErrFrameTooLarge = errors.New("tun: frame larger than the read buffer (dropped)")
 
+// ErrWouldBlock is returned by ReadFrameNoWait when no frame is queued.
+var ErrWouldBlock = errors.New("tun: no frame queued")
+
 // ErrTooManyParts is returned by WriteFrame when given more than MaxParts
 // parts; nothing is written.
 var ErrTooManyParts = errors.New("tun: frame in more than MaxParts parts")
@@ -50,6 +53,11 @@ type FrameDevice interface {
 	// ReadFrame is called from one goroutine. After Close it returns
 	// os.ErrClosed.
 	ReadFrame(b []byte) (int, error)
+	// ReadFrameNoWait is ReadFrame for a frame already queued: it returns
+	// ErrWouldBlock instead of waiting. A reader that has just handled a
+	// frame uses it to take the ones that arrived meanwhile in the same
+	// batch.
+	ReadFrameNoWait(b []byte) (int, error)
 	// WriteFrame writes the concatenation of parts as one frame (one
 	// writev), so headers and payload need not be contiguous. It does not
 	// retain parts. Safe for concurrent use; after Close it returns

@@ -42,12 +42,13 @@ type Frames struct {
 	readFn func(fd uintptr) bool // f.read
 
 	// wmu guards the write state: held for one frame, not one packet.
-	wmu     sync.Mutex
-	iov     [MaxParts]unix.Iovec // points into the caller's parts only during WriteFrame
-	niov    int
-	wn      int
-	werr    syscall.Errno
-	writeFn func(fd uintptr) bool // f.write
+	wmu          sync.Mutex
+	iov          [MaxParts]unix.Iovec // points into the caller's parts only during WriteFrame
+	niov         int
+	wn           int
+	werr         syscall.Errno
+	writeFn      func(fd uintptr) bool // f.write
+	readNoWaitFn func(fd uintptr) bool // f.readNoWait
 }
 
 // Open creates (or attaches to) the TUN interface name with
@@ -77,6 +78,7 @@ func Open(name string) (*Frames, error) {
 		return nil, fmt.Errorf("tun %s: %w", f.name, err)
 	}
 	f.readFn = f.read
+	f.readNoWaitFn = f.readNoWait
 	f.writeFn = f.write
 	f.errDown = fmt.Errorf("tun %s: write: %w", f.name, unix.EIO)
 	return f, nil
@@ -146,6 +148,16 @@ func hostLittleEndian() bool {
 // that fits exactly, so the read offers one spare byte after b (readv): a
 // frame that reaches into it did not fit.
 func (f *Frames) ReadFrame(b []byte) (int, error) {
+	return f.readFrame(b, f.readFn)
+}
+
+// ReadFrameNoWait is ReadFrame without waiting: ErrWouldBlock when no frame
+// is queued.
+func (f *Frames) ReadFrameNoWait(b []byte) (int, error) {
+	return f.readFrame(b, f.readNoWaitFn)
+}
+
+func (f *Frames) readFrame(b []byte, fn func(uintptr) bool) (int, error) {
 	f.rmu.Lock()
 	niov := 0
 	if len(b) > 0 {
@@ -157,12 +169,15 @@ func (f *Frames) ReadFrame(b []byte) (int, error) {
 	f.riov[niov].SetLen(1)
 	niov++
 	f.rniov = niov
-	err := f.rc.Read(f.readFn)
+	err := f.rc.Read(fn)
 	n, rerr := f.rn, f.rerr
 	f.riov[0], f.rn, f.rerr = unix.Iovec{}, 0, 0 // drop the pointer into b
 	f.rmu.Unlock()
 	if err != nil {
 		return 0, f.pollErr("read", err)
+	}
+	if rerr == unix.EAGAIN {
+		return 0, ErrWouldBlock
 	}
 	if rerr != 0 {
 		return 0, f.sysErr("read", rerr)
@@ -171,6 +186,15 @@ func (f *Frames) ReadFrame(b []byte) (int, error) {
 		return 0, ErrFrameTooLarge
 	}
 	return n, nil
+}
+
+// readNoWait is the poller callback for ReadFrameNoWait: it is done after
+// one attempt, EAGAIN included.
+func (f *Frames) readNoWait(fd uintptr) bool {
+	if !f.read(fd) {
+		f.rn, f.rerr = 0, unix.EAGAIN
+	}
+	return true
 }
 
 // read is the poller callback for ReadFrame: false (not done) on EAGAIN

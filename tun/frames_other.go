@@ -22,6 +22,9 @@ func (*Frames) ReadFrame([]byte) (int, error) { return 0, errors.ErrUnsupported 
 // WriteFrame fails with errors.ErrUnsupported outside Linux.
 func (*Frames) WriteFrame([][]byte) error { return errors.ErrUnsupported }
 
+// ReadFrameNoWait implements FrameDevice.
+func (*Frames) ReadFrameNoWait([]byte) (int, error) { return 0, errors.ErrUnsupported }
+
 // Offloads reports none outside Linux.
 func (*Frames) Offloads() Offloads { return Offloads{} }
 

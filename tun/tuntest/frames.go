@@ -56,6 +56,25 @@ func (d *Frames) ReadFrame(b []byte) (int, error) {
 	}
 }
 
+// ReadFrameNoWait is ReadFrame for a frame already on Inbound:
+// tun.ErrWouldBlock when there is none.
+func (d *Frames) ReadFrameNoWait(b []byte) (int, error) {
+	select {
+	case <-d.closed:
+		return 0, os.ErrClosed
+	default:
+	}
+	select {
+	case p := <-d.Inbound:
+		if len(p) > len(b) {
+			return 0, tun.ErrFrameTooLarge
+		}
+		return copy(b, p), nil
+	default:
+		return 0, tun.ErrWouldBlock
+	}
+}
+
 // WriteFrame copies the concatenation of parts to Outbound. It drops the
 // frame when Outbound is full rather than block the router, as a real
 // device would never block it. Safe for concurrent use; after Close it
