@@ -44,7 +44,7 @@ type egressState struct {
 	// packet for SealTo's trailer. VXLAN datagrams point into them until
 	// the batch is sent.
 	frames [egressFrames][]byte
-	split gso.Splitter
+	split  gso.Splitter
 	// out holds sealed ESP packets (outUsed bytes so far); heads the
 	// VXLAN, Ethernet and inner headers of each segment, sent in front of
 	// its body (a gather write); hbuf the inner headers of an ESP segment,

@@ -27,8 +27,10 @@ type ingressState struct {
 	msgs []udp.Msg
 	gro  gso.Coalescer
 	arp  []byte // scratch for one ARP reply (VXLAN)
-	// bytes counts the inner bytes handed to gro since the last flush.
-	bytes uint64
+	// bytes counts the inner bytes handed to gro in this batch; written
+	// is how many of gro's frames have gone to the TUN.
+	bytes   uint64
+	written int
 }
 
 func (r *Router) newIngressState(n int) *ingressState {
@@ -99,16 +101,26 @@ func (r *Router) ingressBatch(s *ingressState, n int) {
 		}
 		if m.Segment == 0 || m.Segment >= m.N {
 			r.ingressOne(st, s, m.Buf[:m.N], m.Addr)
-			continue
+		} else {
+			// Coalesced by UDP GRO: Segment-byte datagrams, the last shorter.
+			for b := m.Buf[:m.N]; len(b) > 0; {
+				l := min(len(b), m.Segment)
+				r.ingressOne(st, s, b[:l:l], m.Addr)
+				b = b[l:]
+			}
 		}
-		// Coalesced by UDP GRO: Segment-byte datagrams, the last shorter.
-		for b := m.Buf[:m.N]; len(b) > 0; {
-			l := min(len(b), m.Segment)
-			r.ingressOne(st, s, b[:l:l], m.Addr)
-			b = b[l:]
-		}
+		// Hand over what is finished after each message rather than after
+		// the whole batch: the first frames then do not wait for the
+		// decryption of the rest. The open frame stays, as the next message
+		// may continue it (a sender's 64 KiB burst arrives as two).
+		r.writeFrames(s, s.gro.Done())
 	}
-	r.flushIngress(s)
+	s.gro.Flush()
+	r.writeFrames(s, s.gro.Len())
+	s.gro.Reset()
+	s.written = 0
+	r.rxBytes.Add(s.bytes) // of the frames written and of those refused (counted as drops)
+	s.bytes = 0
 }
 
 // ingressOne opens or decapsulates one datagram in place and hands its inner
@@ -130,11 +142,11 @@ func (r *Router) ingressOne(st *snapshot, s *ingressState, payload []byte, from 
 	s.bytes += uint64(len(inner))
 }
 
-// flushIngress writes the batch's frames to the TUN, one write each.
-func (r *Router) flushIngress(s *ingressState) {
-	s.gro.Flush()
+// writeFrames writes the coalescer's frames from s.written up to end to the
+// TUN, one write each.
+func (r *Router) writeFrames(s *ingressState, end int) {
 	var pkts, failed uint64
-	for i := range s.gro.Len() {
+	for i := s.written; i < end; i++ {
 		segs := uint64(s.gro.Segments(i))
 		if err := r.dev.WriteFrame(s.gro.Frame(i)); err != nil && !isClosed(err) {
 			// The kernel refused the frame (the interface is down, say):
@@ -144,10 +156,8 @@ func (r *Router) flushIngress(s *ingressState) {
 		}
 		pkts += segs
 	}
-	s.gro.Reset()
+	s.written = max(s.written, end)
 	r.rxPackets.Add(pkts)
-	r.rxBytes.Add(s.bytes) // of the frames written and of those refused (counted as drops)
-	s.bytes = 0
 	if failed > 0 {
 		r.drops[DropTUNWrite].Add(failed)
 	}

@@ -90,6 +90,16 @@ func (c *Coalescer) Reset() {
 // first, which finishes its header.
 func (c *Coalescer) Len() int { return len(c.frames) }
 
+// Done returns the number of finished frames: all of them but the open
+// one, which the next Add may still extend. Frames below Done can be
+// written while more packets are added.
+func (c *Coalescer) Done() int {
+	if c.run.open {
+		return len(c.frames) - 1
+	}
+	return len(c.frames)
+}
+
 // Frame returns the gather list of frame i: the virtio-net header, then the
 // first packet, then the bodies of the segments merged into it.
 func (c *Coalescer) Frame(i int) [][]byte {

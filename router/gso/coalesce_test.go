@@ -388,16 +388,26 @@ func TestCoalesceLenFlush(t *testing.T) {
 	}
 	h, super := superPacket(pktSpec{tcpOpts: tsOpts, payload: payload(3*mss, 1)}, mss)
 	segs := splitContiguous(t, h, super)
-	for _, s := range segs {
+	for i, s := range segs {
 		c.Add(clone(s))
+		// The open run is not done: the next Add may extend it.
+		if got := c.Done(); got != 0 || c.Len() != 1 {
+			t.Fatalf("after %d segments: Done %d Len %d, want 0 and 1", i+1, got, c.Len())
+		}
 	}
 	c.Flush()
+	if c.Done() != 1 {
+		t.Fatalf("after Flush: Done %d, want 1", c.Done())
+	}
 	c.Flush() // a second Flush changes nothing
 	checkFrames(t, &c, segs, []int{3})
 	// A packet after a Flush opens a new frame even if it would
 	// continue the run.
 	more := pktSpec{tcpOpts: tsOpts, seq: uint32(3 * mss), id: 3, payload: payload(mss, 2)}.build()
 	c.Add(clone(more))
+	if c.Done() != 1 || c.Len() != 2 {
+		t.Fatalf("new run: Done %d Len %d, want 1 and 2", c.Done(), c.Len())
+	}
 	c.Flush()
 	checkFrames(t, &c, append(segs, more), []int{3, 1})
 }
