@@ -2,7 +2,7 @@
 # drover-bench.sh — run ../shared/bench/overlay-bench.sh with drover as its `custom` mode.
 #
 # Usage (root):  bench/drover-bench.sh [--encap esp|vxlan] [--cipher C] [--bench PATH] [--] [overlay-bench args and modes]
-#   e.g.  bench/drover-bench.sh -- --tsv direct vxlan wireguard-go custom
+#   e.g.  bench/drover-bench.sh -- --tsv direct vxlan wireguard-go libipsec-gcm custom
 #         bench/drover-bench.sh --encap vxlan -- --tsv vxlan custom
 # It builds drover (CGO_ENABLED=0) into a temporary directory, sets the harness's ROUTER_*
 # contract (see the top of overlay-bench.sh) so that each host namespace runs
