@@ -15,7 +15,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+
+	"github.com/drovernet/drover/internal/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,75 +30,41 @@ var (
 	peerAddr = netip.MustParseAddr("10.99.1.2")
 )
 
-// newNS creates the network namespace drv-tun-<tag>-<pid>, removed when the
-// test ends (also when it fails).
 // virtio-net header values the tests check (include/uapi/linux/virtio_net.h).
 const (
 	VirtioNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM: use csum_start, csum_offset
-	VirtioDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID: checksum already verified
-
-	GSONone  = 0    // VIRTIO_NET_HDR_GSO_NONE: not a GSO frame
-	GSOTCPv4 = 1    // VIRTIO_NET_HDR_GSO_TCPV4: IPv4 TCP super-packet (TSO)
-	GSOTCPv6 = 4    // VIRTIO_NET_HDR_GSO_TCPV6: IPv6 TCP super-packet (TSO)
-	GSOUDPL4 = 5    // VIRTIO_NET_HDR_GSO_UDP_L4: IPv4/IPv6 UDP super-packet (USO)
-	GSOECN   = 0x80 // VIRTIO_NET_HDR_GSO_ECN: TCP with CWR set; ORed into gso_type
+	GSONone         = 0 // VIRTIO_NET_HDR_GSO_NONE
+	GSOTCPv4        = 1 // VIRTIO_NET_HDR_GSO_TCPV4
+	GSOUDPL4        = 5 // VIRTIO_NET_HDR_GSO_UDP_L4
 )
 
-func newNS(t *testing.T, tag string) netns.NsHandle {
+// newNS creates a network namespace drv-tun<tag>…, removed when the test
+// ends (skipping the test when not root).
+func newNS(t *testing.T, tag string) *netnstest.NetNS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces and TUN devices (CI runs as root): sudo go test ./tun/")
-	}
-	name := fmt.Sprintf("drv-tun-%s-%d", tag, os.Getpid())
-	var h netns.NsHandle
-	var err error
-	done := make(chan struct{})
-	go func() { // NewNamed moves the calling thread into the namespace: use one we throw away
-		defer close(done)
-		runtime.LockOSThread() // never unlocked, so the thread exits with the goroutine
-		h, err = netns.NewNamed(name)
-	}()
-	<-done
-	if err != nil {
-		t.Fatalf("netns %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		h.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-	})
-	return h
+	return netnstest.New(t, "tun"+tag)
 }
 
-// goInNS runs fn on an OS thread that has entered ns. The thread stays
-// locked, so it exits with the goroutine instead of going back to the
-// scheduler in the wrong namespace. Sockets and TUN devices belong to the
+// goInNS runs fn in ns on a thread of its own (netnstest.NetNS.Do) and
+// reports its error on the channel. Sockets and TUN devices belong to the
 // namespace they were created in, whichever thread uses them later.
-func goInNS(ns netns.NsHandle, fn func() error) <-chan error {
+func goInNS(ns *netnstest.NetNS, fn func() error) <-chan error {
 	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		errc <- fn()
-	}()
+	go func() { errc <- ns.Do(fn) }()
 	return errc
 }
 
-// inNS runs fn in ns (see goInNS) and fails the test on error.
-func inNS(t *testing.T, ns netns.NsHandle, fn func() error) {
+// inNS runs fn in ns and fails the test on error.
+func inNS(t *testing.T, ns *netnstest.NetNS, fn func() error) {
 	t.Helper()
-	if err := <-goInNS(ns, fn); err != nil {
+	if err := ns.Do(fn); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // openUp opens tunName in a fresh namespace, brings it up with tunAddr and a
 // route to peerNet, then runs more (to make sockets) in the namespace.
-func openUp(t *testing.T, tag string, more func() error) (*Frames, netns.NsHandle) {
+func openUp(t *testing.T, tag string, more func() error) (*Frames, *netnstest.NetNS) {
 	t.Helper()
 	ns := newNS(t, tag)
 	var f *Frames

@@ -9,14 +9,13 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/drovernet/drover/internal/netnstest"
 )
 
 // Differential tests against Linux: a frame written with its virtio-net
@@ -27,8 +26,6 @@ import (
 // gets what would go on a wire. Splitter must produce the same bytes, and
 // the kernel must take a Coalescer frame and give back the packets it was
 // made of. testenv is not used: it imports the router.
-
-var nsSeq atomic.Uint32
 
 // kernelGSO is a namespace with the two TUN devices.
 type kernelGSO struct {
@@ -43,57 +40,39 @@ var (
 
 func newKernelGSO(t *testing.T) *kernelGSO {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace and TUN devices (CI runs as root): sudo go test ./router/gso")
-	}
-	name := fmt.Sprintf("drv-gso%d-%d", os.Getpid()%100000, nsSeq.Add(1))
-	ns := netns.None()
-	var err error
+	ns := netnstest.New(t, "gso")
 	var k kernelGSO
-	done := make(chan struct{})
-	go func() { // unshare moves the calling thread: use one we throw away
-		defer close(done)
-		runtime.LockOSThread() // never unlocked, so the thread exits with the goroutine
-		if ns, err = netns.NewNamed(name); err != nil {
-			return
-		}
-		// Sysctls under /proc/sys/net and TUN devices belong to the
-		// namespace of the thread that opens them.
-		for _, s := range []string{
-			"ipv4/ip_forward", "ipv6/conf/all/forwarding",
-		} {
-			if err = os.WriteFile("/proc/sys/net/"+s, []byte("1"), 0); err != nil {
-				return
-			}
-		}
-		for _, s := range []string{"all", "default"} {
-			if err = os.WriteFile("/proc/sys/net/ipv4/conf/"+s+"/rp_filter", []byte("0"), 0); err != nil {
-				return
-			}
-		}
-		if k.in, err = openTUN("drv-gso-in", unix.IFF_VNET_HDR); err != nil {
-			return
-		}
-		k.out, err = openTUN("drv-gso-out", 0)
-	}()
-	<-done
-	t.Cleanup(func() {
+	t.Cleanup(func() { // before the namespace goes (cleanups run last first)
 		for _, f := range []*os.File{k.in, k.out} {
 			if f != nil {
 				f.Close()
 			}
 		}
-		if ns.IsOpen() {
-			ns.Close()
-			if err := netns.DeleteNamed(name); err != nil {
-				t.Errorf("delete netns %s: %v", name, err)
+	})
+	// Sysctls under /proc/sys/net and TUN devices belong to the namespace
+	// of the thread that opens them.
+	err := ns.Do(func() error {
+		for _, s := range []string{"ipv4/ip_forward", "ipv6/conf/all/forwarding"} {
+			if err := os.WriteFile("/proc/sys/net/"+s, []byte("1"), 0); err != nil {
+				return err
 			}
 		}
+		for _, s := range []string{"all", "default"} {
+			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+s+"/rp_filter", []byte("0"), 0); err != nil {
+				return err
+			}
+		}
+		var err error
+		if k.in, err = openTUN("drv-gso-in", unix.IFF_VNET_HDR); err != nil {
+			return err
+		}
+		k.out, err = openTUN("drv-gso-out", 0)
+		return err
 	})
 	if err != nil {
-		t.Fatalf("netns %s: %v", name, err)
+		t.Fatalf("netns %s: %v", ns.Name, err)
 	}
-	nl, err := netlink.NewHandleAt(ns)
+	nl, err := ns.Netlink()
 	if err != nil {
 		t.Fatalf("netlink handle: %v", err)
 	}

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,49 +14,22 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/drovernet/drover/internal/netnstest"
 )
 
 // This file holds the tests that need their own network namespaces (root).
 // The package's other tests use the host's loopback only. testenv is not
 // used: it imports the router, which imports this package.
 
-var nsSeq atomic.Uint32
+// vethSeq numbers the veth pairs of this process.
+var vethSeq atomic.Uint32
 
-// newNS creates a named namespace drv-udp<pid>-<n> with loopback up, deleted
-// when the test ends.
+// newNS creates a namespace drv-udp… with loopback up, deleted when the
+// test ends (skipping the test when not root).
 func newNS(t *testing.T) netns.NsHandle {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces (CI runs as root): sudo go test ./router/udp")
-	}
-	name := fmt.Sprintf("drv-udp%d-%d", os.Getpid()%100000, nsSeq.Add(1))
-	var h netns.NsHandle
-	var err error
-	done := make(chan struct{})
-	go func() { // unshare moves the calling thread: use one we throw away
-		defer close(done)
-		runtime.LockOSThread() // never unlocked, so the thread exits with the goroutine
-		h, err = netns.NewNamed(name)
-	}()
-	<-done
-	if err != nil {
-		t.Fatalf("netns %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		h.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-	})
-	nl := nlHandle(t, h)
-	lo, err := nl.LinkByName("lo")
-	if err == nil {
-		err = nl.LinkSetUp(lo)
-	}
-	if err != nil {
-		t.Fatalf("netns %s: loopback up: %v", name, err)
-	}
-	return h
+	return netnstest.New(t, "udp").Handle()
 }
 
 func nlHandle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
@@ -76,18 +47,8 @@ func nlHandle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
 // indexes f looks up (IPv6 zones) are those of ns.
 func inNS(t *testing.T, ns netns.NsHandle, f func()) {
 	t.Helper()
-	var err error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if err = netns.Set(ns); err == nil {
-			f()
-		}
-	}()
-	<-done
-	if err != nil {
-		t.Fatalf("setns: %v", err)
+	if err := netnstest.DoIn(ns, func() error { f(); return nil }); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -209,7 +170,7 @@ func captureDF(t *testing.T, fd int, sport, dport uint16) bool {
 // and returns the two interface names. The links go with the namespaces.
 func vethPair(t *testing.T, ns1, ns2 netns.NsHandle, pfx1, pfx2 string) (if1, if2 string) {
 	t.Helper()
-	seq := nsSeq.Add(1)
+	seq := vethSeq.Add(1)
 	if1, if2 = fmt.Sprintf("drv-ua%d", seq), fmt.Sprintf("drv-ub%d", seq)
 	h1, h2 := nlHandle(t, ns1), nlHandle(t, ns2)
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: if1}, PeerName: if2, PeerNamespace: netlink.NsFd(ns2)}

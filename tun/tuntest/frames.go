@@ -40,39 +40,40 @@ func NewFrames() *Frames {
 // frame longer than b is dropped with tun.ErrFrameTooLarge, as the kernel
 // drops it. After Close it returns os.ErrClosed, even with frames queued.
 func (d *Frames) ReadFrame(b []byte) (int, error) {
-	select {
-	case <-d.closed:
-		return 0, os.ErrClosed
-	default:
-	}
-	select {
-	case p := <-d.Inbound:
-		if len(p) > len(b) {
-			return 0, tun.ErrFrameTooLarge
-		}
-		return copy(b, p), nil
-	case <-d.closed:
-		return 0, os.ErrClosed
-	}
+	return d.read(b, true)
 }
 
 // ReadFrameNoWait is ReadFrame for a frame already on Inbound:
 // tun.ErrWouldBlock when there is none.
 func (d *Frames) ReadFrameNoWait(b []byte) (int, error) {
+	return d.read(b, false)
+}
+
+// read takes the next frame from Inbound, waiting for one if wait.
+func (d *Frames) read(b []byte, wait bool) (int, error) {
 	select {
 	case <-d.closed:
 		return 0, os.ErrClosed
 	default:
 	}
-	select {
-	case p := <-d.Inbound:
-		if len(p) > len(b) {
-			return 0, tun.ErrFrameTooLarge
+	var p []byte
+	if wait {
+		select {
+		case p = <-d.Inbound:
+		case <-d.closed:
+			return 0, os.ErrClosed
 		}
-		return copy(b, p), nil
-	default:
-		return 0, tun.ErrWouldBlock
+	} else {
+		select {
+		case p = <-d.Inbound:
+		default:
+			return 0, tun.ErrWouldBlock
+		}
 	}
+	if len(p) > len(b) {
+		return 0, tun.ErrFrameTooLarge
+	}
+	return copy(b, p), nil
 }
 
 // WriteFrame copies the concatenation of parts to Outbound. It drops the

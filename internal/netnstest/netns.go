@@ -1,0 +1,166 @@
+// Package netnstest gives tests named network namespaces (drv-*) that are
+// removed when the test ends, and a way to run code inside one. It imports
+// nothing of drover, so the packages below testenv (router/udp, router/gso,
+// tun), which testenv imports, can use it in their own tests.
+package netnstest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Prefix starts the name of everything testenv creates, so leftovers can be
+// recognised and swept.
+const Prefix = "drv-"
+
+var nsSeq atomic.Uint32
+
+// UniqueName returns Prefix + tag + a suffix unique to this process, short
+// enough for an interface name when tag is at most 4 characters.
+func UniqueName(tag string) string {
+	return fmt.Sprintf("%s%s%d-%d", Prefix, tag, os.Getpid()%100000, nsSeq.Add(1))
+}
+
+// NetNS is a named network namespace (/run/netns/NAME).
+type NetNS struct {
+	Name   string
+	handle netns.NsHandle
+}
+
+// Create creates the named namespace with loopback up. The name must
+// start with Prefix. The calling thread is never moved: the namespace is
+// created on a throwaway locked thread.
+func Create(name string) (*NetNS, error) {
+	if !strings.HasPrefix(name, Prefix) {
+		return nil, fmt.Errorf("netns %q: name must start with %q", name, Prefix)
+	}
+	var h netns.NsHandle
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		h, err = netns.NewNamed(name)
+	}()
+	<-done
+	if err != nil {
+		return nil, fmt.Errorf("create netns %s: %w", name, err)
+	}
+	n := &NetNS{Name: name, handle: h}
+	nl, err := n.Netlink()
+	if err == nil {
+		defer nl.Close()
+		var lo netlink.Link
+		if lo, err = nl.LinkByName("lo"); err == nil {
+			err = nl.LinkSetUp(lo)
+		}
+	}
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("netns %s: loopback up: %w", name, err)
+	}
+	return n, nil
+}
+
+// New creates a namespace named UniqueName(tag) that is deleted when the
+// test ends. It skips the test when not root.
+func New(t testing.TB, tag string) *NetNS {
+	t.Helper()
+	NeedRoot(t)
+	n, err := Create(UniqueName(tag))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// Path is the namespace's bind mount.
+func (n *NetNS) Path() string { return filepath.Join("/run/netns", n.Name) }
+
+// Handle is the namespace file descriptor, valid until Close.
+func (n *NetNS) Handle() netns.NsHandle { return n.handle }
+
+// Netlink returns a netlink handle bound to the namespace; close it after use.
+func (n *NetNS) Netlink() (*netlink.Handle, error) {
+	h, err := netlink.NewHandleAt(n.handle)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in %s: %w", n.Name, err)
+	}
+	return h, nil
+}
+
+// Do runs fn on a fresh OS thread that has joined the namespace. The thread
+// is thrown away afterwards (never unlocked), so no other goroutine ever runs
+// in the namespace by accident. Sockets fn opens stay in the namespace after
+// Do returns.
+func (n *NetNS) Do(fn func() error) error {
+	if err := DoIn(n.handle, fn); err != nil {
+		return fmt.Errorf("netns %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// DoIn is Do for a namespace known only by its handle.
+func DoIn(h netns.NsHandle, fn func() error) error {
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		if e := netns.Set(h); e != nil {
+			err = fmt.Errorf("enter netns: %w", e)
+			return
+		}
+		err = fn()
+	}()
+	<-done
+	return err
+}
+
+// Close deletes the namespace. Processes still inside keep it alive until
+// they exit, but its name is gone.
+func (n *NetNS) Close() error {
+	if n.handle.IsOpen() {
+		n.handle.Close()
+	}
+	err := netns.DeleteNamed(n.Name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// Sweep deletes every namespace whose name starts with Prefix+tag: the
+// leftovers of a run that was killed before it could clean up. Only call it
+// with a tag specific to the caller.
+func Sweep(tag string) []string {
+	ents, _ := os.ReadDir("/run/netns")
+	var gone []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), Prefix+tag) {
+			if netns.DeleteNamed(e.Name()) == nil {
+				gone = append(gone, e.Name())
+			}
+		}
+	}
+	return gone
+}
+
+// NeedRoot skips the test when not running as root: namespaces, veth,
+// bridges and TUN devices need CAP_NET_ADMIN. CI runs as root.
+func NeedRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces and devices (CI runs as root): sudo go test ./...")
+	}
+}
