@@ -16,6 +16,10 @@ import (
 // vxlanEncapLen is what VXLAN puts in front of the inner IP packet.
 const vxlanEncapLen = vxlan.HeaderLen + packet.EthHeaderLen
 
+// gso decodes the frames tun reads: their header lengths must agree (a
+// negative constant converted to uint does not compile).
+const _ = uint(gso.HdrLen-tun.VirtioHdrLen) + uint(tun.VirtioHdrLen-gso.HdrLen)
+
 // maxFailures is how many consecutive non-shutdown read errors a pipeline
 // tolerates before it gives up (a device that keeps failing is gone).
 const maxFailures = 100
@@ -159,21 +163,16 @@ func (r *Router) egressFrame(e *egressState, frame []byte) {
 	}
 	isESP := r.cfg.Encap == EncapESP
 	for {
-		var hb []byte
-		if isESP {
-			hb = e.hbuf
-		} else {
-			if len(e.msgs) == cap(e.msgs) {
-				r.flushEgress(e)
-			}
+		if len(e.msgs) == cap(e.msgs) {
+			r.flushEgress(e)
+		}
+		hb := e.hbuf
+		if !isESP {
 			hb = e.heads[len(e.msgs)][vxlanEncapLen:]
 		}
 		head, body, ok := e.split.Next(hb)
 		if !ok {
 			break
-		}
-		if len(e.msgs) == cap(e.msgs) {
-			r.flushEgress(e)
 		}
 		n := len(head) + len(body)
 		if isESP {

@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -136,8 +137,7 @@ func setup(fd int, name string) (*Frames, error) {
 
 // hostLittleEndian reports whether the host stores integers little-endian.
 func hostLittleEndian() bool {
-	x := uint16(1)
-	return *(*byte)(unsafe.Pointer(&x)) == 1
+	return binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 }
 
 // ReadFrame reads one frame into b, which should be MaxFrame long, and

@@ -333,8 +333,10 @@ func blockedIn(fn string, deadline time.Time) bool {
 	return false
 }
 
-func TestFramesCloseUnblocksRead(t *testing.T) {
-	f, ns := openUp(t, "close", nil)
+// blockedRead starts a ReadFrame on f in a goroutine, waits until it is
+// parked in the poller, and returns the channel its error arrives on.
+func blockedRead(t *testing.T, f *Frames) <-chan error {
+	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
 		_, err := f.ReadFrame(make([]byte, MaxFrame))
@@ -343,6 +345,12 @@ func TestFramesCloseUnblocksRead(t *testing.T) {
 	if !blockedIn("(*Frames).ReadFrame", time.Now().Add(5*time.Second)) {
 		t.Fatal("ReadFrame never blocked")
 	}
+	return errc
+}
+
+func TestFramesCloseUnblocksRead(t *testing.T) {
+	f, ns := openUp(t, "close", nil)
+	errc := blockedRead(t, f)
 	if err := f.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -530,14 +538,7 @@ func TestFramesTCPGSO(t *testing.T) {
 // which the device reports as os.ErrClosed.
 func TestFramesLinkDeleted(t *testing.T) {
 	f, ns := openUp(t, "del", nil)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := f.ReadFrame(make([]byte, MaxFrame))
-		errc <- err
-	}()
-	if !blockedIn("(*Frames).ReadFrame", time.Now().Add(5*time.Second)) {
-		t.Fatal("ReadFrame never blocked")
-	}
+	errc := blockedRead(t, f)
 	inNS(t, ns, func() error {
 		l, err := netlink.LinkByName(tunName)
 		if err != nil {

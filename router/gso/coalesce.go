@@ -268,15 +268,18 @@ func (c *Coalescer) follows(pkt []byte) ([]byte, bool) {
 
 // tcpChecksumOK verifies the TCP checksum of pkt (RFC 9293 §3.1).
 func tcpChecksumOK(pkt []byte, ipLen int) bool {
-	var sum uint32
-	l4 := len(pkt) - ipLen
-	if ipLen == packet.IPv6HeaderLen {
-		sum = packet.Sum(pkt[8:40], packet.ProtoTCP)
-	} else {
-		sum = packet.Sum(pkt[12:20], packet.ProtoTCP)
-	}
-	sum += uint32(l4>>16) + uint32(l4&0xffff)
+	sum := pseudoSum(pkt, ipLen == packet.IPv6HeaderLen, packet.ProtoTCP, len(pkt)-ipLen)
 	return packet.Checksum(pkt[ipLen:], sum) == 0
+}
+
+// pseudoSum is packet.PseudoHeaderSum taken straight from the addresses in
+// the IP header of pkt (IPv4, or IPv6 without extension headers), unfolded.
+func pseudoSum(pkt []byte, v6 bool, proto uint8, l4Len int) uint32 {
+	addrs := pkt[12:20]
+	if v6 {
+		addrs = pkt[8:40]
+	}
+	return packet.Sum(addrs, uint32(proto)) + uint32(l4Len>>16) + uint32(l4Len&0xffff)
 }
 
 // Flush closes the open frame: a run of two or more segments becomes one
@@ -309,14 +312,7 @@ func (c *Coalescer) Flush() {
 	}
 	// Partial checksum: the field holds the folded pseudo-header sum
 	// (what the kernel's own __tcp_v4_send_check leaves for offload).
-	var sum uint32
-	l4 := r.total - ip
-	if r.v6 {
-		sum = packet.Sum(first[8:40], packet.ProtoTCP)
-	} else {
-		sum = packet.Sum(first[12:20], packet.ProtoTCP)
-	}
-	sum = packet.Sum(nil, sum+uint32(l4>>16)+uint32(l4&0xffff))
+	sum := packet.Sum(nil, pseudoSum(first, r.v6, packet.ProtoTCP, r.total-ip)) // folds
 	binary.BigEndian.PutUint16(first[ip+tcpCsum:], uint16(sum))
 	h := Hdr{
 		Flags:      FlagNeedsCsum,

@@ -142,10 +142,8 @@ func (s *Splitter) Init(h Hdr, pkt []byte) error {
 	copy(s.tmpl[:], pkt[:s.hdrLen])
 	if !s.v6 {
 		s.id = binary.BigEndian.Uint16(pkt[v4ID:])
-		s.addrSum = packet.Sum(pkt[12:20], uint32(proto))
-	} else {
-		s.addrSum = packet.Sum(pkt[8:40], uint32(proto))
 	}
+	s.addrSum = pseudoSum(pkt, s.v6, proto, 0)
 	return nil
 }
 
