@@ -23,6 +23,11 @@ import (
 // arriving on the bridge's ports are taken (not the copies the bridge sends
 // out of other ports, nor the bridge device's own), so each datagram a host
 // sends is counted exactly once.
+//
+// A router that sends with UDP GSO hands the kernel several ESP datagrams as
+// one buffer, and veth and the bridge carry it whole: the socket asks for the
+// virtio-net header (PACKET_VNET_HDR) to learn the segment size and counts
+// each datagram of such a frame.
 
 // ESPPort is the ESP-in-UDP port the lab's routers use (RFC 3948 §2).
 const ESPPort = 4500
@@ -144,6 +149,10 @@ func (l *Lab) CaptureESP() (*ESPCapture, error) {
 	if err != nil {
 		return nil, fmt.Errorf("capture: packet socket in %s: %w", l.Underlay.Name, err)
 	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("capture: PACKET_VNET_HDR: %w", err)
+	}
 	// Room for bursts: the reader is a goroutine on a shared machine.
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
 	c.f = os.NewFile(uintptr(fd), "packet")
@@ -158,7 +167,9 @@ func (c *ESPCapture) run() {
 		c.setErr(err)
 		return
 	}
-	buf := make([]byte, 65536)
+	// A GSO frame holds up to 64 KiB of IP packet, after the virtio-net
+	// header and the Ethernet header.
+	buf := make([]byte, vnetHdrLen+14+65536)
 	for {
 		var n int
 		var from unix.Sockaddr
@@ -183,8 +194,29 @@ func (c *ESPCapture) run() {
 		if _, port := c.ports[ll.Ifindex]; !port {
 			continue
 		}
-		c.frame(buf[:n], time.Now())
+		if n < vnetHdrLen {
+			continue
+		}
+		c.frame(buf[vnetHdrLen:n], segmentSize(buf[:vnetHdrLen]), time.Now())
 	}
+}
+
+// vnetHdrLen is struct virtio_net_hdr, in front of each frame the socket
+// reads with PACKET_VNET_HDR (linux/virtio_net.h).
+const vnetHdrLen = 10
+
+// virtioGSOUDPL4 is VIRTIO_NET_HDR_GSO_UDP_L4: a UDP GSO frame, cut into
+// datagrams of gso_size payload bytes.
+const virtioGSOUDPL4 = 5
+
+// segmentSize returns the UDP payload size of each datagram in a UDP GSO
+// frame, or 0 for a frame that is one datagram. The packet socket writes
+// the header in the host's byte order (virtio 0.9 legacy layout).
+func segmentSize(h []byte) int {
+	if h[1]&^0x80 != virtioGSOUDPL4 { // 0x80: VIRTIO_NET_HDR_GSO_ECN
+		return 0
+	}
+	return int(binary.NativeEndian.Uint16(h[4:6]))
 }
 
 func (c *ESPCapture) setErr(err error) {
@@ -196,7 +228,9 @@ func (c *ESPCapture) setErr(err error) {
 }
 
 // frame parses Ethernet / IPv4 or IPv6 / UDP to ESPPort / ESP (RFC 3948 §2.2).
-func (c *ESPCapture) frame(b []byte, now time.Time) {
+// A frame with a segment size (UDP GSO) carries one datagram per segSize
+// bytes of UDP payload, the last one possibly shorter.
+func (c *ESPCapture) frame(b []byte, segSize int, now time.Time) {
 	if len(b) < 14 {
 		return
 	}
@@ -233,6 +267,19 @@ func (c *ESPCapture) frame(b []byte, now time.Time) {
 	pl := udp[8:]
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if segSize <= 0 {
+		c.datagram(src, dst, pl, now)
+		return
+	}
+	for len(pl) > 0 {
+		n := min(segSize, len(pl))
+		c.datagram(src, dst, pl[:n], now)
+		pl = pl[n:]
+	}
+}
+
+// datagram records one UDP payload sent to ESPPort; c.mu is held.
+func (c *ESPCapture) datagram(src, dst netip.Addr, pl []byte, now time.Time) {
 	// A non-ESP marker (four zero bytes) or a NAT keepalive (one 0xff
 	// byte) is not ESP (RFC 3948 §2.2, §2.3).
 	if len(pl) < 8 || binary.BigEndian.Uint32(pl[0:4]) == 0 {

@@ -3,6 +3,7 @@ package testenv
 import (
 	"encoding/binary"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -47,30 +48,71 @@ func TestCaptureFrames(t *testing.T) {
 		espFrame(a, b, append([]byte{0, 0, 0, 0}, make([]byte, 20)...)), // non-ESP marker (§2.2)
 		{1, 2, 3}, // runt
 	} {
-		c.frame(f, now)
+		c.frame(f, 0, now)
 	}
 	other := espFrame(a, b, espHdr(0x1001, 3))
 	binary.BigEndian.PutUint16(other[14+20+2:], 4789) // VXLAN, not ESP
-	c.frame(other, now)
+	c.frame(other, 0, now)
 	frag := espFrame(a, b, espHdr(0x1001, 4))
 	binary.BigEndian.PutUint16(frag[14+6:], 0x2000) // more fragments
-	c.frame(frag, now)
+	c.frame(frag, 0, now)
+	// A UDP GSO frame: three datagrams of 40, 40 and 20 bytes in one buffer.
+	gsoPayload := append(append(espHdr(0x1003, 1), espHdr(0x1003, 2)...), espHdr(0x1003, 3)[:20]...)
+	c.frame(espFrame(a, b, gsoPayload), 40, now)
 
 	close(c.done)
 	c.closing.Store(true)
 	res := CaptureResult{Packets: c.packets, NonESP: c.nonESP}
-	if res.Packets != 5 || res.NonESP != 2 {
-		t.Errorf("got %d ESP packets, %d other, want 5 and 2", res.Packets, res.NonESP)
+	if res.Packets != 8 || res.NonESP != 2 {
+		t.Errorf("got %d ESP packets, %d other, want 8 and 2", res.Packets, res.NonESP)
 	}
 	dup := ESPKey{Src: a, Dst: b, SPI: 0x1001, Seq: 2}
 	if len(c.times) != 1 || len(c.times[dup]) != 2 {
 		t.Errorf("duplicates %v, want only %v twice", c.times, dup)
 	}
-	if len(c.sas) != 3 {
-		t.Errorf("got %d SAs, want 3", len(c.sas))
+	if len(c.sas) != 4 {
+		t.Errorf("got %d SAs, want 4", len(c.sas))
+	}
+	if s := c.sas[saKey{a, b, 0x1003}]; s == nil || s.Packets != 3 || s.MinSeq != 1 || s.MaxSeq != 3 {
+		t.Errorf("SA a→b 0x1003 (one GSO frame): got %+v, want 3 packets, seq 1..3", s)
 	}
 	if s := c.sas[saKey{a, b, 0x1001}]; s == nil || s.Packets != 3 || s.MinSeq != 1 || s.MaxSeq != 2 {
 		t.Errorf("SA a→b 0x1001: got %+v, want 3 packets, seq 1..2", s)
+	}
+}
+
+func TestSegmentSize(t *testing.T) {
+	hdr := func(gsoType uint8, size uint16) []byte {
+		h := make([]byte, vnetHdrLen)
+		h[1] = gsoType
+		binary.NativeEndian.PutUint16(h[4:6], size)
+		return h
+	}
+	for _, tc := range []struct {
+		name string
+		h    []byte
+		want int
+	}{
+		{"plain frame", hdr(0, 0), 0},
+		{"udp gso", hdr(virtioGSOUDPL4, 1444), 1444},
+		{"udp gso with ecn bit", hdr(virtioGSOUDPL4|0x80, 1444), 1444},
+		{"tcpv4 gso is not udp", hdr(1, 1448), 0},
+	} {
+		if got := segmentSize(tc.h); got != tc.want {
+			t.Errorf("%s: got %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestUDPCounters(t *testing.T) {
+	snmp := "Ip: Forwarding DefaultTTL\nIp: 1 64\n" +
+		"Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n" +
+		"Udp: 2964 35 0 2952 7 0 0 0 0\n" +
+		"UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n" +
+		"UdpLite: 0 0 0 0 0 0 0 0 0\n"
+	got := strings.Join(udpCounters(snmp, "InErrors", "RcvbufErrors", "NoPorts"), " ")
+	if want := "Udp.NoPorts=35 Udp.RcvbufErrors=7"; got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }
 

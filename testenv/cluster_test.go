@@ -646,8 +646,8 @@ func TestClusterRotation(t *testing.T) {
 		// inbound SA as soon as it learns the key, the sender switches a
 		// switch_delay later, and the old SA stays for the grace period.
 		if rot.Lost != 0 {
-			t.Errorf("%s → %s: %d datagrams lost during rotations (longest gap %v at %s), want 0",
-				s.From, s.To, rot.Lost, rot.LongestGap, rot.GapStart.Format("15:04:05.000"))
+			t.Errorf("%s → %s: %d datagrams lost during rotations (longest gap %v at %s), want 0; kernel drop counters:\n%s",
+				s.From, s.To, rot.Lost, rot.LongestGap, rot.GapStart.Format("15:04:05.000"), lab.KernelDrops())
 		}
 		if all.Duplicates != 0 {
 			t.Errorf("%s → %s: %d datagrams delivered twice", s.From, s.To, all.Duplicates)
