@@ -14,6 +14,20 @@ import (
 // initial is any partial sum (for example from PseudoHeaderSum or a previous
 // Sum); it need not be folded.
 func Sum(b []byte, initial uint32) uint32 {
+	if n := len(b) &^ (vecBlock - 1); n >= vecMin && haveVec {
+		// The vector code sums the 16-bit words of b[:n] in the host's
+		// (little-endian) byte order; a one's complement sum is byte-order
+		// independent (RFC 1071 §2(B)), so swapping the folded result gives
+		// the big-endian sum. n is even, so the rest starts on a word.
+		v := fold64(sumVec(b[:n]))
+		initial = fold64(uint64(initial) + uint64(v>>8|v<<8&0xff00))
+		b = b[n:]
+	}
+	return sumScalar(b, initial)
+}
+
+// sumScalar is Sum without the vector code (and its reference in tests).
+func sumScalar(b []byte, initial uint32) uint32 {
 	// One's complement addition is associative and commutative, and 2^16-1
 	// divides 2^64-1, so adding big-endian 64-bit words with end-around carry
 	// and folding afterwards gives the same result as adding 16-bit words

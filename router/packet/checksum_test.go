@@ -58,6 +58,41 @@ func TestChecksumDifferential(t *testing.T) {
 	}
 }
 
+// TestSumLong covers the vector code (amd64 with AVX2, from 128 bytes):
+// every length around its block size and threshold, odd starts, the
+// all-ones worst case for its lane accumulators, and inputs longer than one
+// vector call takes.
+func TestSumLong(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	buf := make([]byte, 3<<20+1)
+	for i := range buf {
+		buf[i] = byte(r.Uint32())
+	}
+	ones := make([]byte, len(buf))
+	for i := range ones {
+		ones[i] = 0xff
+	}
+	var lens []int
+	for n := 0; n <= 1100; n++ {
+		lens = append(lens, n)
+	}
+	lens = append(lens, 1400, 1500, 9000, 65535, 65536, 1<<20-1, 1<<20, 1<<20+64, 3<<20+1)
+	for _, data := range [][]byte{buf, ones} {
+		for _, n := range lens {
+			for _, off := range []int{0, 1} {
+				if off+n > len(data) {
+					continue
+				}
+				b := data[off : off+n]
+				initial := r.Uint32()
+				if got, want := packet.Sum(b, initial), naiveSum(b, initial); got != want {
+					t.Fatalf("Sum(%d bytes at offset %d, %#x): got %#x, want %#x", n, off, initial, got, want)
+				}
+			}
+		}
+	}
+}
+
 func TestChecksumChaining(t *testing.T) {
 	b := seqBytes(301)
 	whole := packet.Checksum(b, 0)
