@@ -11,6 +11,7 @@ import (
 
 	"github.com/drovernet/drover/cmd/drover/config"
 	"github.com/drovernet/drover/cni/ipam"
+	"github.com/drovernet/drover/crypto/aesgcm"
 	"github.com/drovernet/drover/crypto/esp"
 	"github.com/drovernet/drover/gossip"
 	"github.com/drovernet/drover/router"
@@ -232,8 +233,21 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		d.undo = append(d.undo, stopCtl)
 	}
 
-	log.Info("drover running", "node", n.Name, "underlay", local, "tun", n.TUN, "tun_mtu", tunMTU,
-		"underlay_mtu", underlayMTU, "encapsulation", cfg.Encapsulation, "peers", len(peers))
+	attrs := []any{"node", n.Name, "underlay", local, "tun", n.TUN, "tun_mtu", tunMTU,
+		"underlay_mtu", underlayMTU, "encapsulation", cfg.Encapsulation, "peers", len(peers)}
+	if cfg.Encapsulation == config.EncapESP {
+		attrs = append(attrs, "cipher", cfg.CipherID)
+		if cfg.CipherID != esp.ChaCha20Poly1305 {
+			// Which AES-GCM this CPU gets: a slow host is easier to
+			// explain when the log says so.
+			impl := "Go standard library"
+			if aesgcm.Accelerated() {
+				impl = "vaes+vpclmulqdq"
+			}
+			attrs = append(attrs, "aes_gcm", impl)
+		}
+	}
+	log.Info("drover running", attrs...)
 	started = true
 	if n.Bridge != "none" {
 		arpCtx, stopARP := context.WithCancel(ctx)

@@ -1,12 +1,13 @@
 package esp
 
 import (
-	"crypto/aes"
 	"crypto/cipher"
 	"fmt"
 	"strconv"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/drovernet/drover/crypto/aesgcm"
 )
 
 // Cipher is an ESP AEAD transform. All three use a 16-byte ICV and an 8-byte
@@ -86,10 +87,10 @@ func newAEAD(c Cipher, keymat []byte) (cipher.AEAD, [saltLen]byte, error) {
 	if c == ChaCha20Poly1305 {
 		a, err = chacha20poly1305.New(key)
 	} else {
-		var b cipher.Block
-		if b, err = aes.NewCipher(key); err == nil {
-			a, err = cipher.NewGCM(b)
-		}
+		// aesgcm: VAES/VPCLMULQDQ on amd64 CPUs that have them (twice
+		// the standard library's speed at 1400 bytes), the standard
+		// library's AES-GCM everywhere else; the same bytes either way.
+		a, err = aesgcm.New(key)
 	}
 	if err != nil { // unreachable with the lengths checked above
 		return nil, salt, fmt.Errorf("%w: %s: %w", ErrKey, c, err)

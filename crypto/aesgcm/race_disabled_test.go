@@ -1,0 +1,5 @@
+//go:build !race
+
+package aesgcm_test
+
+const raceEnabled = false
