@@ -112,6 +112,35 @@ func TestLongAdditionalData(t *testing.T) {
 	}
 }
 
+// TestAdditionalDataShapes pairs every length of additional data up to 34
+// bytes (each way of reading a partial block, exactly one block, and the
+// longer path) with messages that end in every kind of tail: no block, a
+// partial block, an odd full block with or without a partial one, pairs,
+// 16 blocks, and a tail after whole 256-byte groups. Up to 16 bytes of
+// additional data are multiplied in with the first group that is reduced,
+// by a power of H that depends on the message length, which this covers.
+func TestAdditionalDataShapes(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	lens := []int{0, 1, 7, 8, 15, 16, 17, 24, 31, 32, 33, 48, 64, 120, 127, 128, 129, 240, 241, 255,
+		256, 257, 272, 376, 511, 512, 513, 1400, 1408, 1536}
+	for _, kl := range []int{16, 24, 32} {
+		p := newPair(t, randBytes(r, kl))
+		for adLen := range 35 {
+			for _, n := range lens {
+				nonce, ad, pt := randBytes(r, 12), randBytes(r, adLen), randBytes(r, n)
+				want := p.std.Seal(nil, nonce, pt, ad)
+				if got := p.ours.Seal(nil, nonce, pt, ad); !bytes.Equal(got, want) {
+					t.Fatalf("key %d, ad %d, len %d: Seal got %x, want %x", kl, adLen, n, got, want)
+				}
+				buf := bytes.Clone(want)
+				if got, err := p.ours.Open(buf[:0], nonce, buf, ad); err != nil || !bytes.Equal(got, pt) {
+					t.Fatalf("key %d, ad %d, len %d: in-place Open: %v (plaintext equal %v)", kl, adLen, n, err, err == nil && bytes.Equal(got, pt))
+				}
+			}
+		}
+	}
+}
+
 // TestOpenTampered flips one bit of the ciphertext, the tag or the
 // additional data: Open must fail and leave the plaintext it wrote zeroed,
 // in place and out of place.

@@ -4,7 +4,9 @@
 //
 // On such CPUs New returns this package's assembly: CTR mode with VAES on
 // 256-bit registers, 16 blocks per loop iteration, and GHASH with VPCLMULQDQ
-// over precomputed powers H^1..H^16 with one reduction per 16 blocks (the
+// over precomputed powers H^1..H^34 with one reduction per 16 blocks, the
+// additional data (up to 16 bytes), the last bytes and the lengths block
+// sharing the first or last reduction rather than having their own (the
 // aggregated, bit-reflected method of Gueron and Kounavis, "Intel
 // Carry-Less Multiplication Instruction and its Usage for Computing the GCM
 // Mode"). Everywhere else (other CPUs, other GOARCH, the purego build tag)

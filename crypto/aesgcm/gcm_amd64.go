@@ -5,7 +5,6 @@ package aesgcm
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"math/bits"
@@ -32,46 +31,58 @@ func hasVAES() bool {
 }
 
 // gcmKey is everything the assembly reads. Its layout is part of the
-// assembly: gcm_amd64.s names the offsets HTAB (0), KTAB (256), RK (512) and
-// ROUNDS (752).
+// assembly: gcm_amd64.s names the offsets HTAB (0), KTAB (544), RK (1088)
+// and ROUNDS (1328).
 type gcmKey struct {
-	// htab[16*i:] is H^(16-i) for i in 0..15 (H^16 first, H^1 last), each
-	// multiplied by x and in the byte-reversed form the assembly computes
-	// in (see powersOfH), so that 16 consecutive blocks load their powers
-	// with 8 consecutive 32-byte loads and the last m blocks of a message
-	// start at htab[16*(16-m):].
-	htab [16 * 16]byte
+	// htab[16*i:] is H^(npow-i) for i in 0..npow-1 (H^34 first, H^1
+	// last), each multiplied by x and in the byte-reversed form the
+	// assembly computes in (see powersOfH), so that 16 consecutive blocks
+	// load their powers with 8 consecutive 32-byte loads and the last m
+	// blocks of a message start at htab[16*(npow-m):]. The powers above
+	// H^16 let blocks that would otherwise be reduced on their own share
+	// a reduction: the last 16-block group of a message takes
+	// H^(m+16)..H^(m+1) and the m <= 17 blocks after it (the tail and the
+	// lengths block) H^m..H^1, and a block of additional data takes the
+	// power after those of the blocks it is reduced with (at most 33 of
+	// them).
+	htab [npow * 16]byte
 	// ktab[16*i:] is the XOR of the two 64-bit halves of htab[16*i:], for
 	// Karatsuba's middle product (twice, so that it is at either half).
-	ktab [16 * 16]byte
+	ktab [npow * 16]byte
 	// rk is the AES encryption key schedule (FIPS 197 §5.2): rounds+1
 	// round keys of 16 bytes in the order AESENC takes them.
 	rk     [15 * 16]byte
 	rounds int // 10, 12 or 14
 }
 
+// npow is the number of powers of H in gcmKey.
+const npow = 34
+
 // The assembly's offsets, checked at compile time: each index is 0 only if
 // the field is where gcm_amd64.s expects it.
 var (
 	_ = [1]struct{}{}[unsafe.Offsetof(gcmKey{}.htab)]
-	_ = [1]struct{}{}[unsafe.Offsetof(gcmKey{}.ktab)-256]
-	_ = [1]struct{}{}[unsafe.Offsetof(gcmKey{}.rk)-512]
-	_ = [1]struct{}{}[unsafe.Offsetof(gcmKey{}.rounds)-752]
+	_ = [1]struct{}{}[unsafe.Offsetof(gcmKey{}.ktab)-544]
+	_ = [1]struct{}{}[unsafe.Offsetof(gcmKey{}.rk)-1088]
+	_ = [1]struct{}{}[unsafe.Offsetof(gcmKey{}.rounds)-1328]
 )
 
 // gcmSeal encrypts src into dst (len(dst) == len(src)) in CTR mode from
-// counter block j0+1, GHASHes ad and the ciphertext, and writes the tag,
-// GHASH ⊕ E(K, j0), to tag. dst and src are identical or disjoint.
+// counter block J0+1, where J0 is nonce‖0^31‖1 (SP 800-38D §7.1), GHASHes
+// ad and the ciphertext, and writes the tag, GHASH ⊕ E(K, J0), to tag. dst
+// and src are identical or disjoint.
 //
 //go:noescape
-func gcmSeal(k *gcmKey, dst, src, ad []byte, j0, tag *[16]byte)
+func gcmSeal(k *gcmKey, dst, src, ad []byte, nonce *[NonceSize]byte, tag *[TagSize]byte)
 
 // gcmOpen GHASHes ad and the ciphertext src, decrypts src into dst
-// (len(dst) == len(src)) and writes the tag the ciphertext should carry to
-// tag; the caller compares it. dst and src are identical or disjoint.
+// (len(dst) == len(src)) and reports whether tag is the tag the ciphertext
+// should carry, compared in constant time. It decrypts whatever the
+// answer: the caller clears dst if it is false. dst and src are identical
+// or disjoint, and tag is neither.
 //
 //go:noescape
-func gcmOpen(k *gcmKey, dst, src, ad []byte, j0, tag *[16]byte)
+func gcmOpen(k *gcmKey, dst, src, ad []byte, nonce *[NonceSize]byte, tag *[TagSize]byte) bool
 
 //go:noescape
 func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
@@ -123,11 +134,11 @@ func (g *gcmAsm) Seal(dst, nonce, plaintext, ad []byte) []byte {
 	if anyOverlap(out, ad) {
 		panic("crypto/cipher: invalid buffer overlap of output and additional data")
 	}
-	var j0 [16]byte
-	copy(j0[:], nonce)
-	j0[15] = 1
 	n := len(plaintext)
-	gcmSeal(&g.k, out[:n], plaintext, ad, &j0, (*[16]byte)(out[n:]))
+	// The assembly builds J0 from the nonce in a register: a J0 built here
+	// with a 12-byte copy and a 1-byte store, then loaded whole, would
+	// wait for the stores (no store-to-load forwarding across them).
+	gcmSeal(&g.k, out[:n], plaintext, ad, (*[NonceSize]byte)(nonce), (*[TagSize]byte)(out[n:]))
 	return ret
 }
 
@@ -145,14 +156,10 @@ func (g *gcmAsm) Open(dst, nonce, ciphertext, ad []byte) ([]byte, error) {
 	if anyOverlap(out, ad) {
 		panic("crypto/cipher: invalid buffer overlap of output and additional data")
 	}
-	var j0, want [16]byte
-	copy(j0[:], nonce)
-	j0[15] = 1
 	n := len(out)
 	// out is ciphertext[:n] or disjoint from it, so decrypting leaves the
-	// received tag, ciphertext[n:], intact.
-	gcmOpen(&g.k, out, ciphertext[:n], ad, &j0, &want)
-	if subtle.ConstantTimeCompare(want[:], ciphertext[n:]) != 1 {
+	// received tag, ciphertext[n:], intact for the assembly's comparison.
+	if !gcmOpen(&g.k, out, ciphertext[:n], ad, (*[NonceSize]byte)(nonce), (*[TagSize]byte)(ciphertext[n:])) {
 		// Decryption ran before the check: release no unauthenticated
 		// plaintext (as the standard library does).
 		clear(out)
@@ -246,14 +253,14 @@ func mul(a, b elem) elem {
 }
 
 // powersOfH fills htab and ktab from h = E(K, 0^128); see gcmKey.
-func powersOfH(htab, ktab *[16 * 16]byte, h *[16]byte) {
+func powersOfH(htab, ktab *[npow * 16]byte, h *[16]byte) {
 	hi, lo := binary.BigEndian.Uint64(h[:8]), binary.BigEndian.Uint64(h[8:])
 	// H·x: shift left one bit and, if a bit falls off the top, add the
 	// reflected polynomial (branch-free).
 	carry := -(hi >> 63)
 	hx := elem{lo<<1 ^ 1&carry, (hi<<1 | lo>>63) ^ reflectedPolyHi&carry}
 	p := hx
-	for i := 15; i >= 0; i-- {
+	for i := npow - 1; i >= 0; i-- {
 		binary.LittleEndian.PutUint64(htab[16*i:], p.lo)
 		binary.LittleEndian.PutUint64(htab[16*i+8:], p.hi)
 		binary.LittleEndian.PutUint64(ktab[16*i:], p.lo^p.hi)

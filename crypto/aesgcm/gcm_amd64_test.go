@@ -33,9 +33,9 @@ func TestAcceleratedHere(t *testing.T) {
 // one multiplication at a time, and the Karatsuba table against htab.
 func TestPowersOfH(t *testing.T) {
 	h := [16]byte{0x66, 0xe9, 0x4b, 0xd4, 0xef, 0x8a, 0x2c, 0x3b, 0x88, 0x4c, 0xfa, 0x59, 0xca, 0x34, 0x2b, 0x2e} // E(0^128, 0^128)
-	var htab, ktab [256]byte
+	var htab, ktab [npow * 16]byte
 	powersOfH(&htab, &ktab, &h)
-	entry := func(tab *[256]byte, i int) elem {
+	entry := func(tab *[npow * 16]byte, i int) elem {
 		var e elem
 		for j := range 8 {
 			e.lo |= uint64(tab[16*i+j]) << (8 * j)
@@ -43,15 +43,15 @@ func TestPowersOfH(t *testing.T) {
 		}
 		return e
 	}
-	h1 := entry(&htab, 15)
+	h1 := entry(&htab, npow-1)
 	p := h1
-	for k := 2; k <= 16; k++ {
+	for k := 2; k <= npow; k++ {
 		p = mul(p, h1)
-		if got := entry(&htab, 16-k); got != p {
+		if got := entry(&htab, npow-k); got != p {
 			t.Errorf("H^%d: got %x, want %x", k, got, p)
 		}
 	}
-	for i := range 16 {
+	for i := range npow {
 		e, k := entry(&htab, i), entry(&ktab, i)
 		if k.lo != e.lo^e.hi || k.hi != e.lo^e.hi {
 			t.Errorf("ktab[%d] = %x, want both halves %x", i, k, e.lo^e.hi)
