@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
-	"time"
 	"unsafe"
 
 	"github.com/vishvananda/netns"
@@ -141,33 +140,6 @@ func fill(s []int, v int) {
 	}
 }
 
-// headPair opens a sender (with cfg, but its own address) and a receiver
-// in two fresh namespaces joined by a veth pair, and returns the sender's
-// namespace too. Both are closed when the test ends; a watchdog closes
-// the receiver if a lost datagram leaves the test hanging in ReadBatch.
-func headPair(t *testing.T, cfg Config) (ns1 netns.NsHandle, a, b *Conn) {
-	t.Helper()
-	ns1, ns2 := newNS(t), newNS(t)
-	vethPair(t, ns1, ns2, "10.199.2.1/24", "10.199.2.2/24")
-	var err error
-	cfg.Local = netip.MustParseAddrPort("10.199.2.1:0")
-	inNS(t, ns1, func() { a, err = Listen(cfg) })
-	if err != nil {
-		t.Fatalf("Listen in ns1: %v", err)
-	}
-	t.Cleanup(func() { a.Close() })
-	inNS(t, ns2, func() { b, err = Listen(Config{Local: netip.MustParseAddrPort("10.199.2.2:0")}) })
-	if err != nil {
-		t.Fatalf("Listen in ns2: %v", err)
-	}
-	dog := time.AfterFunc(30*time.Second, func() { b.Close() })
-	t.Cleanup(func() {
-		dog.Stop()
-		b.Close()
-	})
-	return ns1, a, b
-}
-
 // writePinned calls c.WriteBatch on a thread pinned to one CPU (and thrown
 // away afterwards). veth hands a packet to the receive backlog of the CPU
 // that sends it (RPS is off in a fresh namespace), so one CPU means one
@@ -226,7 +198,7 @@ func sendInOrder(t *testing.T, ns netns.NsHandle, a, b *Conn, out []Msg) {
 // run goes as one GSO group, and the receiver gets each datagram as
 // exactly Head||Buf, in order.
 func TestHeadMixed(t *testing.T) {
-	ns1, a, b := headPair(t, Config{})
+	ns1, a, b := vethConns(t, Config{})
 	if gso, _ := a.Offloads(); !gso {
 		t.Skip("kernel has no UDP_SEGMENT (Linux 4.18+)")
 	}
@@ -255,7 +227,7 @@ func TestHeadMixed(t *testing.T) {
 func TestHeadGSOGroup(t *testing.T) {
 	for _, noGSO := range []bool{false, true} {
 		t.Run(fmt.Sprintf("NoGSO=%v", noGSO), func(t *testing.T) {
-			ns1, a, b := headPair(t, Config{NoGSO: noGSO})
+			ns1, a, b := vethConns(t, Config{NoGSO: noGSO})
 			gso, _ := a.Offloads()
 			if !noGSO && !gso {
 				t.Skip("kernel has no UDP_SEGMENT (Linux 4.18+)")
@@ -293,7 +265,7 @@ func TestHeadGSOGroup(t *testing.T) {
 // TestHeadOnlyAndBufOnly: a message with only a Head, one with only a Buf,
 // and an empty one, each alone and together in a batch, with GSO on.
 func TestHeadOnlyAndBufOnly(t *testing.T) {
-	ns1, a, b := headPair(t, Config{})
+	ns1, a, b := vethConns(t, Config{})
 	dst := b.LocalAddr()
 	headOnly := hmsg(1, 120, 0, dst)
 	bufOnly := hmsg(2, 0, 1400, dst)
@@ -319,7 +291,7 @@ func TestHeadOnlyAndBufOnly(t *testing.T) {
 // resent one datagram per message; each still arrives as Head||Buf, in
 // order (the kernel fragments them: the socket never sets DF).
 func TestHeadGSOLongerThanPath(t *testing.T) {
-	ns1, a, b := headPair(t, Config{})
+	ns1, a, b := vethConns(t, Config{})
 	if gso, _ := a.Offloads(); !gso {
 		t.Skip("kernel has no UDP_SEGMENT (Linux 4.18+)")
 	}

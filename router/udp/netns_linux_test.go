@@ -218,6 +218,33 @@ func vethPair(t *testing.T, ns1, ns2 netns.NsHandle, pfx1, pfx2 string) (if1, if
 	return if1, if2
 }
 
+// vethConns opens a sender (with cfg, but its own address) and a receiver
+// in two fresh namespaces joined by a veth pair, and returns the sender's
+// namespace too. Both are closed when the test ends; a watchdog closes
+// the receiver if a lost datagram leaves the test hanging in ReadBatch.
+func vethConns(t *testing.T, cfg Config) (ns1 netns.NsHandle, a, b *Conn) {
+	t.Helper()
+	ns1, ns2 := newNS(t), newNS(t)
+	vethPair(t, ns1, ns2, "10.199.2.1/24", "10.199.2.2/24")
+	var err error
+	cfg.Local = netip.MustParseAddrPort("10.199.2.1:0")
+	inNS(t, ns1, func() { a, err = Listen(cfg) })
+	if err != nil {
+		t.Fatalf("Listen in ns1: %v", err)
+	}
+	t.Cleanup(func() { a.Close() })
+	inNS(t, ns2, func() { b, err = Listen(Config{Local: netip.MustParseAddrPort("10.199.2.2:0")}) })
+	if err != nil {
+		t.Fatalf("Listen in ns2: %v", err)
+	}
+	dog := time.AfterFunc(30*time.Second, func() { b.Close() })
+	t.Cleanup(func() {
+		dog.Stop()
+		b.Close()
+	})
+	return ns1, a, b
+}
+
 // TestSendBufferFull fills the socket's send buffer behind a slow link
 // (tbf at 100 Mbit/s) so sendmmsg returns EAGAIN: WriteBatch must park
 // until there is room and then send everything, nothing lost or doubled.

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"net/netip"
 	"testing"
-	"time"
 )
 
 // TestPrepareGroups: which messages share a GSO slot. Runs to one
@@ -190,25 +189,10 @@ func TestGROSize(t *testing.T) {
 // datagram at a time, which the kernel fragments (the socket never sets DF),
 // and nothing is lost. GSO stays on for later batches.
 func TestGSOLongerThanPath(t *testing.T) {
-	ns1, ns2 := newNS(t), newNS(t)
-	vethPair(t, ns1, ns2, "10.199.1.1/24", "10.199.1.2/24")
-	var a, b *Conn
-	var err error
-	inNS(t, ns1, func() { a, err = Listen(Config{Local: netip.MustParseAddrPort("10.199.1.1:0")}) })
-	if err != nil {
-		t.Fatalf("Listen in ns1: %v", err)
-	}
-	t.Cleanup(func() { a.Close() })
-	inNS(t, ns2, func() { b, err = Listen(Config{Local: netip.MustParseAddrPort("10.199.1.2:0")}) })
-	if err != nil {
-		t.Fatalf("Listen in ns2: %v", err)
-	}
-	t.Cleanup(func() { b.Close() })
+	_, a, b := vethConns(t, Config{})
 	if gso, _ := a.Offloads(); !gso {
 		t.Skip("kernel has no UDP_SEGMENT (Linux 4.18+)")
 	}
-	dog := time.AfterFunc(30*time.Second, func() { b.Close() })
-	defer dog.Stop()
 	out := []Msg{
 		{Buf: payload(1, 1000), Addr: b.LocalAddr()}, // a run that fits: sent with GSO
 		{Buf: payload(2, 1000), Addr: b.LocalAddr()},
