@@ -26,6 +26,9 @@ type MemberView struct {
 	Epoch    uint32   `json:"epoch"`
 	Version  string   `json:"version"`
 	Note     string   `json:"note,omitempty"`
+	// Refused lists the member's claims this host does not believe, each
+	// "prefix: reason" (docs/security.md).
+	Refused []string `json:"refused,omitempty"`
 }
 
 // RouteView is a route the router installed through its TUN device.
@@ -33,6 +36,8 @@ type RouteView struct {
 	Prefix string `json:"prefix"`
 	Peer   string `json:"peer"`
 	Src    string `json:"src,omitempty"`
+	// Note says why the route is not installed ("" when it is).
+	Note string `json:"note,omitempty"`
 }
 
 // Member returns the named member, or nil.

@@ -72,13 +72,20 @@ func (r Route) nl(ifindex int) *netlink.Route {
 // lists them.
 const routeProtocol = 0x44
 
-// AddRoute installs (or replaces) r through the named interface.
+// AddRoute installs r through the named interface. It never replaces a
+// route (NLM_F_EXCL): when the main table already has one for the prefix
+// with the same metric — a connected route, an operator's, or a route of
+// ours through another device — the error wraps ErrRouteExists and nothing
+// changes.
 func AddRoute(name string, r Route) error {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("link %s: %w", name, err)
 	}
-	if err := netlink.RouteReplace(r.nl(l.Attrs().Index)); err != nil {
+	if err := netlink.RouteAdd(r.nl(l.Attrs().Index)); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("route %s dev %s: %w", r.Prefix, name, ErrRouteExists)
+		}
 		return fmt.Errorf("route %s dev %s: %w", r.Prefix, name, err)
 	}
 	return nil

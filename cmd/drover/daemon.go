@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
 
 	"github.com/drovernet/drover/cmd/drover/config"
@@ -95,6 +96,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	defer d.teardown()
 
 	n := &cfg.Node
+	var underlayNets []netip.Prefix
 	underlayMTU := cfg.MTU
 	if underlayMTU == 0 {
 		m, err := tun.UnderlayMTU(n.UnderlayAddr)
@@ -178,19 +180,19 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	if err := r.SetPeers(peers); err != nil {
 		return err
 	}
-	var ag *agent
+	var cl *cluster
 	if cfg.Cluster != nil {
 		// The agent owns peers and routes from here (static peers included).
-		if ag, err = newAgent(cfg, log, r, n.TUN, tunnelMTU, peers); err != nil {
+		if cl, err = startCluster(cfg, log, r, tunnelMTU, peers, underlayNets); err != nil {
 			return err
 		}
 		agCtx, stopAgent := context.WithCancel(ctx)
 		agDone := make(chan struct{})
-		go func() { ag.run(agCtx); close(agDone) }()
+		go func() { cl.run(agCtx); close(agDone) }()
 		d.undo = append(d.undo, func() {
 			stopAgent()
 			<-agDone
-			ag.stop()
+			cl.stop()
 			log.Info("left the cluster; routes removed")
 		})
 		peers = nil // routes below: none, the agent installs them
@@ -216,8 +218,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 
 	if cfg.ControlSocket != "none" {
 		views := func() gossip.View {
-			if ag != nil {
-				return ag.snapshot()
+			if cl != nil {
+				return cl.ag.Snapshot()
 			}
 			var v gossip.View
 			for _, rt := range d.routes {
@@ -226,7 +228,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 			return v
 		}
 		locals := newLocalSet(routerPrefixes(r), cfg.StateDir, ipam.DefaultDataDir, log)
-		stopCtl, err := serveControl(cfg.ControlSocket, r, views, locals.register, log)
+		register := locals.register
+		if cl != nil {
+			register = func(mux *http.ServeMux) { locals.register(mux); cl.register(mux) }
+		}
+		stopCtl, err := serveControl(cfg.ControlSocket, r, views, register, log)
 		if err != nil {
 			return err
 		}

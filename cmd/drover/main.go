@@ -30,6 +30,7 @@ Usage:
   drover status [-o json]          show the running daemon's counters and drops
   drover peers [-o json]           cluster members, blocks, SAs with age and counters
   drover routes [-o json]          routes the daemon installed through its TUN
+  drover forget NODE               unpin NODE's identity key (a reinstalled host)
   drover keygen                    print a new cluster key (for cluster.key_file)
   drover lab [flags]               build a namespace lab, show reachability, tear it down
   drover version                   print the version
@@ -104,6 +105,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdPeers(args[1:], stdout)
 	case "routes":
 		err = cmdRoutes(args[1:], stdout)
+	case "forget":
+		err = cmdForget(args[1:], stdout)
 	case "keygen":
 		err = cmdKeygen(args[1:], stdout)
 	case "netns-exec":

@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -18,21 +20,44 @@ import (
 	"github.com/drovernet/drover/router"
 )
 
-// fetch GETs path from the daemon's control socket into v.
-func fetch(sock, path string, v any) error {
-	c := http.Client{
+// controlClient is the one client of the daemon's control socket.
+func controlClient(sock string) *http.Client {
+	return &http.Client{
 		Timeout: 5 * time.Second,
 		Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		}},
 	}
-	resp, err := c.Get("http://drover" + path)
+}
+
+func controlErr(sock string, err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no daemon: control socket %s does not exist (is drover running? --socket)", sock)
+	}
+	return fmt.Errorf("control socket %s: %w", sock, err)
+}
+
+// post POSTs to path on the daemon's control socket; an answer other than
+// 2xx is an error carrying the daemon's message.
+func post(sock, path string) error {
+	resp, err := controlClient(sock).Post("http://drover"+path, "text/plain", nil)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("no daemon: control socket %s does not exist (is drover running? --socket)", sock)
-		}
-		return fmt.Errorf("control socket %s: %w", sock, err)
+		return controlErr(sock, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("%s", strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// fetch GETs path from the daemon's control socket into v.
+func fetch(sock, path string, v any) error {
+	resp, err := controlClient(sock).Get("http://drover" + path)
+	if err != nil {
+		return controlErr(sock, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -139,7 +164,14 @@ func cmdPeers(args []string, stdout io.Writer) error {
 		listed[name] = true
 	}
 	for _, m := range cv.Members {
-		row(m.Name, m.State, m.Underlay, m.Block, m.Routed, m.Epoch, m.Note)
+		note := m.Note
+		if len(m.Refused) > 0 {
+			if note != "" {
+				note += "; "
+			}
+			note += "refused " + strings.Join(m.Refused, ", ")
+		}
+		row(m.Name, m.State, m.Underlay, m.Block, m.Routed, m.Epoch, note)
 	}
 	for _, p := range st.Peers {
 		if !listed[p.Name] {
@@ -163,9 +195,31 @@ func cmdRoutes(args []string, stdout io.Writer) error {
 		return writeJSON(stdout, cv.Routes)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PREFIX\tPEER\tSRC")
+	fmt.Fprintln(tw, "PREFIX\tPEER\tSRC\tNOTE")
 	for _, r := range cv.Routes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Prefix, r.Peer, r.Src)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Prefix, r.Peer, r.Src, r.Note)
 	}
 	return tw.Flush()
+}
+
+// cmdForget unpins a node name's identity key on this host, so that the next
+// key seen under the name is trusted (a reinstalled host; docs/security.md).
+func cmdForget(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("forget", flag.ContinueOnError)
+	sock := fs.String("socket", config.DefaultControlSocket, "the daemon's control socket")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &exitError{code: 2, err: err}
+	}
+	if fs.NArg() != 1 {
+		return usageErr("forget: usage: drover forget [--socket PATH] NODE")
+	}
+	name := fs.Arg(0)
+	if err := post(*sock, "/v1/identities/forget?name="+url.QueryEscape(name)); err != nil {
+		return fmt.Errorf("forget %s: %w", name, err)
+	}
+	_, err := fmt.Fprintf(stdout, "%s: identity key forgotten; the next one it shows is pinned\n", name)
+	return err
 }

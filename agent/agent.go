@@ -1,0 +1,305 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/drovernet/drover/crypto/esp"
+	"github.com/drovernet/drover/crypto/pairkey"
+	"github.com/drovernet/drover/gossip"
+	"github.com/drovernet/drover/gossip/blocks"
+	"github.com/drovernet/drover/internal/ratelog"
+	"github.com/drovernet/drover/router"
+	"github.com/drovernet/drover/tun"
+)
+
+// Membership is where members come from: gossip today.
+type Membership interface {
+	// Members lists every member known, this host included.
+	Members() []gossip.Member
+	// Changes receives a value whenever Members may have changed.
+	Changes() <-chan struct{}
+	// Update publishes this host's info.
+	Update(gossip.NodeInfo) error
+}
+
+// Router is the data plane the agent programs (*router.Router).
+type Router interface {
+	SetPeers([]*router.Peer) error
+	SetLocal(prefixes []netip.Prefix, addrs []netip.Addr) error
+}
+
+// Kernel is the host's routing state for the TUN device.
+type Kernel interface {
+	// AddRoute adds r through the TUN, never replacing a route that is
+	// there: it fails with an error wrapping tun.ErrRouteExists instead.
+	AddRoute(r tun.Route) error
+	// DelRoute removes a route AddRoute added; gone already is not an error.
+	DelRoute(r tun.Route) error
+	// SetAddrs makes addrs the TUN's addresses.
+	SetAddrs(addrs []netip.Addr) error
+}
+
+// Clock tells the time.
+type Clock interface{ Now() time.Time }
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+// BlockStore persists this host's block claim (*blocks.Store).
+type BlockStore interface {
+	Load() (blocks.Claim, bool, error)
+	Save(blocks.Claim) error
+}
+
+// Encapsulations the agent knows.
+const (
+	EncapESP   = "esp"
+	EncapVXLAN = "vxlan"
+)
+
+// Config is what the agent is given; every field but those marked optional
+// is required.
+type Config struct {
+	Name     string
+	Version  string
+	Underlay netip.AddrPort
+	// UnderlayNets are the subnets connected through the underlay
+	// interface: no member may have them routed into the TUN. Optional.
+	UnderlayNets []netip.Prefix
+	// Prefixes are node.prefixes: static, validated by the caller. Empty:
+	// claim a block of CIDR.
+	Prefixes []netip.Prefix
+	// Addrs are node.address; empty with a block: the block's first address.
+	Addrs     []netip.Addr
+	MAC       [6]byte
+	CIDR      netip.Prefix
+	BlockBits int
+	Encap     string // EncapESP or EncapVXLAN
+	Cipher    esp.Cipher
+	// CipherName is the cipher's configuration name, for notes.
+	CipherName string
+	ClusterKey []byte
+	Identity   pairkey.KeyPair
+	TunnelMTU  int
+	// Static are the configured peers: trusted, always present; no member
+	// may claim a prefix that overlaps theirs.
+	Static []*router.Peer
+
+	RotationInterval time.Duration
+	SwitchDelay      time.Duration
+	Grace            time.Duration
+
+	Blocks BlockStore
+	Pins   *Pins
+	Log    *slog.Logger
+	// Clock and Rand are optional: the system's by default.
+	Clock Clock
+	Rand  io.Reader
+}
+
+// Limits. Variables so tests can lower them.
+var (
+	// maxCombos bounds the SAs kept for one member (in and out): a member
+	// that keeps changing its ephemeral key cannot make us hold unbounded
+	// key state until our next rotation; past it we derive nothing new for
+	// it until our rotation's erasure frees combinations.
+	maxCombos = 64
+	// earlyRotationEvery spaces early rotations (SPI collisions) so that a
+	// persistent fault cannot make us rotate on every tick.
+	earlyRotationEvery = 10 * time.Second
+	// maxFutureSince is how far in the future (by our clock) a BlockSince
+	// may lie: clocks differ, but a claim from the future would lose every
+	// conflict and is implausible.
+	maxFutureSince = 10 * time.Minute
+	// minSince: no drover claim predates this (2024-01-01 UTC). A claim
+	// with BlockSince 0 or negative would evict every honest owner.
+	minSince = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	// rotateAttempts is how many fresh keys a rotation tries when each
+	// collides with an SPI in use.
+	rotateAttempts = 4
+)
+
+// Agent is the cluster control plane. Create with New, then Attach a
+// Membership and Run (or Step and Rotate in tests).
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger // rate-limited: every path here runs per tick or per member
+	r     Router
+	k     Kernel
+	m     Membership
+	clock Clock
+	rand  io.Reader
+
+	claim blocks.Claim // our block claim (zero: none, or static prefixes)
+	eph   pairkey.KeyPair
+	epoch uint32
+	prev  *pairkey.KeyPair // previous ephemeral: outbound until switchAt, erased after eraseAt
+	// prevEp is prev's epoch.
+	prevEp uint32
+	// switchAt: until then outbound SAs that already exist keep using
+	// prev (peers must first learn our new public key).
+	switchAt time.Time
+	eraseAt  time.Time
+	// rotating is set while a rotation installs its SAs: a collision
+	// inside it is the rotation's to retry, not a reason to rotate again.
+	rotating       bool
+	nextEarlyAfter time.Time
+
+	peers  map[string]*peerKeys
+	routes map[netip.Prefix]tun.Route // installed through the TUN
+	local  []netip.Prefix
+	addrs  []netip.Addr
+
+	viewMu sync.Mutex // guards view
+	view   gossip.View
+}
+
+// New checks cfg, restores the persisted block claim and makes the first
+// ephemeral key. It touches neither the router nor the kernel.
+func New(cfg Config, r Router, k Kernel) (*Agent, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("agent: empty node name")
+	}
+	if cfg.Encap != EncapESP && cfg.Encap != EncapVXLAN {
+		return nil, fmt.Errorf("agent: unknown encapsulation %q", cfg.Encap)
+	}
+	if cfg.Blocks == nil || cfg.Pins == nil {
+		return nil, errors.New("agent: block store and identity pins are required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	a := &Agent{
+		cfg: cfg, r: r, k: k, clock: cfg.Clock, rand: cfg.Rand,
+		log:    ratelog.New(cfg.Log.With("component", "cluster"), 0, 0),
+		peers:  map[string]*peerKeys{},
+		routes: map[netip.Prefix]tun.Route{},
+	}
+	if a.clock == nil {
+		a.clock = realClock{}
+	}
+	if a.rand == nil {
+		a.rand = rand.Reader
+	}
+	var err error
+	if a.eph, err = pairkey.NewKeyPair(a.rand); err != nil {
+		return nil, err
+	}
+	a.epoch = 1
+	if len(cfg.Prefixes) == 0 {
+		c, ok, err := cfg.Blocks.Load()
+		if err != nil {
+			return nil, err
+		}
+		if ok && cfg.CIDR.Contains(c.Block.Addr()) && c.Block.Bits() == cfg.BlockBits {
+			a.claim = c
+			a.claim.Node = cfg.Name
+			a.log.Info("block restored", "prefix", c.Block)
+		}
+	}
+	return a, nil
+}
+
+// Attach gives the agent its membership; Run and Step need one.
+func (a *Agent) Attach(m Membership) { a.m = m }
+
+// Info is what this host publishes.
+func (a *Agent) Info() gossip.NodeInfo {
+	in := gossip.NodeInfo{
+		Version:   a.cfg.Version,
+		Underlay:  a.cfg.Underlay,
+		Prefixes:  a.cfg.Prefixes,
+		Identity:  a.cfg.Identity.Public,
+		Ephemeral: a.eph.Public,
+		Epoch:     a.epoch,
+		MAC:       a.cfg.MAC,
+	}
+	if a.claim.Block.IsValid() {
+		in.Block, in.BlockSince = a.claim.Block, a.claim.Since
+	}
+	if a.cfg.Encap == EncapESP {
+		in.Encaps = gossip.EncapESP
+	} else {
+		in.Encaps = gossip.EncapVXLAN
+	}
+	in.Ciphers = gossip.CipherBit(a.cfg.Cipher)
+	return in
+}
+
+// Start applies the local prefixes and addresses (a restored block's, or
+// the static ones): call once before Run.
+func (a *Agent) Start() { a.setLocal() }
+
+// Run is the control loop: it reacts to membership changes, rotates the
+// ephemeral key and retires superseded SAs, until ctx is done.
+func (a *Agent) Run(ctx context.Context) {
+	rotate := time.NewTicker(a.cfg.RotationInterval)
+	defer rotate.Stop()
+	// Housekeeping: switch delays and grace periods end between events.
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	a.Step()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.m.Changes():
+		case <-rotate.C:
+			a.Rotate()
+		case <-tick.C:
+		}
+		a.Step()
+	}
+}
+
+// Stop removes the routes the agent installed. Call after Run returned
+// (the caller leaves the membership first, so peers withdraw our routes).
+func (a *Agent) Stop() {
+	for _, rt := range a.routes {
+		if err := a.k.DelRoute(rt); err != nil {
+			a.log.Warn("remove route", "prefix", rt.Prefix, "err", err)
+		}
+	}
+	a.routes = map[netip.Prefix]tun.Route{}
+}
+
+// Snapshot returns the view for the control socket.
+func (a *Agent) Snapshot() gossip.View {
+	a.viewMu.Lock()
+	defer a.viewMu.Unlock()
+	return a.view
+}
+
+// setLocal applies our prefixes (static or block) and TUN addresses.
+func (a *Agent) setLocal() {
+	prefixes := a.cfg.Prefixes
+	addrs := a.cfg.Addrs
+	if len(prefixes) == 0 && a.claim.Block.IsValid() {
+		prefixes = []netip.Prefix{a.claim.Block}
+		if len(a.cfg.Addrs) == 0 {
+			addrs = []netip.Addr{a.claim.Block.Addr().Next()}
+		}
+	}
+	if slices.Equal(prefixes, a.local) && slices.Equal(addrs, a.addrs) {
+		return
+	}
+	if err := a.r.SetLocal(prefixes, addrs); err != nil {
+		a.log.Error("set local prefixes", "err", err)
+		return
+	}
+	if err := a.k.SetAddrs(addrs); err != nil {
+		a.log.Error("set TUN addresses", "err", err)
+	}
+	a.local, a.addrs = prefixes, addrs
+	a.log.Info("local prefixes", "prefixes", fmt.Sprint(prefixes), "addresses", fmt.Sprint(addrs))
+}

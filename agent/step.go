@@ -1,0 +1,329 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/drovernet/drover/crypto/pairkey"
+	"github.com/drovernet/drover/gossip"
+	"github.com/drovernet/drover/gossip/blocks"
+	"github.com/drovernet/drover/router"
+	"github.com/drovernet/drover/tun"
+)
+
+// Step recomputes blocks, peers and routes from the current membership and
+// ends grace periods that are due. It is what Run does on every event and
+// tick.
+func (a *Agent) Step() { a.step(a.clock.Now()) }
+
+// Rotate starts using a fresh ephemeral key (Run does it every rotation
+// interval): inbound SAs for it are installed first, then it is published;
+// outbound SAs switch after the switch delay, and the previous private key
+// is erased after the grace period.
+func (a *Agent) Rotate() { a.rotate(a.clock.Now()) }
+
+// rotation is the key state a rotation replaces, to put back if no fresh
+// key can be installed.
+type rotation struct {
+	eph               pairkey.KeyPair
+	epoch             uint32
+	prev              *pairkey.KeyPair
+	prevEp            uint32
+	switchAt, eraseAt time.Time
+}
+
+func (a *Agent) rotate(now time.Time) {
+	// A rotation inside the grace period drops the oldest key now.
+	a.erasePrev()
+	a.rotating = true
+	defer func() { a.rotating = false }()
+	saved := rotation{a.eph, a.epoch, a.prev, a.prevEp, a.switchAt, a.eraseAt}
+	for attempt := 1; attempt <= rotateAttempts; attempt++ {
+		kp, err := pairkey.NewKeyPair(a.rand)
+		if err != nil {
+			a.log.Error("rotate ephemeral key", "err", err)
+			return
+		}
+		old := saved.eph
+		a.prev, a.prevEp = &old, saved.epoch
+		a.eph, a.epoch = kp, saved.epoch+1
+		a.switchAt = now.Add(a.cfg.SwitchDelay)
+		a.eraseAt = now.Add(a.cfg.Grace)
+		// Install the inbound SAs for the new key before anyone can learn
+		// it: a peer switches its outbound as soon as it sees our new
+		// public key.
+		collided, err := a.step(now)
+		if err == nil && !collided {
+			if err := a.m.Update(a.Info()); err != nil {
+				a.log.Error("publish rotated key", "err", err)
+			}
+			a.log.Info("ephemeral key rotated", "epoch", a.epoch)
+			return
+		}
+		// Undo: the new key is erased unpublished, and nothing it derived
+		// was ever used, so it is as if it never existed.
+		a.log.Warn("rotated key not installed; trying another", "attempt", attempt, "collision", collided, "err", err)
+		pub := kp.Public
+		kp.Erase()
+		a.eph, a.epoch, a.prev, a.prevEp, a.switchAt, a.eraseAt = saved.eph, saved.epoch, saved.prev, saved.prevEp, saved.switchAt, saved.eraseAt
+		a.pruneOurs(pub)
+	}
+	a.log.Error("ephemeral key not rotated: no fresh key could be installed", "attempts", rotateAttempts)
+	_, _ = a.step(now) // back to the state before the rotation
+}
+
+// erasePrev erases our previous ephemeral key now, with its SAs.
+func (a *Agent) erasePrev() {
+	if a.prev == nil {
+		return
+	}
+	pub := a.prev.Public
+	a.prev.Erase()
+	a.prev = nil
+	a.pruneOurs(pub)
+}
+
+// step is Step at a given time. collided reports an inbound SPI collision
+// involving the current key pair of some member (a fresh key of ours gives
+// every such SA a new SPI); err, that the router refused the peer set.
+func (a *Agent) step(now time.Time) (collided bool, err error) {
+	a.erase(now)
+	self := a.cfg.Name
+	members := a.m.Members()
+	claims, believed := a.checkClaims(members, now)
+
+	if len(a.cfg.Prefixes) == 0 {
+		cur := a.claim
+		cur.Node = self
+		next, changed, err := blocks.Decide(self, cur, claims, a.cfg.CIDR, a.cfg.BlockBits, now)
+		if err != nil {
+			// ErrFull: no block is free; a lost block is still given up
+			// (changed, with an empty claim) so two hosts never route it.
+			a.log.Error("claim a block", "err", err)
+		}
+		if changed {
+			switch {
+			case a.claim.Block.IsValid() && next.Block.IsValid():
+				a.log.Warn("block lost to an earlier claim; moving", "prefix", a.claim.Block, "new", next.Block)
+			case a.claim.Block.IsValid():
+				a.log.Error("block lost and no free block left", "prefix", a.claim.Block)
+			default:
+				a.log.Info("block claimed", "prefix", next.Block)
+			}
+			a.claim = next
+			if next.Block.IsValid() {
+				if err := a.cfg.Blocks.Save(next); err != nil {
+					a.log.Error("persist block claim", "err", err)
+				}
+			}
+			a.setLocal()
+			if err := a.m.Update(a.Info()); err != nil {
+				a.log.Error("publish block claim", "err", err)
+			}
+		}
+		if a.claim.Block.IsValid() {
+			claims = append(claims, blocks.Claim{Node: self, Block: a.claim.Block, Since: a.claim.Since, Live: true})
+		}
+	}
+	owners := blocks.Owners(claims)
+
+	view := gossip.View{Epoch: a.epoch}
+	if a.claim.Block.IsValid() {
+		view.Block = a.claim.Block.String()
+	}
+	peers := slices.Clone(a.cfg.Static)
+	spis := map[uint32]string{}
+	for _, p := range peers {
+		for _, sa := range p.In {
+			spis[sa.SPI()] = p.Name
+		}
+	}
+	sorted := slices.Clone(members)
+	slices.SortFunc(sorted, func(x, y gossip.Member) int { return strings.Compare(x.Name, y.Name) })
+	live := map[string]bool{}
+	for _, m := range sorted {
+		if m.Name == self {
+			continue
+		}
+		mv := gossip.MemberView{Name: m.Name, State: m.State.String(), Underlay: m.Info.Underlay.String(), Epoch: m.Info.Epoch, Version: m.Info.Version}
+		if m.Info.Block.IsValid() {
+			mv.Block = m.Info.Block.String()
+		}
+		if m.InfoErr != nil {
+			mv.Note = "unreadable node info: " + m.InfoErr.Error()
+		}
+		c := believed[m.Name]
+		if c != nil {
+			mv.Refused = c.refused
+			if c.refusedAll != "" {
+				mv.Note = c.refusedAll
+			}
+		}
+		isLive := m.State == gossip.Alive || m.State == gossip.Suspect
+		if c == nil || c.refusedAll != "" || !isLive {
+			view.Members = append(view.Members, mv)
+			continue
+		}
+		live[m.Name] = true
+		var routed []netip.Prefix
+		for pfx, owner := range owners {
+			if owner == m.Name {
+				routed = append(routed, pfx)
+			}
+		}
+		slices.SortFunc(routed, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+		for _, p := range routed {
+			mv.Routed = append(mv.Routed, p.String())
+		}
+		if len(routed) == 0 {
+			view.Members = append(view.Members, mv)
+			continue
+		}
+		if note := a.compatible(m.Info); note != "" {
+			mv.Note = note
+			view.Members = append(view.Members, mv)
+			continue
+		}
+		p, err := a.peer(m, routed, now)
+		if err != nil {
+			mv.Note = "no keys: " + err.Error()
+			a.log.Error("peer keys", "peer", m.Name, "err", err)
+			view.Members = append(view.Members, mv)
+			continue
+		}
+		// Inbound SPIs must be unique across peers (the ESP demultiplexer
+		// keys on them, RFC 4303 §2.1). A collision (≈ N²/2^33 per
+		// rotation) drops the later SA; when it is a current pair's, a
+		// fresh key of ours gives it a new SPI.
+		in := p.In[:0:0]
+		for i, sa := range p.In {
+			if o, dup := spis[sa.SPI()]; dup {
+				if i == 0 {
+					collided = true
+				}
+				a.log.Warn("inbound SPI collision", "peer", m.Name, "spi", fmt.Sprintf("%#08x", sa.SPI()), "other", o)
+				continue
+			}
+			in = append(in, sa)
+		}
+		if a.cfg.Encap == EncapESP && (len(in) == 0 || (len(p.In) > 0 && in[0] != p.In[0])) {
+			mv.Note = "inbound SPI collision: re-keying"
+			if len(in) == 0 {
+				view.Members = append(view.Members, mv)
+				continue
+			}
+		}
+		for _, sa := range in {
+			spis[sa.SPI()] = m.Name
+		}
+		p.In = in
+		peers = append(peers, p)
+		view.Members = append(view.Members, mv)
+	}
+	// Key state of members that are gone stays until our key in it is
+	// erased (pruneOurs): if one returns first, its SAs continue rather
+	// than restart under a key they used.
+	for name, pk := range a.peers {
+		if !live[name] && pk.empty() {
+			delete(a.peers, name)
+		}
+	}
+	if err := a.r.SetPeers(peers); err != nil {
+		a.log.Error("set peers", "err", err)
+		return collided, err
+	}
+	a.syncRoutes(peers, &view)
+	a.viewMu.Lock()
+	a.view = view
+	a.viewMu.Unlock()
+	if collided && !a.rotating && !now.Before(a.nextEarlyAfter) {
+		a.nextEarlyAfter = now.Add(earlyRotationEvery)
+		a.log.Warn("inbound SPI collision; rotating our key early")
+		a.rotate(now)
+	}
+	return collided, nil
+}
+
+// compatible says why we cannot talk to a member ("" if we can).
+func (a *Agent) compatible(in gossip.NodeInfo) string {
+	if a.cfg.Encap == EncapESP {
+		if in.Encaps&gossip.EncapESP == 0 {
+			return "does not speak esp"
+		}
+		if in.Ciphers&gossip.CipherBit(a.cfg.Cipher) == 0 {
+			return "does not support " + a.cfg.CipherName
+		}
+		return ""
+	}
+	if in.Encaps&gossip.EncapVXLAN == 0 {
+		return "does not speak vxlan"
+	}
+	return ""
+}
+
+// syncRoutes makes the kernel's routes through the TUN match the peers'
+// prefixes: new ones added, withdrawn ones removed. A prefix that something
+// else already routes is not taken over (Kernel.AddRoute does not replace);
+// it is noted in the view and tried again on the next step.
+func (a *Agent) syncRoutes(peers []*router.Peer, view *gossip.View) {
+	want := map[netip.Prefix]tun.Route{}
+	owner := map[netip.Prefix]string{}
+	for _, p := range peers {
+		for _, pfx := range p.Prefixes {
+			want[pfx] = tun.Route{Prefix: pfx, Src: sourceFor(a.addrs, pfx.Addr().Is4())}
+			owner[pfx] = p.Name
+		}
+	}
+	for pfx, rt := range a.routes {
+		if w, ok := want[pfx]; ok && w == rt {
+			continue
+		}
+		if err := a.k.DelRoute(rt); err != nil {
+			a.log.Warn("remove route", "prefix", pfx, "err", err)
+		}
+		delete(a.routes, pfx)
+		if _, ok := want[pfx]; !ok {
+			a.log.Info("route withdrawn", "prefix", pfx)
+		}
+	}
+	notes := map[netip.Prefix]string{}
+	for pfx, rt := range want {
+		if _, ok := a.routes[pfx]; ok {
+			continue
+		}
+		if err := a.k.AddRoute(rt); err != nil {
+			if errors.Is(err, tun.ErrRouteExists) {
+				notes[pfx] = "not installed: the prefix is already routed by something other than drover"
+				a.log.Warn("route not installed: a route drover did not install is present", "prefix", pfx, "peer", owner[pfx])
+			} else {
+				notes[pfx] = "not installed: " + err.Error()
+				a.log.Error("add route", "prefix", pfx, "err", err)
+			}
+			continue
+		}
+		a.routes[pfx] = rt
+		a.log.Info("route added", "prefix", pfx, "peer", owner[pfx])
+	}
+	for pfx := range want {
+		rv := gossip.RouteView{Prefix: pfx.String(), Peer: owner[pfx], Note: notes[pfx]}
+		if rt, ok := a.routes[pfx]; ok && rt.Src.IsValid() {
+			rv.Src = rt.Src.String()
+		}
+		view.Routes = append(view.Routes, rv)
+	}
+	slices.SortFunc(view.Routes, func(x, y gossip.RouteView) int { return strings.Compare(x.Prefix, y.Prefix) })
+}
+
+// sourceFor is the first of addrs in the family v4 says, or none.
+func sourceFor(addrs []netip.Addr, v4 bool) netip.Addr {
+	for _, a := range addrs {
+		if a.Is4() == v4 {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
