@@ -96,7 +96,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	defer d.teardown()
 
 	n := &cfg.Node
-	var underlayNets []netip.Prefix
+	// No member may have the underlay's own subnets routed into the TUN.
+	underlayNets, err := tun.UnderlaySubnets(n.UnderlayAddr)
+	if err != nil {
+		return fmt.Errorf("underlay subnets: %w", err)
+	}
 	underlayMTU := cfg.MTU
 	if underlayMTU == 0 {
 		m, err := tun.UnderlayMTU(n.UnderlayAddr)
