@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/drovernet/drover/internal/ratelog"
 )
 
 // Cluster is this node's membership in a gossip cluster: it publishes this
@@ -23,8 +25,11 @@ import (
 // and the delegate takes mu; so nothing here calls into memberlist while
 // holding mu.
 type Cluster struct {
-	cfg     Config
-	log     *slog.Logger
+	cfg Config
+	log *slog.Logger
+	// rlog is log for lines on paths that repeat per tick or per member
+	// update: at most ratelog.Burst of a kind per ratelog.Window.
+	rlog    *slog.Logger
 	ml      *memberlist.Memberlist
 	changes chan struct{}
 
@@ -65,6 +70,7 @@ func Start(cfg Config, info NodeInfo) (*Cluster, error) {
 	c := &Cluster{
 		cfg:     cfg,
 		log:     cfg.Log,
+		rlog:    ratelog.New(cfg.Log, 0, 0),
 		changes: make(chan struct{}, 1),
 		meta:    meta,
 		members: map[string]*entry{},
@@ -374,7 +380,7 @@ func (c *Cluster) reconnect() {
 	c.mu.Unlock()
 	for _, t := range targets {
 		if _, err := c.ml.Join([]string{t}); err != nil {
-			c.log.Debug("reconnect failed", "addr", t, "err", err)
+			c.rlog.Debug("reconnect failed", "addr", t, "err", err)
 		}
 	}
 }
