@@ -31,6 +31,7 @@ type Cluster struct {
 	// update: at most ratelog.Burst of a kind per ratelog.Window.
 	rlog    *slog.Logger
 	ml      *memberlist.Memberlist
+	streams *streamGuard // memberlist's transport, screening inbound streams
 	changes chan struct{}
 
 	pubMu sync.Mutex // serializes Update, Leave and Shutdown; guards shut
@@ -97,13 +98,17 @@ func Start(cfg Config, info NodeInfo) (*Cluster, error) {
 		c.cfg.BindPort = mc.BindPort
 		bind = netip.AddrPortFrom(cfg.BindAddr, uint16(mc.BindPort))
 	}
-	mc.Transport = nt
+	c.streams = newStreamGuard(nt, streamLimits{
+		total: cfg.MaxStreams, perIP: cfg.MaxStreamsPerIP,
+		maxBytes: uint32(cfg.MaxStreamBytes), header: min(streamHeaderTimeout, cfg.TCPTimeout),
+	}, c.rlog)
+	mc.Transport = c.streams
 	if cfg.wrapTransport != nil {
-		mc.Transport = cfg.wrapTransport(nt)
+		mc.Transport = cfg.wrapTransport(c.streams)
 	}
 	c.ml, err = memberlist.Create(mc)
 	if err != nil {
-		_ = nt.Shutdown()
+		_ = c.streams.Shutdown()
 		return nil, fmt.Errorf("gossip: start on %s: %w", bind, err)
 	}
 	go c.housekeeping()
