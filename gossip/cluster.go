@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/drovernet/drover/internal/ratelog"
 )
 
 // Cluster is this node's membership in a gossip cluster: it publishes this
@@ -23,9 +25,13 @@ import (
 // and the delegate takes mu; so nothing here calls into memberlist while
 // holding mu.
 type Cluster struct {
-	cfg     Config
-	log     *slog.Logger
+	cfg Config
+	log *slog.Logger
+	// rlog is log for lines on paths that repeat per tick or per member
+	// update: at most ratelog.Burst of a kind per ratelog.Window.
+	rlog    *slog.Logger
 	ml      *memberlist.Memberlist
+	streams *streamGuard // memberlist's transport, screening inbound streams
 	changes chan struct{}
 
 	pubMu sync.Mutex // serializes Update, Leave and Shutdown; guards shut
@@ -65,6 +71,7 @@ func Start(cfg Config, info NodeInfo) (*Cluster, error) {
 	c := &Cluster{
 		cfg:     cfg,
 		log:     cfg.Log,
+		rlog:    ratelog.New(cfg.Log, 0, 0),
 		changes: make(chan struct{}, 1),
 		meta:    meta,
 		members: map[string]*entry{},
@@ -91,13 +98,17 @@ func Start(cfg Config, info NodeInfo) (*Cluster, error) {
 		c.cfg.BindPort = mc.BindPort
 		bind = netip.AddrPortFrom(cfg.BindAddr, uint16(mc.BindPort))
 	}
-	mc.Transport = nt
+	c.streams = newStreamGuard(nt, streamLimits{
+		total: cfg.MaxStreams, perIP: cfg.MaxStreamsPerIP,
+		maxBytes: uint32(cfg.MaxStreamBytes), header: min(streamHeaderTimeout, cfg.TCPTimeout),
+	}, c.rlog)
+	mc.Transport = c.streams
 	if cfg.wrapTransport != nil {
-		mc.Transport = cfg.wrapTransport(nt)
+		mc.Transport = cfg.wrapTransport(c.streams)
 	}
 	c.ml, err = memberlist.Create(mc)
 	if err != nil {
-		_ = nt.Shutdown()
+		_ = c.streams.Shutdown()
 		return nil, fmt.Errorf("gossip: start on %s: %w", bind, err)
 	}
 	go c.housekeeping()
@@ -374,7 +385,7 @@ func (c *Cluster) reconnect() {
 	c.mu.Unlock()
 	for _, t := range targets {
 		if _, err := c.ml.Join([]string{t}); err != nil {
-			c.log.Debug("reconnect failed", "addr", t, "err", err)
+			c.rlog.Debug("reconnect failed", "addr", t, "err", err)
 		}
 	}
 }

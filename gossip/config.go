@@ -77,6 +77,21 @@ type Config struct {
 	// tried by reconnects, if dead). Default 24h.
 	ForgetAfter time.Duration
 
+	// MaxStreams bounds the inbound TCP streams (joins, push/pull, TCP
+	// probes) memberlist handles at once; more wait in the kernel's listen
+	// backlog. Default 32.
+	MaxStreams int
+	// MaxStreamsPerIP bounds the inbound streams from one remote address;
+	// more are closed at once. Default 8.
+	MaxStreamsPerIP int
+	// MaxStreamBytes bounds the size of one inbound stream's encrypted
+	// message, which memberlist buffers whole before it can authenticate
+	// it: strangers can make gossip hold at most MaxStreams ×
+	// MaxStreamBytes. A push/pull carries every member, about 100 bytes
+	// plus the node info (NodeInfo, at most memberlist's 512-byte
+	// MetaMaxSize) each. Default 1 MiB: several thousand members.
+	MaxStreamBytes int
+
 	// wrapTransport, set by tests, wraps the network transport (to cut
 	// links between members on loopback).
 	wrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
@@ -145,6 +160,21 @@ func (cfg Config) withDefaults() (Config, error) {
 	def(&cfg.ForgetAfter, 24*time.Hour)
 	if cfg.SuspicionMult == 0 {
 		cfg.SuspicionMult = lan.SuspicionMult
+	}
+	for _, l := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"max streams", &cfg.MaxStreams, 32}, {"max streams per IP", &cfg.MaxStreamsPerIP, 8},
+		{"max stream bytes", &cfg.MaxStreamBytes, 1 << 20},
+	} {
+		if *l.v == 0 {
+			*l.v = l.def
+		}
+		if *l.v < 0 || *l.v > 1<<30 {
+			return cfg, fmt.Errorf("gossip: config: %s %d out of range 1..2^30", l.name, *l.v)
+		}
 	}
 	for _, d := range []struct {
 		name string

@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"log"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/drovernet/drover/internal/ratelog"
 )
 
 func TestLogWriter(t *testing.T) {
@@ -47,5 +52,33 @@ func TestLogWriter(t *testing.T) {
 	}
 	if strings.Contains(got, "Stream connection") {
 		t.Errorf("debug line logged at level info:\n%s", got)
+	}
+}
+
+// TestUndecodableMemberFlood: a member whose meta does not decode is
+// reported a few times, not once per update memberlist delivers.
+func TestUndecodableMemberFlood(t *testing.T) {
+	leakCheck(t)
+	l, tw := testLog(t, slog.LevelInfo)
+	c, err := Start(FastTiming(Config{Name: "a", BindAddr: loopback, Key: testKey, Log: l}), testInfo("a", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Shutdown() })
+	const updates = 1000
+	for _, name := range []string{"bad1", "bad2"} {
+		n := &memberlist.Node{Name: name, Addr: net.IPv4(127, 0, 0, 9), Port: 7946, Meta: []byte{0xff, 0xff}}
+		for range updates {
+			c.alive(n, false)
+		}
+	}
+	const msg = `msg="member info does not decode: member ignored"`
+	got := tw.contains(msg)
+	t.Logf("%d updates from each of 2 undecodable members: %d log lines", updates, got)
+	if want := 2 * ratelog.Burst; got != want {
+		t.Fatalf("log lines: got %d, want %d", got, want)
+	}
+	if m, ok := member(c, "bad1"); !ok || m.InfoErr == nil {
+		t.Errorf("bad1: got listed %v, InfoErr %v; want listed with an error", ok, m.InfoErr)
 	}
 }

@@ -122,7 +122,8 @@ func (c *Cluster) alive(n *memberlist.Node, join bool) {
 
 	switch {
 	case err != nil:
-		c.log.Warn("member info does not decode: member ignored", "peer", n.Name, "err", err)
+		// memberlist calls again on every update of that member's meta.
+		c.rlog.Warn("member info does not decode: member ignored", "peer", n.Name, "err", err)
 	case join && n.Name != c.cfg.Name:
 		c.log.Info("member alive", "peer", n.Name, "addr", addr, "underlay", info.Underlay)
 	case prev == Suspect:

@@ -31,7 +31,8 @@ func (r *Router) AnswerARP(ctx context.Context, ifname string) error {
 			return nil
 		}
 		if err != nil && !errors.Is(err, errNoLink) {
-			r.log.Warn("ARP responder", "bridge", ifname, "err", err)
+			// Retried every second: a lasting fault is rate-limited.
+			r.rlog.Warn("ARP responder", "bridge", ifname, "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -41,48 +42,55 @@ func (r *Router) AnswerARP(ctx context.Context, ifname string) error {
 	}
 }
 
-var errNoLink = errors.New("no such interface")
+var (
+	errNoLink  = errors.New("no such interface")
+	errTimeout = errors.New("no frame within the receive timeout")
+)
+
+// arpPort is one attachment to the bridge: an AF_PACKET socket
+// (packetPort), or a fake in tests.
+type arpPort interface {
+	// recv reads one ARP frame into buf; outgoing reports a frame this
+	// host sent. It returns errTimeout when nothing came for a while, so
+	// the caller can check ctx and the bridge.
+	recv(buf []byte) (n int, outgoing bool, err error)
+	// send transmits an Ethernet frame to the station to.
+	send(frame []byte, to packet.MAC) error
+	// mac is the bridge's MAC now, or errNoLink once the bridge is gone.
+	mac() (packet.MAC, error)
+}
 
 // answerARPOn serves one attachment to the bridge until an error or ctx.
 func (r *Router) answerARPOn(ctx context.Context, ifname string) error {
-	ifi, err := net.InterfaceByName(ifname)
+	p, err := openPacketPort(ifname)
 	if err != nil {
-		return errNoLink
+		return err
 	}
-	var mac packet.MAC
-	if len(ifi.HardwareAddr) != len(mac) {
-		return fmt.Errorf("%s: not an Ethernet interface", ifname)
-	}
-	copy(mac[:], ifi.HardwareAddr)
-	proto := htons(unix.ETH_P_ARP)
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(proto))
+	defer p.close()
+	return r.serveARP(ctx, p, ifname)
+}
+
+// serveARP answers the ARP requests p receives until an error or ctx.
+func (r *Router) serveARP(ctx context.Context, p arpPort, ifname string) error {
+	mac, err := p.mac()
 	if err != nil {
-		return fmt.Errorf("packet socket: %w", err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
-		return fmt.Errorf("bind %s: %w", ifname, err)
-	}
-	// A receive timeout lets the loop notice ctx and a vanished bridge.
-	tv := unix.Timeval{Sec: 1}
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return fmt.Errorf("%s: SO_RCVTIMEO: %w", ifname, err)
+		return err
 	}
 	r.log.Info("answering ARP for remote addresses", "bridge", ifname, "mac", mac)
 	buf := make([]byte, 128)
 	reply := make([]byte, 0, packet.EthHeaderLen+packet.ARPLen)
 	for ctx.Err() == nil {
-		n, from, err := unix.Recvfrom(fd, buf, 0)
+		n, outgoing, err := p.recv(buf)
 		if err != nil {
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				if _, err := net.InterfaceByIndex(ifi.Index); err != nil {
+			if errors.Is(err, errTimeout) {
+				if _, err := p.mac(); err != nil {
 					return errNoLink // bridge deleted: wait for a new one
 				}
 				continue
 			}
 			return fmt.Errorf("read %s: %w", ifname, err)
 		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+		if outgoing {
 			continue // our own replies, and the host's own requests
 		}
 		var eth packet.Eth
@@ -96,23 +104,84 @@ func (r *Router) answerARPOn(ctx context.Context, ifname string) error {
 		}
 		// The bridge's MAC now: a bridge without a fixed address takes the
 		// lowest of its ports' and so changes as containers come and go.
-		cur, err := net.InterfaceByIndex(ifi.Index)
-		if err != nil {
+		if mac, err = p.mac(); err != nil {
 			return errNoLink
 		}
-		copy(mac[:], cur.HardwareAddr)
 		reply = packet.AppendEth(reply[:0], req.SenderMAC, mac, packet.EtherTypeARP)
 		reply = packet.AppendARPReply(reply, &req, mac)
-		to := &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index, Halen: 6}
-		copy(to.Addr[:], req.SenderMAC[:])
-		if err := unix.Sendto(fd, reply, 0, to); err != nil {
-			r.log.Warn("ARP reply", "bridge", ifname, "err", err)
+		if err := p.send(reply, req.SenderMAC); err != nil {
+			// One line per request would be one per ARP retry of every
+			// container while the bridge is unwell: rate-limited.
+			r.rlog.Warn("ARP reply", "bridge", ifname, "err", err)
 			continue
 		}
 		r.arpReplies.Add(1)
 	}
 	return nil
 }
+
+// packetPort is an AF_PACKET socket bound to the bridge for ARP.
+type packetPort struct {
+	fd      int
+	ifindex int
+	proto   uint16
+}
+
+func openPacketPort(ifname string) (*packetPort, error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, errNoLink
+	}
+	if len(ifi.HardwareAddr) != len(packet.MAC{}) {
+		return nil, fmt.Errorf("%s: not an Ethernet interface", ifname)
+	}
+	proto := htons(unix.ETH_P_ARP)
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(proto))
+	if err != nil {
+		return nil, fmt.Errorf("packet socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("bind %s: %w", ifname, err)
+	}
+	// A receive timeout lets the loop notice ctx and a vanished bridge.
+	tv := unix.Timeval{Sec: 1}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: SO_RCVTIMEO: %w", ifname, err)
+	}
+	return &packetPort{fd: fd, ifindex: ifi.Index, proto: proto}, nil
+}
+
+func (p *packetPort) recv(buf []byte) (int, bool, error) {
+	n, from, err := unix.Recvfrom(p.fd, buf, 0)
+	if err != nil {
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			return 0, false, errTimeout
+		}
+		return 0, false, err
+	}
+	ll, ok := from.(*unix.SockaddrLinklayer)
+	return n, ok && ll.Pkttype == unix.PACKET_OUTGOING, nil
+}
+
+func (p *packetPort) send(frame []byte, to packet.MAC) error {
+	sa := &unix.SockaddrLinklayer{Protocol: p.proto, Ifindex: p.ifindex, Halen: 6}
+	copy(sa.Addr[:], to[:])
+	return unix.Sendto(p.fd, frame, 0, sa)
+}
+
+func (p *packetPort) mac() (packet.MAC, error) {
+	var mac packet.MAC
+	ifi, err := net.InterfaceByIndex(p.ifindex)
+	if err != nil || len(ifi.HardwareAddr) != len(mac) {
+		return mac, errNoLink
+	}
+	copy(mac[:], ifi.HardwareAddr)
+	return mac, nil
+}
+
+func (p *packetPort) close() { unix.Close(p.fd) }
 
 // isRemote reports whether a live peer owns a (so traffic to it goes into
 // the tunnel) and it is not one of our own addresses.

@@ -193,7 +193,9 @@ func (r *Router) openESP(st *snapshot, payload []byte) ([]byte, *Peer) {
 			r.drops.add(DropTruncated)
 		case errors.Is(err, esp.ErrAuth):
 			r.drops.add(DropAuth)
-		case errors.Is(err, esp.ErrReplay):
+		case errors.Is(err, esp.ErrReplay), errors.Is(err, esp.ErrStale):
+			// Stale is older than the window: a replay we can no longer
+			// tell from one, counted as drop.go says.
 			r.drops.add(DropReplay)
 		case errors.Is(err, esp.ErrNextHeader):
 			r.drops.add(DropNextHeader)

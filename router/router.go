@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/drovernet/drover/internal/ratelog"
 	"github.com/drovernet/drover/router/packet"
 	"github.com/drovernet/drover/router/udp"
 	"github.com/drovernet/drover/tun"
@@ -70,8 +71,11 @@ type Config struct {
 
 // Router moves packets between a TUN device and the underlay socket.
 type Router struct {
-	cfg  Config
-	log  *slog.Logger
+	cfg Config
+	log *slog.Logger
+	// rlog is log for lines on paths that repeat (per packet, per retry):
+	// at most ratelog.Burst lines of a kind per ratelog.Window.
+	rlog *slog.Logger
 	dev  tun.FrameDevice
 	conn Conn
 
@@ -104,6 +108,7 @@ func New(cfg Config, dev tun.FrameDevice, conn Conn) (*Router, error) {
 		cfg.ICMPRate = 100
 	}
 	r := &Router{cfg: cfg, log: cfg.Log.With("component", "router"), dev: dev, conn: conn}
+	r.rlog = ratelog.New(r.log, 0, 0)
 	if err := r.SetPeers(nil); err != nil {
 		return nil, err
 	}

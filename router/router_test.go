@@ -409,6 +409,32 @@ func TestIngressDrops(t *testing.T) {
 	}
 }
 
+// TestIngressStaleIsReplay: a packet older than the replay window
+// (esp.ErrStale) is counted as a replay, not as malformed.
+func TestIngressStaleIsReplay(t *testing.T) {
+	_, b, ab, _ := newPair(t, pairOpts{encap: EncapESP})
+	to := b.conn.LocalAddr()
+	sa, err := esp.NewOutSA(esp.AES128GCM, ab.spi, ab.key, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := ipv4(netip.MustParseAddr("10.42.1.2"), netip.MustParseAddr("10.42.2.2"), 100, true)
+	old := seal(t, sa, inner) // seq 1, held back
+	// Far past the 1024-packet window, so seq 1 is stale, not a duplicate.
+	if err := sa.Resume(5000); err != nil {
+		t.Fatal(err)
+	}
+	forge(t, to, seal(t, sa, inner))
+	if got := recv(t, b.dev.Outbound); !bytes.Equal(got, inner) {
+		t.Fatalf("packet at seq 5000: got %x, want %x", got, inner)
+	}
+	forge(t, to, old)
+	waitDrop(t, b.r, DropReplay, 1)
+	if got := b.r.Drops(DropMalformed); got != 0 {
+		t.Errorf("drops[malformed]: got %d, want 0", got)
+	}
+}
+
 // TestVXLANIngress: Linux's header rules, unknown senders, and ARP answers.
 func TestVXLANIngress(t *testing.T) {
 	a, b, _, _ := newPair(t, pairOpts{encap: EncapVXLAN})

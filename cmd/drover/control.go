@@ -39,12 +39,8 @@ func serveControl(path string, r *router.Router, views func() gossip.View, regis
 		return nil, fmt.Errorf("control socket %s: another drover is running", path)
 	}
 	_ = os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	ln, err := listenPrivate(path)
 	if err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	mux := http.NewServeMux()
@@ -79,6 +75,40 @@ func serveControl(path string, r *router.Router, views func() gossip.View, regis
 		_ = srv.Shutdown(ctx)
 		_ = os.Remove(path)
 	}, nil
+}
+
+// listenPrivate listens on a unix socket at path that is mode 0600 from
+// the moment it can be reached there. net.Listen creates the socket with
+// the process umask (often 0755 for a socket file) and a chmod after it
+// leaves a window; setting the umask around Listen would change it for
+// every goroutine of the process (the state directory, sequence records,
+// CNI files are written concurrently). So the socket is made in a fresh
+// directory of mode 0700 beside path, where no one else can reach it,
+// chmodded there, and renamed into place: connect(2) finds a socket by its
+// inode, so the rename keeps it working, and the path shows up with its
+// final mode. The directory serveControl creates for path is 0700 as well.
+func listenPrivate(path string) (net.Listener, error) {
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".drover-sock-") // mode 0700
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	ln, err := net.Listen("unix", filepath.Join(tmp, "s"))
+	if err != nil {
+		return nil, err
+	}
+	// The kernel keeps the name it was bound to; Close must not unlink
+	// anything (the caller removes path).
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(filepath.Join(tmp, "s"), 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := os.Rename(filepath.Join(tmp, "s"), path); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }
 
 func writeMetrics(w io.Writer, st router.Status) {

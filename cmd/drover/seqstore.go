@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/drovernet/drover/crypto/esp"
+	"github.com/drovernet/drover/internal/ratelog"
 )
 
 // seqBlock is how many sequence numbers one reservation covers. A restart
@@ -30,7 +31,7 @@ const seqBlock = 1 << 20
 // numbers it covers.
 type seqStore struct {
 	dir string
-	log *slog.Logger
+	log *slog.Logger // rate-limited (ratelog): run retries every tick
 	sas []seqSA
 }
 
@@ -38,13 +39,16 @@ type seqSA struct {
 	sa   *esp.OutSA
 	path string
 	upTo uint64 // reserved and durable
+	// failing is set while renewals fail, so that the one that succeeds
+	// again says so.
+	failing bool
 }
 
 func newSeqStore(dir string, log *slog.Logger) (*seqStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state_dir %s: %w", dir, err)
 	}
-	return &seqStore{dir: dir, log: log}, nil
+	return &seqStore{dir: dir, log: ratelog.New(log, 0, 0)}, nil
 }
 
 // fileFor names the record after the SPI and a fingerprint of the key (the
@@ -103,16 +107,29 @@ func (st *seqStore) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for i := range st.sas {
-			s := &st.sas[i]
-			if s.sa.Seq()+seqBlock/2 < s.upTo {
-				continue
-			}
-			if err := st.reserve(s, s.upTo+seqBlock); err != nil {
-				// Seal stops at the old reservation (counted as
-				// seq_not_reserved) rather than risk reuse.
-				st.log.Error("renew sequence reservation", "spi", fmt.Sprintf("%#08x", s.sa.SPI()), "err", err)
-			}
+		st.renew()
+	}
+}
+
+// renew extends every reservation that is half used. A failure is retried
+// on the next tick, 20 ms later, so its log line is rate-limited (per SPI).
+func (st *seqStore) renew() {
+	for i := range st.sas {
+		s := &st.sas[i]
+		if s.sa.Seq()+seqBlock/2 < s.upTo {
+			continue
+		}
+		spi := fmt.Sprintf("%#08x", s.sa.SPI())
+		if err := st.reserve(s, s.upTo+seqBlock); err != nil {
+			// Seal stops at the old reservation (counted as
+			// seq_not_reserved) rather than risk reuse.
+			st.log.Error("renew sequence reservation", "spi", spi, "err", err)
+			s.failing = true
+			continue
+		}
+		if s.failing {
+			s.failing = false
+			st.log.Info("sequence reservation renewed", "spi", spi, "up_to", s.upTo)
 		}
 	}
 }

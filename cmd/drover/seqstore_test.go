@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/drovernet/drover/crypto/esp"
+	"github.com/drovernet/drover/internal/ratelog"
 )
 
 func sealN(t *testing.T, sa *esp.OutSA, n int) {
@@ -107,5 +110,62 @@ func TestSeqStoreCorrupt(t *testing.T) {
 	sa, _ := esp.NewOutSA(esp.AES128GCM, 0x100, key, false)
 	if err := st.add(sa, key); err == nil {
 		t.Fatal("corrupt record: got nil error, want a refusal")
+	}
+}
+
+// TestSeqStoreRenewFailureFlood: a renewal that keeps failing (the record
+// cannot be replaced) is retried every tick; its log lines are a few per
+// SA, not one per tick, and the renewal that succeeds again says so.
+func TestSeqStoreRenewFailureFlood(t *testing.T) {
+	var logs bytes.Buffer
+	st, err := newSeqStore(t.TempDir(), slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spis := []uint32{0x100, 0x200}
+	var keys [][]byte
+	for _, spi := range spis {
+		key := make([]byte, esp.AES128GCM.KeyLen())
+		key[0] = byte(spi >> 8)
+		sa, _ := esp.NewOutSA(esp.AES128GCM, spi, key, false)
+		if err := st.add(sa, key); err != nil {
+			t.Fatal(err)
+		}
+		if err := sa.Resume(seqBlock/2 + 10); err != nil { // half the block used
+			t.Fatal(err)
+		}
+		// A directory where writeDurable puts its temporary file: the
+		// open fails, for root too (file modes would not stop root).
+		if err := os.Mkdir(st.fileFor(spi, key)+".tmp", 0o700); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, key)
+	}
+	count := func(msg string) int {
+		return strings.Count(logs.String(), `msg="`+msg+`"`)
+	}
+	const ticks = 1000 // 20 s of the 20 ms ticker
+	for range ticks {
+		st.renew()
+	}
+	got := count("renew sequence reservation")
+	t.Logf("%d ticks with %d failing SAs: %d log lines", ticks, len(spis), got)
+	if want := ratelog.Burst * len(spis); got != want {
+		t.Fatalf("log lines for %d failing renewals of %d SAs: got %d, want %d", ticks, len(spis), got, want)
+	}
+	for i, spi := range spis {
+		if err := os.Remove(st.fileFor(spi, keys[i]) + ".tmp"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.renew()
+	if got, want := count("sequence reservation renewed"), len(spis); got != want {
+		t.Fatalf("lines saying the renewal works again: got %d, want %d", got, want)
+	}
+	for i, spi := range spis {
+		b, _ := os.ReadFile(st.fileFor(spi, keys[i]))
+		if want := "2097152\n"; string(b) != want {
+			t.Errorf("SPI %#x record: got %q, want %q", spi, b, want)
+		}
 	}
 }
