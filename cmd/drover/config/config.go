@@ -457,10 +457,6 @@ func (c *Config) Validate() error {
 		n.AddressList = defaultAddresses(n.PrefixList)
 	}
 
-	owner := map[netip.Prefix]string{}
-	for _, p := range n.PrefixList {
-		owner[p] = "node"
-	}
 	names := map[string]int{}
 	spis := map[uint32]string{}
 	for i := range c.Peers {
@@ -487,13 +483,6 @@ func (c *Config) Validate() error {
 		p.PrefixList = resolvePrefixes(add, path+".prefixes", p.Prefixes)
 		if len(p.Prefixes) == 0 {
 			add(path+".prefixes", "at least one prefix is required")
-		}
-		for j, pfx := range p.PrefixList {
-			if o, dup := owner[pfx]; dup {
-				add(fmt.Sprintf("%s.prefixes[%d]", path, j), "%s is also claimed by %s", pfx, o)
-			} else {
-				owner[pfx] = path
-			}
 		}
 		if c.Encapsulation != EncapESP {
 			if p.SA != nil {
@@ -568,6 +557,7 @@ func (c *Config) Validate() error {
 			add("cluster.port", "%d is also node.port (data plane)", cl.Port)
 		}
 	}
+	c.checkPrefixes(add)
 	if len(es) > 0 {
 		return es
 	}
