@@ -341,6 +341,8 @@ func (c *config) validate() *types.Error {
 	if !filepath.IsAbs(c.dataDir) {
 		return invalid("ipam.dataDir", "%q is not an absolute path", c.dataDir)
 	}
+	// Clean: the daemon refuses a data_dir notice with "." or ".." elements.
+	c.dataDir = filepath.Clean(c.dataDir)
 	if c.ClusterCIDR == "" {
 		c.ClusterCIDR = DefaultClusterCIDR
 	}

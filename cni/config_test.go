@@ -145,3 +145,15 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// ipam.dataDir is cleaned, so the daemon (which refuses "." and ".."
+// elements in a notice's data_dir) accepts what the plugin sends.
+func TestConfigDataDirCleaned(t *testing.T) {
+	c, e := parseConfig([]byte(`{"cniVersion":"1.1.0","name":"n","type":"drover","ipam":{"dataDir":"/var/lib/cni/./x/../drover//"}}`))
+	if e != nil {
+		t.Fatal(e)
+	}
+	if got, want := c.dataDir, "/var/lib/cni/drover"; got != want {
+		t.Fatalf("dataDir: got %q, want %q", got, want)
+	}
+}

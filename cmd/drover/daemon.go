@@ -15,6 +15,7 @@ import (
 	"github.com/drovernet/drover/crypto/aesgcm"
 	"github.com/drovernet/drover/crypto/esp"
 	"github.com/drovernet/drover/gossip"
+	"github.com/drovernet/drover/internal/statedir"
 	"github.com/drovernet/drover/router"
 	"github.com/drovernet/drover/router/udp"
 	"github.com/drovernet/drover/tun"
@@ -95,11 +96,22 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	d := &daemon{cfg: cfg, log: log}
 	defer d.teardown()
 
+	// One daemon per state_dir, before anything else is set up.
+	lock, err := statedir.Acquire(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	d.undo = append(d.undo, func() { _ = lock.Release() }) // undone last
 	n := &cfg.Node
-	// No member may have the underlay's own subnets routed into the TUN.
+	// Prefixes that would replace the underlay's connected route: refused
+	// as configuration errors (exit 2), like Validate's. The agent refuses
+	// the same from every member.
 	underlayNets, err := tun.UnderlaySubnets(n.UnderlayAddr)
 	if err != nil {
 		return fmt.Errorf("underlay subnets: %w", err)
+	}
+	if err := cfg.CheckUnderlaySubnets(underlayNets); err != nil {
+		return err
 	}
 	underlayMTU := cfg.MTU
 	if underlayMTU == 0 {

@@ -14,7 +14,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/drovernet/drover/cni"
 	"github.com/drovernet/drover/cni/ipam"
@@ -41,8 +43,24 @@ import (
 // daemon has heard of, with the bridge their notices named.
 const localStoresFile = "cni-stores.json"
 
-// maxLocalBody bounds a POST /v1/local body.
-const maxLocalBody = 64 << 10
+// Bounds on what a POST /v1/local can make the daemon hold. The control
+// socket is root's only, so these guard against a confused or buggy client
+// rather than an attacker: every value sent ends up in memory, and every new
+// reservation directory in state_dir and in each reconcile's scan.
+const (
+	maxLocalBody = 64 << 10 // bytes of one POST body
+	// maxLocalStores is how many reservation directories (data_dir and
+	// network) the daemon remembers; a notice naming one more is refused
+	// (409). A host has one per drover network: 16 is plenty.
+	maxLocalStores = 16
+	maxDataDirLen  = 512 // bytes of data_dir
+	maxIDLen       = 256 // bytes of container_id (the runtime's ID: 64 hex digits)
+	maxIfNameLen   = 15  // IFNAMSIZ-1: ifname and bridge
+)
+
+// errTooManyStores: the notice names a reservation directory beyond
+// maxLocalStores.
+var errTooManyStores = errors.New("too many CNI reservation directories")
 
 // localEntry is one item of GET /v1/local.
 type localEntry struct {
@@ -141,10 +159,57 @@ func (s *localSet) loadStores() {
 		return
 	}
 	for _, r := range recs {
-		if _, err := cni.StoreDir(r.DataDir, r.Network); err == nil {
-			s.stores[r.storeKey] = r.Bridge
+		// The same checks as a notice's; a directory that is gone, or no
+		// longer trustworthy, is forgotten (a notice naming it again brings
+		// it back).
+		dir, err := cni.StoreDir(r.DataDir, r.Network)
+		if err == nil {
+			_, err = checkDataDir(r.DataDir)
 		}
+		if err == nil {
+			_, err = os.Stat(dir)
+		}
+		if err == nil && len(s.stores) >= maxLocalStores {
+			err = fmt.Errorf("%w: more than %d", errTooManyStores, maxLocalStores)
+		}
+		if err != nil {
+			s.log.Warn("forgetting a known CNI reservation directory", "file", s.stateFile, "data_dir", r.DataDir, "network", r.Network, "err", err)
+			continue
+		}
+		s.stores[r.storeKey] = r.Bridge
 	}
+}
+
+// checkDataDir returns dataDir cleaned, or why the daemon will not read
+// reservations from it: it must be absolute, clean (a trailing slash
+// aside; no "." or ".." elements), at most maxDataDirLen bytes, and an
+// existing directory owned by the daemon's user (root) that group and others
+// cannot write, so nobody else can plant reservations the daemon would list
+// as local containers.
+func checkDataDir(dataDir string) (string, error) {
+	trimmed := strings.TrimRight(dataDir, "/")
+	switch {
+	case len(dataDir) > maxDataDirLen:
+		return "", fmt.Errorf("data_dir: %d bytes, at most %d", len(dataDir), maxDataDirLen)
+	case !filepath.IsAbs(dataDir):
+		return "", fmt.Errorf("data_dir %q is not an absolute path", dataDir)
+	case trimmed == "" || filepath.Clean(trimmed) != trimmed:
+		return "", fmt.Errorf("data_dir %q is not a clean path (no \".\", \"..\" or empty elements, not /)", dataDir)
+	}
+	fi, err := os.Stat(trimmed)
+	if err != nil {
+		return "", fmt.Errorf("data_dir: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return "", fmt.Errorf("data_dir %s is not a directory", trimmed)
+	case !ok || int(st.Uid) != os.Geteuid():
+		return "", fmt.Errorf("data_dir %s is not owned by the daemon's user (uid %d)", trimmed, os.Geteuid())
+	case fi.Mode().Perm()&0o022 != 0:
+		return "", fmt.Errorf("data_dir %s is mode %04o: group or others may write to it", trimmed, fi.Mode().Perm())
+	}
+	return trimmed, nil
 }
 
 // saveStores writes the known directories; the caller holds mu. A failure
@@ -195,11 +260,22 @@ func (s *localSet) add(l cni.Local) error {
 		return fmt.Errorf("ip %s: has a zone", l.IP)
 	case l.ContainerID == "":
 		return errors.New("container_id: missing")
+	case len(l.ContainerID) > maxIDLen:
+		return fmt.Errorf("container_id: %d bytes, at most %d", len(l.ContainerID), maxIDLen)
 	case l.IfName == "":
 		return errors.New("ifname: missing")
+	case len(l.IfName) > maxIfNameLen:
+		return fmt.Errorf("ifname: %d bytes, at most %d", len(l.IfName), maxIfNameLen)
+	case len(l.Bridge) > maxIfNameLen:
+		return fmt.Errorf("bridge: %d bytes, at most %d", len(l.Bridge), maxIfNameLen)
 	}
 	if _, err := cni.StoreDir(l.DataDir, l.Network); err != nil {
 		return err
+	}
+	if l.DataDir != "" {
+		if l.DataDir, err = checkDataDir(l.DataDir); err != nil {
+			return err
+		}
 	}
 	if l.MAC != "" {
 		if _, err := net.ParseMAC(l.MAC); err != nil {
@@ -214,11 +290,13 @@ func (s *localSet) add(l cni.Local) error {
 		return fmt.Errorf("ip %s is not inside this node's prefixes %v", a, ps)
 	}
 	l.IP = a.String()
-	if l.DataDir != "" {
-		l.DataDir = filepath.Clean(l.DataDir)
-	}
 	newStore := false
 	s.mu.Lock()
+	k := storeKey{DataDir: l.DataDir, Network: l.Network}
+	if _, known := s.stores[k]; l.DataDir != "" && !known && len(s.stores) >= maxLocalStores {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: data_dir %s network %s would be the %dth, the daemon remembers at most %d", errTooManyStores, l.DataDir, l.Network, maxLocalStores+1, maxLocalStores)
+	}
 	if old, ok := s.entries[a]; ok && (old.ContainerID != l.ContainerID || old.IfName != l.IfName || old.Network != l.Network) {
 		// The directory handed the address out again, so the old
 		// holder is gone even if its DELETE never came.
@@ -228,7 +306,6 @@ func (s *localSet) add(l cni.Local) error {
 	s.entries[a] = localEntry{Local: l, Source: "notice", seq: s.seq}
 	delete(s.deleted, a)
 	if l.DataDir != "" {
-		k := storeKey{DataDir: l.DataDir, Network: l.Network}
 		br, known := s.stores[k]
 		if !known || br != l.Bridge {
 			s.stores[k] = l.Bridge
@@ -399,6 +476,8 @@ func (s *localSet) handleAdd(w http.ResponseWriter, r *http.Request) {
 	switch err := s.add(l); {
 	case errors.Is(err, errNoBlock):
 		http.Error(w, "POST /v1/local: "+err.Error()+": try again once it has claimed one", http.StatusServiceUnavailable)
+	case errors.Is(err, errTooManyStores):
+		http.Error(w, "POST /v1/local: "+err.Error(), http.StatusConflict)
 	case err != nil:
 		http.Error(w, "POST /v1/local: "+err.Error(), http.StatusBadRequest)
 	default:

@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -105,6 +107,13 @@ func local(ip, cid string) cni.Local {
 // a node without a block answers 503 (try again later).
 func TestLocalPostValidation(t *testing.T) {
 	h := newLocalHarness(t, "", t.TempDir(), "10.42.1.0/24", "fd42:1::/64")
+	dataDir, file, writable := t.TempDir(), filepath.Join(t.TempDir(), "file"), t.TempDir()
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(writable, 0o775); err != nil {
+		t.Fatal(err)
+	}
 	with := func(f func(*cni.Local)) string {
 		l := local("10.42.1.5", "c1")
 		f(&l)
@@ -128,6 +137,17 @@ func TestLocalPostValidation(t *testing.T) {
 		{"no network", with(func(l *cni.Local) { l.Network = "" }), 400, "network: missing"},
 		{"network path", with(func(l *cni.Local) { l.Network = "../etc" }), 400, `network "../etc" may only hold`},
 		{"relative data_dir", with(func(l *cni.Local) { l.DataDir = "var/lib" }), 400, `data_dir "var/lib" is not an absolute path`},
+		{"data_dir with ..", with(func(l *cni.Local) { l.DataDir = dataDir + "/../" + filepath.Base(dataDir) }), 400, "is not a clean path"},
+		{"data_dir with .", with(func(l *cni.Local) { l.DataDir = dataDir + "/./" }), 400, "is not a clean path"},
+		{"data_dir /", with(func(l *cni.Local) { l.DataDir = "/" }), 400, "is not a clean path"},
+		{"data_dir too long", with(func(l *cni.Local) { l.DataDir = "/" + strings.Repeat("d", maxDataDirLen) }), 400, "data_dir: 513 bytes, at most 512"},
+		{"data_dir missing", with(func(l *cni.Local) { l.DataDir = dataDir + "/nope" }), 400, "data_dir: stat " + dataDir + "/nope: no such file"},
+		{"data_dir a file", with(func(l *cni.Local) { l.DataDir = file }), 400, "data_dir " + file + " is not a directory"},
+		{"data_dir group-writable", with(func(l *cni.Local) { l.DataDir = writable }), 400, "data_dir " + writable + " is mode 0775: group or others may write to it"},
+		{"data_dir ok, trailing slash", with(func(l *cni.Local) { l.DataDir = dataDir + "/" }), 204, ""},
+		{"container_id too long", with(func(l *cni.Local) { l.ContainerID = strings.Repeat("c", maxIDLen+1) }), 400, "container_id: 257 bytes, at most 256"},
+		{"ifname too long", with(func(l *cni.Local) { l.IfName = "eth0123456789abc" }), 400, "ifname: 16 bytes, at most 15"},
+		{"bridge too long", with(func(l *cni.Local) { l.Bridge = "drover-bridge-00" }), 400, "bridge: 16 bytes, at most 15"},
 		{"bad mac", with(func(l *cni.Local) { l.MAC = "0a:58" }), 400, "mac: "},
 		{"too large", `{"ip":"` + strings.Repeat("1", maxLocalBody) + `"}`, 413, "too large"},
 	} {
@@ -279,4 +299,100 @@ func TestLocalReconcileRace(t *testing.T) {
 	wantList(t, h.list(), "10.42.1.3 b/eth0 notice", "10.42.1.4 c/eth0 notice")
 	// The directories say .2 is still reserved and .4 is not.
 	wantList(t, h.list(), "10.42.1.2 a/eth0 disk", "10.42.1.3 b/eth0 notice")
+}
+
+// A data_dir owned by another user is refused: its owner could plant
+// reservations the daemon would list as local containers.
+func TestLocalDataDirOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a directory to another user: sudo go test ./cmd/drover/")
+	}
+	h := newLocalHarness(t, "", t.TempDir(), "10.42.1.0/24")
+	dir := t.TempDir()
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	l := local("10.42.1.5", "c1")
+	l.DataDir = dir
+	if code, body := h.post(l); code != 400 || !strings.Contains(body, "data_dir "+dir+" is not owned by the daemon's user (uid 0)") {
+		t.Fatalf("got %d %q, want 400 naming the owner", code, body)
+	}
+}
+
+// The daemon remembers at most maxLocalStores reservation directories: a
+// notice naming one more is refused with 409 (and not recorded), while
+// notices for the known ones still go through. A restarted daemon reads
+// them back, forgetting those that are gone or no longer pass the checks.
+func TestLocalStoresBounded(t *testing.T) {
+	state, def, dataDir := t.TempDir(), t.TempDir(), t.TempDir()
+	h := newLocalHarness(t, state, def, "10.42.1.0/24")
+	notice := func(i int) cni.Local {
+		l := local(fmt.Sprintf("10.42.1.%d", 10+i), fmt.Sprintf("c%d", i))
+		l.Network, l.DataDir = fmt.Sprintf("net%d", i), dataDir
+		return l
+	}
+	for i := range maxLocalStores + 1 { // what ADD reserved before each notice
+		reserve(t, dataDir, fmt.Sprintf("net%d", i), fmt.Sprintf("10.42.1.%d", 10+i), fmt.Sprintf("c%d", i))
+	}
+	for i := range maxLocalStores {
+		if code, body := h.post(notice(i)); code != 204 {
+			t.Fatalf("POST store %d: %d %s", i, code, body)
+		}
+	}
+	code, body := h.post(notice(maxLocalStores))
+	if want := "data_dir " + dataDir + " network net16 would be the 17th, the daemon remembers at most 16"; code != http.StatusConflict || !strings.Contains(body, want) {
+		t.Fatalf("POST store 17: got %d %q, want 409 containing %q", code, body, want)
+	}
+	if code, body := h.post(local("10.42.1.99", "nodir")); code != 204 { // no data_dir: no store
+		t.Fatalf("POST without data_dir: %d %s", code, body)
+	}
+	again := notice(3)
+	again.Bridge = "br3"
+	if code, body := h.post(again); code != 204 {
+		t.Fatalf("POST to a known store: %d %s", code, body)
+	}
+	// The 16 known stores and the notice without one; net16's reservation
+	// is in no directory the daemon reads.
+	if got := h.list(); len(got) != maxLocalStores+1 || slices.Contains(got, "10.42.1.26 c16/eth0 disk") {
+		t.Fatalf("GET /v1/local: got %q, want %d entries without net16's", got, maxLocalStores+1)
+	}
+	b, err := os.ReadFile(filepath.Join(state, localStoresFile))
+	if err != nil || strings.Count(string(b), `"data_dir"`) != maxLocalStores || strings.Contains(string(b), "net16") {
+		t.Fatalf("%s: %v: want %d stores, not net16:\n%s", localStoresFile, err, maxLocalStores, b)
+	}
+
+	// Restart with a hand-made list: two good records, one whose
+	// directory is gone, one in a world-writable data_dir, two that were
+	// never valid.
+	if err := os.RemoveAll(filepath.Join(dataDir, "net5")); err != nil {
+		t.Fatal(err)
+	}
+	bad := t.TempDir()
+	if err := os.Chmod(bad, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(bad, "net0"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	recs := []storeRecord{
+		{storeKey{DataDir: dataDir, Network: "net0"}, "br0"},
+		{storeKey{DataDir: dataDir, Network: "net3"}, ""},
+		{storeKey{DataDir: dataDir, Network: "net5"}, ""},
+		{storeKey{DataDir: bad, Network: "net0"}, ""},
+		{storeKey{DataDir: "relative", Network: "net0"}, ""},
+		{storeKey{DataDir: dataDir + "/../" + filepath.Base(dataDir), Network: "net0"}, ""},
+	}
+	b, _ = json.Marshal(recs)
+	if err := os.WriteFile(filepath.Join(state, localStoresFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h2 := newLocalHarness(t, state, def, "10.42.1.0/24")
+	h2.set.mu.Lock()
+	got := slices.Collect(maps.Keys(h2.set.stores))
+	h2.set.mu.Unlock()
+	slices.SortFunc(got, func(a, b storeKey) int { return strings.Compare(a.Network, b.Network) })
+	if want := []storeKey{{DataDir: dataDir, Network: "net0"}, {DataDir: dataDir, Network: "net3"}}; !slices.Equal(got, want) {
+		t.Fatalf("stores after restart: got %v, want %v", got, want)
+	}
+	wantList(t, h2.list(), "10.42.1.10 c0/eth0 disk", "10.42.1.13 c3/eth0 disk")
 }

@@ -248,14 +248,40 @@ func (es Errors) Unwrap() []error {
 	return out
 }
 
-// Load reads, defaults and validates the file at path.
+// Load reads, defaults and validates the file at path. A file that holds
+// manual ESP keys (peers[].sa) must not be accessible to group or others
+// (mode 0600 or stricter), as the cluster key file must not: the keys decrypt
+// and forge the tunnel's traffic.
 func Load(path string) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	defer f.Close()
-	return Parse(f)
+	c, err := Parse(f)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		if k := c.keyField(); k != "" {
+			return nil, Errors{{Path: "(file)", Msg: fmt.Sprintf("mode %04o lets group or others access it, and it holds manual ESP keys (%s): want 0600 or stricter (chmod 600 %s)", perm, k, path)}}
+		}
+	}
+	return c, nil
+}
+
+// keyField names the first field holding key material, or "".
+func (c *Config) keyField() string {
+	for i, p := range c.Peers {
+		if p.SA != nil && (p.SA.Out.Key != "" || p.SA.In.Key != "") {
+			return fmt.Sprintf("peers[%d].sa", i)
+		}
+	}
+	return ""
 }
 
 // Parse reads YAML from r; unknown keys are errors (a misspelt key would
@@ -457,10 +483,6 @@ func (c *Config) Validate() error {
 		n.AddressList = defaultAddresses(n.PrefixList)
 	}
 
-	owner := map[netip.Prefix]string{}
-	for _, p := range n.PrefixList {
-		owner[p] = "node"
-	}
 	names := map[string]int{}
 	spis := map[uint32]string{}
 	for i := range c.Peers {
@@ -487,13 +509,6 @@ func (c *Config) Validate() error {
 		p.PrefixList = resolvePrefixes(add, path+".prefixes", p.Prefixes)
 		if len(p.Prefixes) == 0 {
 			add(path+".prefixes", "at least one prefix is required")
-		}
-		for j, pfx := range p.PrefixList {
-			if o, dup := owner[pfx]; dup {
-				add(fmt.Sprintf("%s.prefixes[%d]", path, j), "%s is also claimed by %s", pfx, o)
-			} else {
-				owner[pfx] = path
-			}
 		}
 		if c.Encapsulation != EncapESP {
 			if p.SA != nil {
@@ -568,6 +583,7 @@ func (c *Config) Validate() error {
 			add("cluster.port", "%d is also node.port (data plane)", cl.Port)
 		}
 	}
+	c.checkPrefixes(add)
 	if len(es) > 0 {
 		return es
 	}

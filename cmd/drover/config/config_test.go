@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -180,5 +182,41 @@ func TestTunnelMTU(t *testing.T) {
 		if got := TunnelMTU(tc.encap, tc.mtu, tc.v6); got != tc.want {
 			t.Errorf("TunnelMTU(%s, %d, v6=%v): got %d, want %d", tc.encap, tc.mtu, tc.v6, got, tc.want)
 		}
+	}
+}
+
+// A file holding manual keys must be 0600 or stricter; one without keys
+// may be world-readable.
+func TestLoadMode(t *testing.T) {
+	dir := t.TempDir()
+	noKeys := "node: {name: a, underlay: 192.0.2.1, prefixes: [10.42.1.0/24]}\nencapsulation: vxlan\npeers: [{name: b, underlay: 192.0.2.2, prefixes: [10.42.2.0/24]}]\n"
+	for _, tc := range []struct {
+		name, body string
+		mode       os.FileMode
+		msg        string // "": loads
+	}{
+		{"keys 0600", good, 0o600, ""},
+		{"keys 0400", good, 0o400, ""},
+		{"keys 0644", good, 0o644, "mode 0644 lets group or others access it, and it holds manual ESP keys (peers[0].sa): want 0600 or stricter (chmod 600 "},
+		{"keys 0640", good, 0o640, "mode 0640"},
+		{"keys 0620", good, 0o620, "mode 0620"},
+		{"no keys 0644", noKeys, 0o644, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")
+			if err := os.WriteFile(path, []byte(tc.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, tc.mode); err != nil { // not subject to the umask
+				t.Fatal(err)
+			}
+			_, err := Load(path)
+			switch {
+			case tc.msg == "" && err != nil:
+				t.Fatalf("got %v, want it loaded", err)
+			case tc.msg != "" && (err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "(file): "+tc.msg)):
+				t.Fatalf("got %v, want an ErrInvalid containing %q", err, tc.msg)
+			}
+		})
 	}
 }
