@@ -13,7 +13,9 @@ import (
 // TooBroad reports whether p is too broad for anyone to have routed into the
 // TUN: shorter than /8 (IPv4) or /16 (IPv6), which takes in a default route
 // and its halves (0.0.0.0/1, 128.0.0.0/1). No container network needs such a
-// prefix, and a route for one captures the host's own traffic.
+// prefix, and a route for one captures the host's own traffic. It is the
+// rule config.MinPrefixBits4/6 applies to a host's own configuration
+// (cmd/drover's TestTooBroadAgrees keeps the two equal).
 func TooBroad(p netip.Prefix) bool {
 	if p.Addr().Is4() {
 		return p.Bits() < 8

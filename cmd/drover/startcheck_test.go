@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/drovernet/drover/agent"
 	"github.com/drovernet/drover/cmd/drover/config"
 	"github.com/drovernet/drover/internal/statedir"
 )
@@ -124,5 +126,27 @@ peers:
 	}
 	if want := "chmod 600 " + path; !strings.Contains(errb.String(), want) {
 		t.Fatalf("stderr %q does not contain %q", errb.String(), want)
+	}
+}
+
+// The daemon refuses at start the same too-broad prefixes that every other
+// host refuses from a member (config at start, agent for gossip claims):
+// one rule, checked here for every length.
+func TestTooBroadAgrees(t *testing.T) {
+	for bits := 0; bits <= 128; bits++ {
+		for _, base := range []string{"10.0.0.0", "2001:db8::"} {
+			a := netip.MustParseAddr(base)
+			if bits > a.BitLen() {
+				continue
+			}
+			p := netip.PrefixFrom(a, bits).Masked()
+			min := config.MinPrefixBits4
+			if a.Is6() {
+				min = config.MinPrefixBits6
+			}
+			if got, want := agent.TooBroad(p), bits < min; got != want {
+				t.Errorf("agent.TooBroad(%v): got %v, want %v (config refuses below /%d)", p, got, want, min)
+			}
+		}
 	}
 }
