@@ -64,10 +64,14 @@
 //
 // # Limits
 //
-// Since is compared, never checked: a host whose clock runs far behind
+// Since is compared, not checked here: a host whose clock runs far behind
 // claims with old Since values and so wins conflicts over blocks it did not
 // know were taken, moving their holders (it never takes a block it can see is
-// held). The outcome is still the same on every host. Choose does not reserve
-// any block (not even the CIDR's first one); keep addresses that must not be
-// handed out outside the cluster CIDR, or configure them as a static prefix.
+// held). The outcome is still the same on every host. The daemon (package
+// agent) checks claims before they reach Owners: blocks outside the CIDR or
+// of the wrong size, implausible Since values (before 2024 or in the future)
+// and static prefixes overlapping the cluster CIDR are refused, so rule 1
+// only ever meets statics outside the CIDR or a configured peer's. Choose does
+// not reserve any block (not even the CIDR's first one); keep addresses that
+// must not be handed out outside the cluster CIDR.
 package blocks
