@@ -5,8 +5,9 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/drovernet/drover/internal/ratelog"
 )
 
 // logWriter turns memberlist's *log.Logger lines ("[WARN] memberlist: …")
@@ -23,22 +24,13 @@ import (
 type logWriter struct {
 	log       *slog.Logger
 	onSuspect func(name string)
-	now       func() time.Time
-
-	mu    sync.Mutex // guards kinds
-	kinds map[string]*logKind
-}
-
-type logKind struct {
-	start      time.Time // of the current window
-	n          int       // lines let through in the window
-	suppressed int       // lines dropped since the last one let through
+	now       func() time.Time // the limiter's clock; tests replace it
+	lim       *ratelog.Limiter
 }
 
 const (
-	logWindow   = time.Second
-	logBurst    = 3
-	maxLogKinds = 256 // kinds embed node names; forget them all past this
+	logWindow = time.Second
+	logBurst  = 3
 )
 
 // suspectPrefix and suspectSuffix frame the node name in memberlist v0.6.0's
@@ -49,7 +41,9 @@ const (
 )
 
 func newLogWriter(log *slog.Logger, onSuspect func(string)) *logWriter {
-	return &logWriter{log: log, onSuspect: onSuspect, now: time.Now, kinds: map[string]*logKind{}}
+	w := &logWriter{log: log, onSuspect: onSuspect, now: time.Now}
+	w.lim = ratelog.NewLimiter(logWindow, logBurst, func() time.Time { return w.now() })
+	return w
 }
 
 // Write takes one line from the log.Logger (which calls Write once per line).
@@ -76,29 +70,8 @@ func (w *logWriter) Write(p []byte) (int, error) {
 // allow applies the per-kind limit; it returns how many lines of this kind
 // were dropped before this one.
 func (w *logWriter) allow(level slog.Level, msg string) (int, bool) {
-	key := level.String() + " " + firstWords(msg, 3)
-	now := w.now()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	k := w.kinds[key]
-	if k == nil {
-		if len(w.kinds) >= maxLogKinds {
-			clear(w.kinds)
-		}
-		k = &logKind{start: now}
-		w.kinds[key] = k
-	}
-	if now.Sub(k.start) >= logWindow {
-		k.start, k.n = now, 0
-	}
-	if k.n >= logBurst {
-		k.suppressed++
-		return 0, false
-	}
-	k.n++
-	s := k.suppressed
-	k.suppressed = 0
-	return s, true
+	ok, suppressed := w.lim.Allow(level.String() + " " + firstWords(msg, 3))
+	return suppressed, ok
 }
 
 func firstWords(s string, n int) string {

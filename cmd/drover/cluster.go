@@ -19,6 +19,7 @@ import (
 	"github.com/drovernet/drover/crypto/pairkey"
 	"github.com/drovernet/drover/gossip"
 	"github.com/drovernet/drover/gossip/blocks"
+	"github.com/drovernet/drover/internal/durable"
 	"github.com/drovernet/drover/router"
 	"github.com/drovernet/drover/tun"
 )
@@ -153,7 +154,7 @@ func loadIdentity(path string) (pairkey.KeyPair, error) {
 		if err != nil {
 			return kp, err
 		}
-		if err := writeDurable(path, hex.EncodeToString(kp.Private[:])+"\n"); err != nil {
+		if err := durable.WriteFile(path, []byte(hex.EncodeToString(kp.Private[:])+"\n")); err != nil {
 			return kp, fmt.Errorf("identity key %s: %w", path, err)
 		}
 		return kp, nil

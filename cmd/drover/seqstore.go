@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/drovernet/drover/crypto/esp"
+	"github.com/drovernet/drover/internal/durable"
 	"github.com/drovernet/drover/internal/ratelog"
 )
 
@@ -89,7 +90,7 @@ func (st *seqStore) add(sa *esp.OutSA, key []byte) error {
 }
 
 func (st *seqStore) reserve(s *seqSA, upTo uint64) error {
-	if err := writeDurable(s.path, strconv.FormatUint(upTo, 10)+"\n"); err != nil {
+	if err := durable.WriteFile(s.path, []byte(strconv.FormatUint(upTo, 10)+"\n")); err != nil {
 		return fmt.Errorf("sequence record %s: %w", s.path, err)
 	}
 	s.upTo = upTo
@@ -132,34 +133,4 @@ func (st *seqStore) renew() {
 			st.log.Info("sequence reservation renewed", "spi", spi, "up_to", s.upTo)
 		}
 	}
-}
-
-// writeDurable replaces path with data: temp file, fsync, rename, fsync of
-// the directory, so a crash leaves the old or the new record, never neither.
-func writeDurable(path, data string) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -47,9 +47,22 @@ type kind struct {
 	suppressed int       // lines dropped since the last one let through
 }
 
-// allow reports whether a line of kind k goes through, and how many of its
+// NewLimiter returns a limiter that lets burst lines of one kind through
+// per window, by the clock now; for log sources that are not slog records
+// (memberlist's log lines), which name their kinds themselves.
+func NewLimiter(window time.Duration, burst int, now func() time.Time) *Limiter {
+	if window <= 0 {
+		window = Window
+	}
+	if burst <= 0 {
+		burst = Burst
+	}
+	return &Limiter{window: window, burst: burst, now: now, kinds: map[string]*kind{}}
+}
+
+// Allow reports whether a line of kind k goes through, and how many of its
 // kind were suppressed before it.
-func (l *Limiter) allow(k string) (bool, int) {
+func (l *Limiter) Allow(k string) (bool, int) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -84,13 +97,7 @@ func New(log *slog.Logger, window time.Duration, burst int) *slog.Logger {
 
 // NewWithClock is New with a clock, for tests; it also returns the limiter.
 func NewWithClock(log *slog.Logger, window time.Duration, burst int, now func() time.Time) (*slog.Logger, *Limiter) {
-	if window <= 0 {
-		window = Window
-	}
-	if burst <= 0 {
-		burst = Burst
-	}
-	lim := &Limiter{window: window, burst: burst, now: now, kinds: map[string]*kind{}}
+	lim := NewLimiter(window, burst, now)
 	return slog.New(&handler{next: log.Handler(), lim: lim}), lim
 }
 
@@ -122,7 +129,7 @@ func (h *handler) Handle(ctx context.Context, r slog.Record) error {
 		}
 		return true
 	})
-	ok, suppressed := h.lim.allow(b.String())
+	ok, suppressed := h.lim.Allow(b.String())
 	if !ok {
 		return nil
 	}
