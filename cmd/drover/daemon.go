@@ -155,6 +155,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	if err := tun.Configure(n.TUN, tunMTU, n.AddressList); err != nil {
 		return err
 	}
+	fwd, err := startForwardFilter(cfg, log) // before anything is routed into the TUN
+	if err != nil {
+		return err
+	}
+	d.undo = append(d.undo, fwd.stop)
 	encap := router.EncapESP
 	if cfg.Encapsulation == config.EncapVXLAN {
 		encap = router.EncapVXLAN
@@ -226,7 +231,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 			return v
 		}
 		locals := newLocalSet(routerPrefixes(r), cfg.StateDir, ipam.DefaultDataDir, log)
-		stopCtl, err := serveControl(cfg.ControlSocket, r, views, locals.register, log)
+		stopCtl, err := serveControl(cfg.ControlSocket, r, views, locals.register, fwd.fill, log)
 		if err != nil {
 			return err
 		}
