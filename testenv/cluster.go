@@ -275,7 +275,7 @@ func (l *Lab) checkBlock(h *Host) error {
 	for _, c := range h.Containers {
 		a = a.Next()
 		c.Addr = a
-		if err := addressContainer(c); err != nil {
+		if err := addressContainer(c, l.containerBits(h)); err != nil {
 			return err
 		}
 	}
