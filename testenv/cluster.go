@@ -107,6 +107,10 @@ func (l *Lab) clusterConfigs() ([]*config.Config, error) {
 				Name:     fmt.Sprintf("h%d", h),
 				Underlay: underlayAddr(o.UnderlayIPv6, h).String(),
 				TUN:      config.DefaultTUN,
+				// The host bridge: trusted by the forward filter (with
+				// br_netfilter even bridged traffic passes it) and where
+				// the router answers ARP.
+				Bridge: l.ifName("br"),
 			},
 			Encapsulation: o.Encapsulation,
 			Cipher:        o.Cipher,

@@ -42,6 +42,10 @@ func TestForwardFilterLab(t *testing.T) {
 			})
 		}
 	}
+	// Cluster mode: the filter protects cluster.cidr, blocks are claimed.
+	t.Run("esp/routed/cluster", func(t *testing.T) {
+		testForwardFilterLab(t, LabOptions{Hosts: 2, Containers: 2, Encapsulation: "esp", Cluster: true})
+	})
 }
 
 func testForwardFilterLab(t *testing.T, opts LabOptions) {
@@ -86,8 +90,11 @@ func testForwardFilterLab(t *testing.T, opts LabOptions) {
 				t.Fatal(err)
 			}
 			sent++
-			for _, forged := range []string{"10.42.1.77", "10.42.2.77"} { // host 1's block, host 2's
-				if err := SendRawUDP(out.NS, netip.AddrPortFrom(netip.MustParseAddr(forged), 4242), dst, payload); err != nil {
+			for _, h := range lab.Hosts { // a source in host 1's block, and in host 2's
+				forged := netip.AddrFrom4([4]byte{0, 0, 0, 77})
+				b, f := h.Prefix.Addr().As4(), forged.As4()
+				forged = netip.AddrFrom4([4]byte{b[0], b[1], b[2], f[3]})
+				if err := SendRawUDP(out.NS, netip.AddrPortFrom(forged, 4242), dst, payload); err != nil {
 					t.Fatal(err)
 				}
 				sent++
