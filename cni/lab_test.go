@@ -71,7 +71,8 @@ func outsideNS(t *testing.T, lab *testenv.Lab, addr netip.Prefix) *testenv.NetNS
 // from each host's block, reachable across hosts, seen with their own
 // address by the other host's container (hostNat never applies inside the
 // cluster) and with the host's address by a server outside; a host port
-// (portmap) answers from the underlay.
+// (portmap) answers from the underlay through the daemon's forward filter,
+// which keeps the outside server from reaching the container directly.
 func TestLabTwoHosts(t *testing.T) {
 	testenv.NeedRoot(t)
 	for _, encap := range []string{"esp", "vxlan"} {
@@ -193,6 +194,9 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 			t.Fatalf("underlay → h2:8080 (portmap): %v", err)
 		}
 	}
+	// All of the above passed h2's forward filter; the outside server
+	// routing the cluster CIDR via h2 still reaches no container.
+	checkForwardFilter(t, lab.Hosts[1], out, cs[1].ctr, cs[1].addr)
 	for i, c := range cs {
 		if _, err := c.env.run("check", c.ctr); err != nil {
 			t.Fatalf("CHECK on h%d: %v", i+1, err)
@@ -201,5 +205,64 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 			t.Fatalf("DEL on h%d: %v", i+1, err)
 		}
 		wantDaemonLists(t, c.sock, cnitoolID(c.ctr), c.addr, false)
+	}
+}
+
+// checkForwardFilter: the host's daemon has its forward filter installed,
+// and an underlay machine (out) that routes the cluster CIDR via the host
+// gets no datagram into ctr, with its own source or one forged inside
+// another host's block; the host's filter counts them.
+func checkForwardFilter(t *testing.T, h *testenv.Host, out *testenv.NetNS, ctr *testenv.NetNS, addr netip.Addr) {
+	t.Helper()
+	drops := func() uint64 {
+		st, err := h.Router.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.ForwardFilter == nil || st.ForwardFilter.Error != "" {
+			t.Fatalf("%s: forward filter %+v, want it installed", h.Name, st.ForwardFilter)
+		}
+		return st.ForwardFilter.DropPackets
+	}
+	before := drops()
+	withNL(t, out, func(nl *netlink.Handle) error {
+		return nl.RouteAdd(&netlink.Route{Dst: prefixIPNet(netip.MustParsePrefix("10.42.0.0/16")), Gw: h.Underlay.AsSlice()})
+	})
+	var ln *net.UDPConn
+	if err := ctr.Do(func() (err error) {
+		ln, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 9109})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dst := netip.AddrPortFrom(addr, 9109)
+	err := out.Do(func() error {
+		c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("underlay"))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.SendRawUDP(out, netip.MustParseAddrPort("10.42.99.7:4242"), dst, []byte("forged")); err != nil {
+		t.Fatal(err)
+	}
+	err = testenv.Poll(t.Context(), 5*time.Second, 20*time.Millisecond, func() error {
+		if n := drops() - before; n < 2 {
+			return fmt.Errorf("%s's forward filter dropped %d of 2", h.Name, n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	_ = ln.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, from, err := ln.ReadFromUDPAddrPort(make([]byte, 64)); err == nil {
+		t.Errorf("the container got %d bytes from %v straight from the underlay, want nothing", n, from)
 	}
 }

@@ -32,6 +32,20 @@ type Status struct {
 	NonESP     uint64 `json:"non_esp"`
 	// ARP replies sent on the container bridge for remote addresses.
 	ARPReplies uint64 `json:"arp_replies"`
+	// ForwardFilter is the host's forward filter (package firewall). The
+	// router knows nothing of it: the daemon's control layer fills it in.
+	// Absent when the filter is off (firewall.forward: false).
+	ForwardFilter *ForwardFilterStatus `json:"forward_filter,omitempty"`
+}
+
+// ForwardFilterStatus is the forward filter's table and what it dropped.
+type ForwardFilterStatus struct {
+	Table       string `json:"table"` // "inet drover_filter"
+	DropPackets uint64 `json:"drop_packets"`
+	DropBytes   uint64 `json:"drop_bytes"`
+	// Error says why the counter could not be read (the table was
+	// deleted by hand, say); the counts are then zero.
+	Error string `json:"error,omitempty"`
 }
 
 // PeerStatus is one peer.

@@ -107,6 +107,10 @@ func (l *Lab) clusterConfigs() ([]*config.Config, error) {
 				Name:     fmt.Sprintf("h%d", h),
 				Underlay: underlayAddr(o.UnderlayIPv6, h).String(),
 				TUN:      config.DefaultTUN,
+				// The host bridge: trusted by the forward filter (with
+				// br_netfilter even bridged traffic passes it) and where
+				// the router answers ARP.
+				Bridge: l.ifName("br"),
 			},
 			Encapsulation: o.Encapsulation,
 			Cipher:        o.Cipher,
@@ -275,7 +279,7 @@ func (l *Lab) checkBlock(h *Host) error {
 	for _, c := range h.Containers {
 		a = a.Next()
 		c.Addr = a
-		if err := addressContainer(c); err != nil {
+		if err := addressContainer(c, l.containerBits(h)); err != nil {
 			return err
 		}
 	}

@@ -51,6 +51,11 @@ type LabOptions struct {
 	// UnderlayIPv6 puts the hosts on an IPv6 underlay (2001:db8:42::<h>/64)
 	// instead of 192.0.2.<h>/24; containers stay IPv4.
 	UnderlayIPv6 bool
+	// Flat gives containers the flat model of docs/cni.md: their address
+	// carries the cluster CIDR's length (10.42.<h>.<c+1>/16), so they ARP
+	// for containers on other hosts and the routers answer. Default: the
+	// routed model, the host's /24 and a default route via the bridge.
+	Flat bool
 
 	// Cluster runs the routers in cluster mode: no prefixes and no peers in
 	// their configurations, only the lab's cluster key and host 1 as the

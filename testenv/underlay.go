@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/drovernet/drover/cmd/drover/config"
 )
 
 // Lab addressing. The underlay is TEST-NET-1 (RFC 5737), so nothing in a lab
@@ -306,24 +309,92 @@ func (l *Lab) buildContainer(host *Host, c int) (*Container, error) {
 		return ctr, nil
 	}
 	ctr.Addr = containerAddr(host.Index, c)
-	if err := addressContainer(ctr); err != nil {
+	if err := addressContainer(ctr, l.containerBits(host)); err != nil {
 		return nil, err
 	}
 	return ctr, nil
 }
 
-// addressContainer gives eth0 the container's address in its host's prefix
-// and a default route via the host's bridge.
-func addressContainer(ctr *Container) error {
+// containerBits is the prefix length of host's containers' addresses: the
+// host's block, or the cluster CIDR's in the flat model.
+func (l *Lab) containerBits(host *Host) int {
+	if !l.opts.Flat {
+		return host.Prefix.Bits()
+	}
+	cidr := config.DefaultClusterCIDR
+	if l.opts.Cluster && l.opts.ClusterOptions.CIDR != "" {
+		cidr = l.opts.ClusterOptions.CIDR
+	}
+	return netip.MustParsePrefix(cidr).Bits()
+}
+
+// addressContainer gives eth0 the container's address with prefix length
+// bits and a default route via the host's bridge.
+func addressContainer(ctr *Container, bits int) error {
 	host := ctr.Host
 	return withNetlink(ctr.NS, func(nl *netlink.Handle) error {
-		link, err := addrUp(nl, containerIf, netip.PrefixFrom(ctr.Addr, host.Prefix.Bits()))
+		link, err := addrUp(nl, containerIf, netip.PrefixFrom(ctr.Addr, bits))
 		if err != nil {
 			return err
 		}
 		gw := host.Gateway.AsSlice()
 		if err := nl.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw}); err != nil {
 			return fmt.Errorf("default route via %s: %w", host.Gateway, err)
+		}
+		return nil
+	})
+}
+
+// UnderlayHost is a machine on the underlay that runs no drover: a
+// namespace whose one interface joins the underlay bridge. Tests use it as
+// a neighbour that is not a member of the cluster.
+type UnderlayHost struct {
+	NS   *NetNS
+	Addr netip.Addr // underlay address
+	If   string     // its interface (in NS)
+}
+
+// AddUnderlayHost attaches an underlay host with address index idx
+// (192.0.2.<idx>, or 2001:db8:42::<idx> with an IPv6 underlay), which must
+// not be a lab host's. It is removed with the lab (Close), also when this
+// fails half-way.
+func (l *Lab) AddUnderlayHost(idx int) (*UnderlayHost, error) {
+	if idx <= len(l.Hosts) || idx > 254 {
+		return nil, fmt.Errorf("underlay host %d: want %d..254 (1..%d are the lab's hosts)", idx, len(l.Hosts)+1, len(l.Hosts))
+	}
+	role := fmt.Sprintf("x%d", idx)
+	ns, err := l.newNS(role)
+	if err != nil {
+		return nil, err
+	}
+	u := &UnderlayHost{NS: ns, Addr: underlayAddr(l.opts.UnderlayIPv6, idx), If: l.ifName("up")}
+	if err := addVeth(ns, u.If, l.Underlay, l.ifName(role), l.ifName("ul"), l.opts.UnderlayMTU); err != nil {
+		return nil, err
+	}
+	if l.opts.UnderlayIPv6 {
+		err := setSysctls(ns,
+			sysctl{key: "net/ipv6/conf/" + u.If + "/disable_ipv6", val: "0"},
+			sysctl{key: "net/ipv6/conf/" + u.If + "/accept_dad", val: "0"})
+		if err != nil {
+			return nil, err
+		}
+	}
+	err = withNetlink(ns, func(nl *netlink.Handle) error {
+		_, err := addrUp(nl, u.If, netip.PrefixFrom(u.Addr, underlayPrefix(l.opts.UnderlayIPv6).Bits()))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// RouteVia routes dst via gw (an underlay address) from u.
+func (u *UnderlayHost) RouteVia(dst netip.Prefix, gw netip.Addr) error {
+	return withNetlink(u.NS, func(nl *netlink.Handle) error {
+		d := &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen())}
+		if err := nl.RouteAdd(&netlink.Route{Dst: d, Gw: gw.AsSlice()}); err != nil {
+			return fmt.Errorf("route %s via %s: %w", dst, gw, err)
 		}
 		return nil
 	})

@@ -26,9 +26,11 @@ import (
 //	GET /v1/cluster members (gossip), this host's block, the routes it installed
 //	GET /metrics    the same counters in the Prometheus text format
 //
-// and whatever register adds (the CNI plugin's /v1/local, local.go). It
-// returns a function that stops the server and removes the socket.
-func serveControl(path string, r *router.Router, views func() gossip.View, register func(*http.ServeMux), log *slog.Logger) (func(), error) {
+// and whatever register adds (the CNI plugin's /v1/local, local.go). fill,
+// if not nil, adds what the router does not know to each status (the
+// forward filter, forward.go). It returns a function that stops the server
+// and removes the socket.
+func serveControl(path string, r *router.Router, views func() gossip.View, register func(*http.ServeMux), fill func(*router.Status), log *slog.Logger) (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
@@ -43,12 +45,19 @@ func serveControl(path string, r *router.Router, views func() gossip.View, regis
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
+	status := func() router.Status {
+		st := r.Status()
+		if fill != nil {
+			fill(&st)
+		}
+		return st
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(r.Status())
+		_ = enc.Encode(status())
 	})
 	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -58,7 +67,7 @@ func serveControl(path string, r *router.Router, views func() gossip.View, regis
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		writeMetrics(w, r.Status())
+		writeMetrics(w, status())
 	})
 	if register != nil {
 		register(mux)
@@ -135,6 +144,10 @@ func writeMetrics(w io.Writer, st router.Status) {
 	} {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", c.name, c.help, c.name, c.name, c.v)
 	}
+	if ff := st.ForwardFilter; ff != nil && ff.Error == "" {
+		fmt.Fprintf(w, "# HELP drover_forward_filter_drops_total Packets to containers the forward filter dropped (not from the TUN or the bridge, not part of an accepted connection).\n# TYPE drover_forward_filter_drops_total counter\ndrover_forward_filter_drops_total %d\n", ff.DropPackets)
+		fmt.Fprintf(w, "# HELP drover_forward_filter_drop_bytes_total Bytes of the packets the forward filter dropped.\n# TYPE drover_forward_filter_drop_bytes_total counter\ndrover_forward_filter_drop_bytes_total %d\n", ff.DropBytes)
+	}
 	fmt.Fprintf(w, "# HELP drover_peer_packets_total Packets per peer and direction.\n# TYPE drover_peer_packets_total counter\n")
 	for _, p := range st.Peers {
 		fmt.Fprintf(w, "drover_peer_packets_total{peer=%q,direction=\"tx\"} %d\n", p.Name, p.TxPackets)
@@ -149,7 +162,15 @@ func printStatus(w io.Writer, st router.Status) {
 		fmt.Fprintf(w, " %s", st.Cipher)
 	}
 	fmt.Fprintf(w, "  listen %s  tun %s mtu %d (underlay %d)\n", st.Listen, st.TUN, st.TUNMTU, st.UnderlayMTU)
-	fmt.Fprintf(w, "tx %d packets %d bytes  rx %d packets %d bytes  icmp %d\n\n", st.TxPackets, st.TxBytes, st.RxPackets, st.RxBytes, st.ICMPSent)
+	fmt.Fprintf(w, "tx %d packets %d bytes  rx %d packets %d bytes  icmp %d\n", st.TxPackets, st.TxBytes, st.RxPackets, st.RxBytes, st.ICMPSent)
+	switch ff := st.ForwardFilter; {
+	case ff == nil:
+		fmt.Fprintf(w, "forward filter: off\n\n")
+	case ff.Error != "":
+		fmt.Fprintf(w, "forward filter: table %s, counter unreadable: %s\n\n", ff.Table, ff.Error)
+	default:
+		fmt.Fprintf(w, "forward filter: table %s, dropped %d packets (%d bytes) to containers\n\n", ff.Table, ff.DropPackets, ff.DropBytes)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tUNDERLAY\tPREFIXES\tMTU\tTX PKTS\tRX PKTS\tSPI OUT\tSPI IN")
 	for _, p := range st.Peers {

@@ -44,7 +44,7 @@ func TestControlSocketMode(t *testing.T) {
 				}
 			}
 		}()
-		stop, err := serveControl(path, nil, nil, nil, log)
+		stop, err := serveControl(path, nil, nil, nil, nil, log)
 		close(stopWatch)
 		wg.Wait()
 		if err != nil {
@@ -105,7 +105,7 @@ func TestControlSocketOtherUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "drover.sock")
-	stop, err := serveControl(path, nil, nil, nil, slog.New(slog.DiscardHandler))
+	stop, err := serveControl(path, nil, nil, nil, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

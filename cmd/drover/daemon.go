@@ -173,6 +173,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	if err := tun.Configure(n.TUN, tunMTU, n.AddressList); err != nil {
 		return err
 	}
+	fwd, err := startForwardFilter(cfg, log) // before anything is routed into the TUN
+	if err != nil {
+		return err
+	}
+	d.undo = append(d.undo, fwd.stop)
 	encap := router.EncapESP
 	if cfg.Encapsulation == config.EncapVXLAN {
 		encap = router.EncapVXLAN
@@ -248,7 +253,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		if cl != nil {
 			register = func(mux *http.ServeMux) { locals.register(mux); cl.register(mux) }
 		}
-		stopCtl, err := serveControl(cfg.ControlSocket, r, views, register, log)
+		stopCtl, err := serveControl(cfg.ControlSocket, r, views, register, fwd.fill, log)
 		if err != nil {
 			return err
 		}

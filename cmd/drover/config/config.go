@@ -86,6 +86,8 @@ type Config struct {
 	// claim address blocks and derive ESP keys with nothing configured but
 	// the cluster key and a seed. Absent: static peers only.
 	Cluster *Cluster `yaml:"cluster"`
+	// Firewall configures the nftables filter drover installs.
+	Firewall Firewall `yaml:"firewall"`
 
 	// Resolved by Validate.
 	CipherID esp.Cipher `yaml:"-"`
@@ -123,6 +125,21 @@ type Cluster struct {
 
 	CIDRPrefix netip.Prefix `yaml:"-"`
 }
+
+// Firewall configures drover's own nftables filter (package firewall,
+// docs/security.md).
+type Firewall struct {
+	// Forward installs the forward filter (table inet drover_filter):
+	// traffic to container addresses is forwarded only when it comes out
+	// of the TUN, from the container bridge, or belongs to a connection
+	// the host accepted (conntrack, portmap's DNAT); the rest is dropped
+	// and counted. Default true; false leaves forwarding to the operator's
+	// own firewall.
+	Forward *bool `yaml:"forward"`
+}
+
+// ForwardOn reports whether the forward filter is to be installed.
+func (f Firewall) ForwardOn() bool { return f.Forward == nil || *f.Forward }
 
 // Log configures log/slog output on stderr.
 type Log struct {
@@ -355,6 +372,10 @@ func (c *Config) Default() {
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
+	}
+	if c.Firewall.Forward == nil {
+		on := true
+		c.Firewall.Forward = &on
 	}
 	if c.Log.Format == "" {
 		c.Log.Format = "text"

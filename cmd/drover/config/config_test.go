@@ -165,6 +165,35 @@ func TestMarshalRoundTrip(t *testing.T) {
 	}
 }
 
+// The forward filter is on unless turned off, and stays off through
+// Marshal (testenv writes configs that way).
+func TestFirewallForward(t *testing.T) {
+	c, err := Parse(strings.NewReader(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Firewall.ForwardOn() {
+		t.Error("default: got the forward filter off, want on")
+	}
+	c, err = Parse(strings.NewReader(good + "firewall: {forward: false}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Firewall.ForwardOn() {
+		t.Error("firewall.forward false: got on")
+	}
+	y, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2, err := Parse(strings.NewReader(string(y))); err != nil || c2.Firewall.ForwardOn() {
+		t.Errorf("round trip of forward: false: got on (%v)\n%s", err, y)
+	}
+	if _, err := Parse(strings.NewReader(good + "firewall: {froward: true}\n")); err == nil || !strings.Contains(err.Error(), "froward") {
+		t.Errorf("misspelt key: got %v, want an error naming it", err)
+	}
+}
+
 func TestTunnelMTU(t *testing.T) {
 	cases := []struct {
 		encap string

@@ -1,0 +1,112 @@
+package firewall
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netns"
+)
+
+// conn is the part of *nftables.Conn the filter uses: queued messages go
+// to the kernel as one transaction on Flush.
+type conn interface {
+	AddTable(*nftables.Table) *nftables.Table
+	DelTable(*nftables.Table)
+	AddObj(nftables.Obj) nftables.Obj
+	AddChain(*nftables.Chain) *nftables.Chain
+	AddRule(*nftables.Rule) *nftables.Rule
+	Flush() error
+	GetObject(nftables.Obj) (nftables.Obj, error)
+}
+
+// Filter is an installed forward filter.
+type Filter struct {
+	rs Ruleset
+
+	mu sync.Mutex // serialises use of c (Drops is called by HTTP handlers)
+	c  conn
+}
+
+// Install builds the filter for s and installs it in the calling process's
+// network namespace, replacing the table a previous daemon left (after a
+// crash, say) in the same transaction.
+func Install(s Spec) (*Filter, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("firewall: nftables: %w", err)
+	}
+	return install(c, s)
+}
+
+// InstallIn is Install in the namespace ns.
+func InstallIn(ns netns.NsHandle, s Spec) (*Filter, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		return nil, fmt.Errorf("firewall: nftables: %w", err)
+	}
+	return install(c, s)
+}
+
+// install sends one batch: add the table (a no-op when it exists), delete
+// it with whatever is in it, add it again with the counter, chains and
+// rules. The kernel applies the batch atomically, so rules are never
+// doubled and forwarding is never unfiltered in between; a batch that
+// fails leaves the old table as it was.
+func install(c conn, s Spec) (*Filter, error) {
+	rs, err := Build(s)
+	if err != nil {
+		return nil, err
+	}
+	c.AddTable(rs.Table)
+	c.DelTable(rs.Table)
+	c.AddTable(rs.Table)
+	c.AddObj(rs.Counter)
+	for _, ch := range rs.Chains {
+		c.AddChain(ch)
+	}
+	for _, r := range rs.Rules {
+		c.AddRule(r)
+	}
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("firewall: install table inet %s: %w", Table, err)
+	}
+	return &Filter{rs: rs, c: c}, nil
+}
+
+// Ruleset is what f installed.
+func (f *Filter) Ruleset() Ruleset { return f.rs }
+
+// Drops returns the packets and bytes the filter has dropped since it was
+// installed.
+func (f *Filter) Drops() (packets, bytes uint64, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	o, err := f.c.GetObject(&nftables.NamedObj{Table: f.rs.Table, Name: DropCounter, Type: nftables.ObjTypeCounter})
+	if err != nil {
+		return 0, 0, fmt.Errorf("firewall: read counter %s: %w", DropCounter, err)
+	}
+	n, ok := o.(*nftables.NamedObj)
+	if !ok {
+		return 0, 0, fmt.Errorf("firewall: counter %s: unexpected object %T", DropCounter, o)
+	}
+	ctr, ok := n.Obj.(*expr.Counter)
+	if !ok {
+		return 0, 0, fmt.Errorf("firewall: counter %s: unexpected object data %T", DropCounter, n.Obj)
+	}
+	return ctr.Packets, ctr.Bytes, nil
+}
+
+// Remove deletes the filter's table. It succeeds when the table is
+// already gone (removed by hand, say), so it can be retried.
+func (f *Filter) Remove() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.c.AddTable(f.rs.Table) // so that the delete never fails on a missing table
+	f.c.DelTable(f.rs.Table)
+	if err := f.c.Flush(); err != nil {
+		return fmt.Errorf("firewall: remove table inet %s: %w", Table, err)
+	}
+	return nil
+}

@@ -1,0 +1,352 @@
+package firewall
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// packet is what the filter looks at.
+type packet struct {
+	iif      string
+	src, dst string
+	ctState  uint32
+	ctStatus uint32
+}
+
+func (p packet) header(t *testing.T) (nfproto byte, hdr []byte) {
+	t.Helper()
+	s, d := netip.MustParseAddr(p.src), netip.MustParseAddr(p.dst)
+	if s.Is4() != d.Is4() {
+		t.Fatalf("packet %+v mixes families", p)
+	}
+	if s.Is4() {
+		hdr = make([]byte, 20)
+		hdr[0] = 0x45
+		copy(hdr[12:], s.AsSlice())
+		copy(hdr[16:], d.AsSlice())
+		return unix.NFPROTO_IPV4, hdr
+	}
+	hdr = make([]byte, 40)
+	hdr[0] = 0x60
+	copy(hdr[8:], s.AsSlice())
+	copy(hdr[24:], d.AsSlice())
+	return unix.NFPROTO_IPV6, hdr
+}
+
+// eval runs p through rs as the kernel would, for the expressions Build
+// uses (anything else fails the test): the forward chain, jumps, the
+// policy. It returns the verdict and how many times the drop counter was
+// referenced.
+func eval(t *testing.T, rs Ruleset, p packet) (verdict string, counted int) {
+	t.Helper()
+	proto, hdr := p.header(t)
+	chains := map[string][]*nftables.Rule{}
+	for _, r := range rs.Rules {
+		chains[r.Chain.Name] = append(chains[r.Chain.Name], r)
+	}
+	var run func(chain string, depth int) (expr.VerdictKind, bool)
+	run = func(chain string, depth int) (expr.VerdictKind, bool) {
+		if depth > 4 {
+			t.Fatalf("jump loop at %s", chain)
+		}
+	rules:
+		for _, r := range chains[chain] {
+			reg := map[uint32][]byte{}
+			for _, e := range r.Exprs {
+				switch e := e.(type) {
+				case *expr.Meta:
+					switch e.Key {
+					case expr.MetaKeyNFPROTO:
+						reg[e.Register] = []byte{proto}
+					case expr.MetaKeyIIFNAME:
+						b := make([]byte, unix.IFNAMSIZ)
+						copy(b, p.iif)
+						reg[e.Register] = b
+					default:
+						t.Fatalf("meta key %v not modelled", e.Key)
+					}
+				case *expr.Payload:
+					if e.Base != expr.PayloadBaseNetworkHeader || int(e.Offset+e.Len) > len(hdr) {
+						t.Fatalf("payload %+v outside the network header (%d bytes)", e, len(hdr))
+					}
+					reg[e.DestRegister] = slices.Clone(hdr[e.Offset : e.Offset+e.Len])
+				case *expr.Ct:
+					var v uint32
+					switch e.Key {
+					case expr.CtKeySTATE:
+						v = p.ctState
+					case expr.CtKeySTATUS:
+						v = p.ctStatus
+					default:
+						t.Fatalf("ct key %v not modelled", e.Key)
+					}
+					reg[e.Register] = binary.NativeEndian.AppendUint32(nil, v)
+				case *expr.Bitwise:
+					in := reg[e.SourceRegister]
+					if len(in) != int(e.Len) || len(e.Mask) != int(e.Len) || len(e.Xor) != int(e.Len) {
+						t.Fatalf("bitwise %+v on %d bytes", e, len(in))
+					}
+					out := make([]byte, e.Len)
+					for i := range out {
+						out[i] = in[i]&e.Mask[i] ^ e.Xor[i]
+					}
+					reg[e.DestRegister] = out
+				case *expr.Cmp:
+					v := reg[e.Register]
+					if len(v) != len(e.Data) {
+						t.Fatalf("cmp of %d bytes against %d", len(v), len(e.Data))
+					}
+					eq := bytes.Equal(v, e.Data)
+					if (e.Op == expr.CmpOpEq) != eq {
+						continue rules
+					}
+					if e.Op != expr.CmpOpEq && e.Op != expr.CmpOpNeq {
+						t.Fatalf("cmp op %v not modelled", e.Op)
+					}
+				case *expr.Objref:
+					if e.Type != int(nftables.ObjTypeCounter) || e.Name != rs.Counter.Name {
+						t.Fatalf("objref %+v: not the drop counter", e)
+					}
+					counted++
+				case *expr.Verdict:
+					if e.Kind == expr.VerdictJump {
+						if v, ok := run(e.Chain, depth+1); ok {
+							return v, true
+						}
+						continue rules
+					}
+					return e.Kind, true
+				default:
+					t.Fatalf("expression %T not modelled", e)
+				}
+			}
+		}
+		return 0, false
+	}
+	v, ok := run(ForwardChain, 0)
+	switch {
+	case !ok, v == expr.VerdictAccept:
+		return "accept", counted // policy accept
+	case v == expr.VerdictDrop:
+		return "drop", counted
+	}
+	t.Fatalf("verdict %v", v)
+	return "", 0
+}
+
+const (
+	est = expr.CtStateBitESTABLISHED
+	rel = expr.CtStateBitRELATED
+	nw  = expr.CtStateBitNEW
+)
+
+func TestBuildVerdicts(t *testing.T) {
+	spec := Spec{
+		Protected: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("fd42::/32")},
+		TUN:       "drover0",
+		Bridge:    "drover-br0",
+	}
+	noBridge := spec
+	noBridge.Bridge = ""
+	tests := []struct {
+		name string
+		spec Spec
+		p    packet
+		want string
+	}{
+		{"underlay to a container", spec, packet{iif: "eth0", src: "192.0.2.200", dst: "10.42.1.2", ctState: nw}, "drop"},
+		{"underlay to a remote block (into the TUN)", spec, packet{iif: "eth0", src: "192.0.2.200", dst: "10.42.2.2", ctState: nw}, "drop"},
+		{"underlay, forged source of another block", spec, packet{iif: "eth0", src: "10.42.2.9", dst: "10.42.1.2", ctState: nw}, "drop"},
+		{"forged source matching a live flow", spec, packet{iif: "eth0", src: "10.42.2.9", dst: "10.42.1.2", ctState: est}, "drop"},
+		{"invalid state", spec, packet{iif: "eth0", src: "192.0.2.200", dst: "10.42.1.2", ctState: expr.CtStateBitINVALID}, "drop"},
+		{"interface name is not a prefix match", spec, packet{iif: "drover01", src: "192.0.2.200", dst: "10.42.1.2", ctState: nw}, "drop"},
+		{"out of the tunnel", spec, packet{iif: "drover0", src: "10.42.2.2", dst: "10.42.1.2", ctState: nw}, "accept"},
+		{"container to a remote container", spec, packet{iif: "drover-br0", src: "10.42.1.2", dst: "10.42.2.2", ctState: nw}, "accept"},
+		{"reply to host NAT", spec, packet{iif: "eth0", src: "198.51.100.7", dst: "10.42.1.2", ctState: est}, "accept"},
+		{"ICMP error for a container's flow", spec, packet{iif: "eth0", src: "192.0.2.254", dst: "10.42.1.2", ctState: rel}, "accept"},
+		{"host port (portmap DNAT)", spec, packet{iif: "eth0", src: "192.0.2.200", dst: "10.42.1.2", ctState: nw, ctStatus: ctStatusDstNAT}, "accept"},
+		{"host port from a cluster address (no host NAT on the client)", spec, packet{iif: "eth0", src: "10.42.2.9", dst: "10.42.1.2", ctState: nw, ctStatus: ctStatusDstNAT}, "accept"},
+		{"not for containers", spec, packet{iif: "eth0", src: "192.0.2.200", dst: "198.51.100.7", ctState: nw}, "accept"},
+		{"outside the cluster CIDR", spec, packet{iif: "eth0", src: "192.0.2.200", dst: "10.43.1.2", ctState: nw}, "accept"},
+		{"IPv6 underlay to a container", spec, packet{iif: "eth0", src: "2001:db8::200", dst: "fd42:0:1::2", ctState: nw}, "drop"},
+		{"IPv6 forged source", spec, packet{iif: "eth0", src: "fd42:0:2::9", dst: "fd42:0:1::2", ctState: est}, "drop"},
+		{"IPv6 out of the tunnel", spec, packet{iif: "drover0", src: "fd42:0:2::2", dst: "fd42:0:1::2", ctState: nw}, "accept"},
+		{"IPv6 reply", spec, packet{iif: "eth0", src: "2001:db8::200", dst: "fd42:0:1::2", ctState: est}, "accept"},
+		{"IPv6 outside", spec, packet{iif: "eth0", src: "2001:db8::200", dst: "fd43::2", ctState: nw}, "accept"},
+		{"no bridge: from the bridge", noBridge, packet{iif: "drover-br0", src: "10.42.1.2", dst: "10.42.2.2", ctState: nw}, "drop"},
+		{"no bridge: out of the tunnel", noBridge, packet{iif: "drover0", src: "10.42.2.2", dst: "10.42.1.2", ctState: nw}, "accept"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rs, err := Build(tc.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, counted := eval(t, rs, tc.p)
+			if got != tc.want {
+				t.Errorf("got %s, want %s", got, tc.want)
+			}
+			if want := map[string]int{"drop": 1, "accept": 0}[tc.want]; counted != want {
+				t.Errorf("drop counter referenced %d times, want %d", counted, want)
+			}
+		})
+	}
+}
+
+func TestBuildShape(t *testing.T) {
+	rs, err := Build(Spec{Protected: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}, TUN: "drover0", Bridge: "br0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs.Table.Name != "drover_filter" || rs.Table.Family != nftables.TableFamilyINet {
+		t.Errorf("table %+v, want inet drover_filter", rs.Table)
+	}
+	fwd := rs.Chains[0]
+	if fwd.Hooknum == nil || *fwd.Hooknum != *nftables.ChainHookForward || *fwd.Priority != *nftables.ChainPriorityFilter ||
+		fwd.Type != nftables.ChainTypeFilter || *fwd.Policy != nftables.ChainPolicyAccept {
+		t.Errorf("forward chain %+v: want type filter hook forward priority filter policy accept", fwd)
+	}
+	if rs.Chains[1].Hooknum != nil {
+		t.Errorf("%s is a base chain, want a regular one", rs.Chains[1].Name)
+	}
+	// 1 jump; tun, bridge, dnat, 1 source, replies, drop.
+	if got := len(rs.Rules); got != 7 {
+		t.Errorf("got %d rules, want 7", got)
+	}
+	for _, r := range rs.Rules {
+		if r.Table != rs.Table || len(r.UserData) == 0 {
+			t.Errorf("rule %+v: wrong table or no comment", r)
+		}
+	}
+}
+
+func TestSpecPrefixes(t *testing.T) {
+	tests := []struct {
+		in   []string
+		want []string
+	}{
+		{[]string{"10.42.0.0/16"}, []string{"10.42.0.0/16"}},
+		{[]string{"10.42.1.0/24", "10.42.0.0/16", "10.42.2.0/24"}, []string{"10.42.0.0/16"}},
+		{[]string{"10.42.1.7/24", "10.42.1.0/24"}, []string{"10.42.1.0/24"}},
+		{[]string{"10.42.2.0/24", "10.42.1.0/24"}, []string{"10.42.1.0/24", "10.42.2.0/24"}},
+		{[]string{"::ffff:10.43.0.0/112", "fd42::/48", "10.42.0.0/16"}, []string{"10.42.0.0/16", "10.43.0.0/16", "fd42::/48"}},
+	}
+	for _, tc := range tests {
+		var s Spec
+		for _, p := range tc.in {
+			s.Protected = append(s.Protected, netip.MustParsePrefix(p))
+		}
+		var got []string
+		for _, p := range s.prefixes() {
+			got = append(got, p.String())
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%v: got %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestSpecValidate(t *testing.T) {
+	ok := []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}
+	tests := []struct {
+		spec Spec
+		want string
+	}{
+		{Spec{Protected: ok, TUN: "drover0"}, ""},
+		{Spec{Protected: ok}, "TUN"},
+		{Spec{Protected: ok, TUN: "a-name-too-long-0"}, "TUN"},
+		{Spec{Protected: ok, TUN: "drover0", Bridge: "b/r"}, "bridge"},
+		{Spec{TUN: "drover0"}, "no protected prefix"},
+		{Spec{Protected: []netip.Prefix{{}}, TUN: "drover0"}, "not valid"},
+	}
+	for _, tc := range tests {
+		err := tc.spec.Validate()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%+v: got %v, want an error containing %q", tc.spec, err, tc.want)
+		}
+		if _, berr := Build(tc.spec); (berr == nil) != (err == nil) {
+			t.Errorf("%+v: Build and Validate disagree: %v, %v", tc.spec, berr, err)
+		}
+	}
+}
+
+// fakeConn records the calls the filter makes.
+type fakeConn struct {
+	calls    []string
+	flushErr error
+	obj      nftables.Obj
+}
+
+func (f *fakeConn) AddTable(t *nftables.Table) *nftables.Table {
+	f.calls = append(f.calls, "add table "+t.Name)
+	return t
+}
+func (f *fakeConn) DelTable(t *nftables.Table) { f.calls = append(f.calls, "del table "+t.Name) }
+func (f *fakeConn) AddObj(o nftables.Obj) nftables.Obj {
+	f.calls = append(f.calls, "add counter")
+	return o
+}
+func (f *fakeConn) AddChain(c *nftables.Chain) *nftables.Chain {
+	f.calls = append(f.calls, "add chain "+c.Name)
+	return c
+}
+func (f *fakeConn) AddRule(r *nftables.Rule) *nftables.Rule {
+	f.calls = append(f.calls, "add rule "+r.Chain.Name)
+	return r
+}
+func (f *fakeConn) Flush() error {
+	f.calls = append(f.calls, "flush")
+	return f.flushErr
+}
+func (f *fakeConn) GetObject(nftables.Obj) (nftables.Obj, error) { return f.obj, nil }
+
+// Install replaces the table in one transaction: add (so the delete never
+// fails), delete, add again with everything, one flush.
+func TestInstallOneTransaction(t *testing.T) {
+	c := &fakeConn{}
+	spec := Spec{Protected: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}, TUN: "drover0", Bridge: "br0"}
+	f, err := install(c, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"add table drover_filter", "del table drover_filter", "add table drover_filter", "add counter",
+		"add chain forward", "add chain to_containers", "add rule forward",
+		"add rule to_containers", "add rule to_containers", "add rule to_containers", "add rule to_containers", "add rule to_containers", "add rule to_containers",
+		"flush"}
+	if !slices.Equal(c.calls, want) {
+		t.Errorf("install calls:\n got %q\nwant %q", c.calls, want)
+	}
+	c.calls = nil
+	if err := f.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"add table drover_filter", "del table drover_filter", "flush"}; !slices.Equal(c.calls, want) {
+		t.Errorf("remove calls: got %q, want %q", c.calls, want)
+	}
+
+	c.obj = &nftables.NamedObj{Obj: &expr.Counter{Packets: 3, Bytes: 252}}
+	if p, b, err := f.Drops(); err != nil || p != 3 || b != 252 {
+		t.Errorf("Drops: got %d, %d, %v; want 3, 252, nil", p, b, err)
+	}
+	c.obj = &nftables.NamedObj{Obj: &expr.Quota{}}
+	if _, _, err := f.Drops(); err == nil {
+		t.Error("Drops of a non-counter: got nil error")
+	}
+
+	bad := &fakeConn{flushErr: errors.New("EPERM")}
+	if f, err := install(bad, spec); err == nil || f != nil {
+		t.Errorf("failed flush: got %v, %v; want an error", f, err)
+	}
+	if _, err := install(&fakeConn{}, Spec{}); err == nil {
+		t.Error("invalid spec: got nil error")
+	}
+}
