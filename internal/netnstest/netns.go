@@ -11,11 +11,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Prefix starts the name of everything testenv creates, so leftovers can be
@@ -36,6 +38,27 @@ type NetNS struct {
 	handle netns.NsHandle
 }
 
+var runDirOnce sync.Once
+
+// shareRunDir makes /run/netns a shared mount point of its own before the
+// first namespace is bind-mounted into it, as iproute2 does (ip/ipnetns.c,
+// netns_add). Otherwise a later `ip netns add` by anyone bind-mounts the
+// directory onto itself and covers our namespace files: they can then be
+// neither unmounted nor removed (EBUSY) until reboot. Best effort: a
+// failure here only means the old behaviour.
+func shareRunDir() {
+	const dir = "/run/netns"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return
+	}
+	err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if err == unix.EINVAL { // not a mount point yet
+		if unix.Mount(dir, dir, "none", unix.MS_BIND|unix.MS_REC, "") == nil {
+			_ = unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		}
+	}
+}
+
 // Create creates the named namespace with loopback up. The name must
 // start with Prefix. The calling thread is never moved: the namespace is
 // created on a throwaway locked thread.
@@ -43,6 +66,7 @@ func Create(name string) (*NetNS, error) {
 	if !strings.HasPrefix(name, Prefix) {
 		return nil, fmt.Errorf("netns %q: name must start with %q", name, Prefix)
 	}
+	runDirOnce.Do(shareRunDir)
 	var h netns.NsHandle
 	var err error
 	done := make(chan struct{})
