@@ -20,6 +20,7 @@ import (
 
 	"github.com/drovernet/drover/cni"
 	"github.com/drovernet/drover/cni/ipam"
+	"github.com/drovernet/drover/internal/ratelog"
 	"github.com/drovernet/drover/router"
 )
 
@@ -113,10 +114,12 @@ func newLocalSet(prefixes func() []netip.Prefix, stateDir, defaultDataDir string
 	s := &localSet{
 		prefixes:       prefixes,
 		defaultDataDir: defaultDataDir,
-		log:            log.With("component", "local"),
-		entries:        map[netip.Addr]localEntry{},
-		deleted:        map[netip.Addr]uint64{},
-		stores:         map[storeKey]string{},
+		// Rate-limited: a directory that stays unreadable is retried on
+		// every notice and every GET /v1/local.
+		log:     ratelog.New(log.With("component", "local"), 0, 0),
+		entries: map[netip.Addr]localEntry{},
+		deleted: map[netip.Addr]uint64{},
+		stores:  map[storeKey]string{},
 	}
 	if stateDir != "" {
 		s.stateFile = filepath.Join(stateDir, localStoresFile)

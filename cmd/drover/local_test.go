@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -396,3 +397,36 @@ func TestLocalStoresBounded(t *testing.T) {
 	}
 	wantList(t, h2.list(), "10.42.1.10 c0/eth0 disk", "10.42.1.13 c3/eth0 disk")
 }
+
+// A reservation directory that stays unreadable is retried on every GET
+// /v1/local; the warning is not repeated each time.
+func TestLocalUnreadableLogRateLimited(t *testing.T) {
+	def := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(def, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	set := newLocalSet(func() []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("10.42.1.0/24")} },
+		t.TempDir(), def, slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return buf.Write(p)
+		}), nil)))
+	mux := http.NewServeMux()
+	set.register(mux)
+	for range 200 {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/local", nil))
+	}
+	mu.Lock()
+	n := strings.Count(buf.String(), "reading the CNI reservation directories")
+	mu.Unlock()
+	if n < 1 || n > 3 {
+		t.Fatalf("201 reconciles of an unreadable directory: got %d warnings, want 1..3", n)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
