@@ -435,3 +435,35 @@ func TestLogsRateLimited(t *testing.T) {
 		t.Fatalf("1000 steps with a bad claim: got %d log lines, want 1..3", n)
 	}
 }
+
+// A restarted agent comes back with its block (same since, so it keeps
+// winning the conflicts it won) and a fresh ephemeral key, so every SA it is
+// part of is new: nothing restarts at sequence 1 under an old key.
+func TestRestart(t *testing.T) {
+	h := newHarness(t)
+	h2 := newRemote(t, "h2", 2, "10.42.2.0/24", t0.Add(-time.Hour))
+	h.up(h2)
+	before := h.a.Info()
+	oldOut := h.r.peer("h2").Out.SPI()
+	h.a.Stop()
+	if len(h.k.routes) != 0 {
+		t.Fatalf("routes after Stop: %v", h.k.prefixes())
+	}
+	h.clock.add(time.Minute)
+	h.newAgent()
+	after := h.a.Info()
+	if after.Block != before.Block || after.BlockSince != before.BlockSince {
+		t.Fatalf("block after a restart: got %v since %d, want %v since %d", after.Block, after.BlockSince, before.Block, before.BlockSince)
+	}
+	if after.Ephemeral == before.Ephemeral {
+		t.Fatal("the restarted agent publishes the ephemeral key of its previous run")
+	}
+	h.step()
+	p := h.r.peer("h2")
+	if p == nil || p.Out.SPI() == oldOut {
+		t.Fatalf("h2 after our restart: got %v, want a peer with a new outbound SA", p)
+	}
+	if got := h.k.prefixes(); !slices.Equal(got, []string{"10.42.2.0/24"}) {
+		t.Fatalf("routes after the restart: got %v, want [10.42.2.0/24]", got)
+	}
+}
