@@ -146,12 +146,13 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 	slices.SortFunc(sorted, func(x, y gossip.Member) int { return strings.Compare(x.Name, y.Name) })
 	live := map[string]bool{}
 	for _, m := range sorted {
-		if m.Name == self {
-			continue
-		}
 		mv := gossip.MemberView{Name: m.Name, State: m.State.String(), Underlay: m.Info.Underlay.String(), Epoch: m.Info.Epoch, Version: m.Info.Version}
 		if m.Info.Block.IsValid() {
 			mv.Block = m.Info.Block.String()
+		}
+		if m.Name == self { // listed as gossip knows it, as every host lists every member
+			view.Members = append(view.Members, mv)
+			continue
 		}
 		if m.InfoErr != nil {
 			mv.Note = "unreadable node info: " + m.InfoErr.Error()
