@@ -154,6 +154,9 @@ type Agent struct {
 	// inside it is the rotation's to retry, not a reason to rotate again.
 	rotating       bool
 	nextEarlyAfter time.Time
+	// unpublished: our info changed (a block claim) and is not published
+	// yet; the next step outside a rotation publishes it.
+	unpublished bool
 
 	peers  map[string]*peerKeys
 	routes map[netip.Prefix]tun.Route // installed through the TUN

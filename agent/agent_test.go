@@ -467,3 +467,33 @@ func TestRestart(t *testing.T) {
 		t.Fatalf("routes after the restart: got %v, want [10.42.2.0/24]", got)
 	}
 }
+
+// A block move that falls into a rotation is published with the rotated
+// key, once, after the key's SAs are installed; not before.
+func TestBlockMoveDuringRotation(t *testing.T) {
+	h := newHarness(t)
+	h2 := newRemote(t, "h2", 2, "10.42.2.0/24", t0.Add(-time.Hour))
+	h.up(h2)
+	own := h.a.claim.Block
+	h.m.set(newRemote(t, "h9", 9, own.String(), t0.Add(-2*time.Hour)).member())
+	n := len(h.m.published)
+	h.m.onUpdate = func(in gossip.NodeInfo) {
+		party := h.ourParty()
+		party.Ephemeral, party.Epoch = in.Ephemeral, in.Epoch
+		if p := h.r.peer("h2"); p == nil || !hasInSPI(p, h2.outSA(t, party).SPI()) {
+			t.Errorf("info (epoch %d, block %v) published before the key's inbound SA for h2 was installed", in.Epoch, in.Block)
+		}
+	}
+	h.a.Rotate()
+	pub := h.m.published[n:]
+	if len(pub) != 1 {
+		t.Fatalf("publications during the rotation: got %d, want 1", len(pub))
+	}
+	if pub[0].Block == own || !pub[0].Block.IsValid() || pub[0].Epoch != 2 {
+		t.Fatalf("published: block %v epoch %d; want a new block and epoch 2", pub[0].Block, pub[0].Epoch)
+	}
+	h.step()
+	if len(h.m.published) != n+1 {
+		t.Fatalf("a step after the rotation published again: %d publications, want %d", len(h.m.published), n+1)
+	}
+}

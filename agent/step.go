@@ -60,6 +60,8 @@ func (a *Agent) rotate(now time.Time) {
 		if err == nil && !collided {
 			if err := a.m.Update(a.Info()); err != nil {
 				a.log.Error("publish rotated key", "err", err)
+			} else {
+				a.unpublished = false
 			}
 			a.log.Info("ephemeral key rotated", "epoch", a.epoch)
 			return
@@ -121,9 +123,10 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 				}
 			}
 			a.setLocal()
-			if err := a.m.Update(a.Info()); err != nil {
-				a.log.Error("publish block claim", "err", err)
-			}
+			// Published at the end of the step, once the peers are set:
+			// inside a rotation the info carries a key whose SAs are not
+			// installed yet, and the rotation publishes it itself.
+			a.unpublished = true
 		}
 		if a.claim.Block.IsValid() {
 			claims = append(claims, blocks.Claim{Node: self, Block: a.claim.Block, Since: a.claim.Since, Live: true})
@@ -236,6 +239,13 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 	if err := a.r.SetPeers(peers); err != nil {
 		a.log.Error("set peers", "err", err)
 		return collided, err
+	}
+	if a.unpublished && !a.rotating {
+		if err := a.m.Update(a.Info()); err != nil {
+			a.log.Error("publish block claim", "err", err)
+		} else {
+			a.unpublished = false
+		}
 	}
 	a.syncRoutes(peers, &view)
 	a.viewMu.Lock()
