@@ -249,6 +249,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 			return v
 		}
 		locals := newLocalSet(routerPrefixes(r), cfg.StateDir, ipam.DefaultDataDir, log)
+		if cfg.Firewall.ForwardOn() && n.Bridge != "none" {
+			locals.trustedBridge = n.Bridge
+		}
 		register := locals.register
 		if cl != nil {
 			register = func(mux *http.ServeMux) { locals.register(mux); cl.register(mux) }

@@ -95,6 +95,10 @@ type localSet struct {
 	// its snapshot and reading the directories: requests that arrive then
 	// must win over what the scan read.
 	scanning func()
+	// trustedBridge is the bridge the forward filter trusts (node.bridge
+	// with the filter on; "" otherwise): a container on another bridge
+	// cannot route through the host, which a notice then warns about.
+	trustedBridge string
 
 	scanMu sync.Mutex // one reconcile at a time
 
@@ -284,6 +288,10 @@ func (s *localSet) add(l cni.Local) error {
 		if _, err := net.ParseMAC(l.MAC); err != nil {
 			return fmt.Errorf("mac: %w", err)
 		}
+	}
+	if s.trustedBridge != "" && l.Bridge != "" && l.Bridge != s.trustedBridge {
+		s.log.Warn("container attached to a bridge the forward filter does not trust: its routed traffic is dropped; set node.bridge to the CNI bridge",
+			"bridge", l.Bridge, "node_bridge", s.trustedBridge, "ip", l.IP)
 	}
 	ps := s.prefixes()
 	if len(ps) == 0 {

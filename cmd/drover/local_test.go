@@ -430,3 +430,35 @@ func TestLocalUnreadableLogRateLimited(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A container on a bridge other than node.bridge is accepted, with a
+// warning: the forward filter trusts only node.bridge.
+func TestLocalUntrustedBridgeWarns(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	set := newLocalSet(func() []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("10.42.1.0/24")} },
+		"", t.TempDir(), slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return buf.Write(p)
+		}), nil)))
+	set.trustedBridge = "drover-br0"
+	for _, tc := range []struct {
+		bridge string
+		warn   bool
+	}{{"drover-br0", false}, {"cni0", true}} {
+		mu.Lock()
+		buf.Reset()
+		mu.Unlock()
+		err := set.add(cni.Local{IP: "10.42.1.5", ContainerID: "c1", IfName: "eth0", Network: "n", Bridge: tc.bridge})
+		if err != nil {
+			t.Fatalf("bridge %s: add: %v", tc.bridge, err)
+		}
+		mu.Lock()
+		got := strings.Contains(buf.String(), "does not trust")
+		mu.Unlock()
+		if got != tc.warn {
+			t.Errorf("bridge %s: warned %v, want %v", tc.bridge, got, tc.warn)
+		}
+	}
+}
