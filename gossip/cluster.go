@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -47,6 +48,10 @@ type Cluster struct {
 
 	stop chan struct{} // closed by Shutdown: housekeeping returns
 	done chan struct{} // closed when housekeeping has returned
+
+	started   time.Time   // when Start returned: alone since then, at least
+	joining   atomic.Bool // a reconnect's joins are running
+	joinsDone sync.WaitGroup
 }
 
 // entry is one member in the table, with what the table needs besides the
@@ -77,6 +82,7 @@ func Start(cfg Config, info NodeInfo) (*Cluster, error) {
 		members: map[string]*entry{},
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
+		started: time.Now(),
 	}
 	mc := cfg.memberlistConfig()
 	d := &delegate{c}
@@ -256,6 +262,7 @@ func (c *Cluster) Shutdown() error {
 		return nil
 	}
 	c.shut = true
+	c.streams.cancelDials() // a join towards an unreachable address ends now
 	close(c.stop)
 	<-c.done
 	if err := c.ml.Shutdown(); err != nil {
@@ -310,12 +317,16 @@ func (c *Cluster) Members() []Member {
 }
 
 // housekeeping ends suspicions that memberlist must have resolved, forgets
-// old dead and left members, and reconnects, until Shutdown.
+// old dead and left members, and reconnects, until Shutdown. Reconnects run
+// every ReconnectInterval while other members are alive, and while this node
+// is alone every JoinRetryMin, doubling up to JoinRetryMax (retryDelay).
 func (c *Cluster) housekeeping() {
 	defer close(c.done)
+	defer c.joinsDone.Wait()
 	tick := time.NewTicker(c.cfg.ProbeInterval)
 	defer tick.Stop()
-	reconnect := time.NewTicker(c.cfg.ReconnectInterval)
+	attempt := 0
+	reconnect := time.NewTimer(c.cfg.JoinRetryMin)
 	defer reconnect.Stop()
 	for {
 		select {
@@ -324,9 +335,34 @@ func (c *Cluster) housekeeping() {
 		case now := <-tick.C:
 			c.expire(now)
 		case <-reconnect.C:
-			c.reconnect()
+			next := c.cfg.ReconnectInterval
+			if c.reconnect() {
+				next = retryDelay(attempt, c.cfg.JoinRetryMin, c.cfg.JoinRetryMax, rand.Float64())
+				attempt++
+			} else {
+				attempt = 0
+			}
+			reconnect.Reset(next)
 		}
 	}
+}
+
+// retryDelay is the wait before join attempt n+1 (n from 0) while alone:
+// min·2^n, at most max, scaled by 0.8 + 0.4·r for r in [0, 1).
+func retryDelay(n int, min, max time.Duration, r float64) time.Duration {
+	d := min
+	for i := 0; i < n && d < max; i++ {
+		d *= 2
+	}
+	d = minDuration(d, max)
+	return time.Duration(float64(d) * (0.8 + 0.4*r))
+}
+
+func minDuration(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
+	}
+	return b
 }
 
 func (c *Cluster) expire(now time.Time) {
@@ -350,17 +386,19 @@ func (c *Cluster) expire(now time.Time) {
 
 // reconnect tries to reach one random member that failed (memberlist does
 // not retry a member it has forgotten, so a partition longer than
-// GossipToTheDeadTime would never heal), and the seeds while no other
-// member is alive. A join exchanges full state both ways: each side learns
-// that the other thinks it dead, refutes, and the refutation reaches the
-// other side at the latest with the next attempt.
-func (c *Cluster) reconnect() {
+// GossipToTheDeadTime would never heal) and, while no other member is
+// alive, every seed and every member ever seen. A join exchanges full state
+// both ways: each side learns that the other thinks it dead, refutes, and the
+// refutation reaches the other side at the latest with the next attempt.
+// The joins run on their own goroutine (an unreachable address holds one for
+// TCPTimeout), one batch at a time. It reports whether this node is alone.
+func (c *Cluster) reconnect() bool {
 	c.mu.Lock()
 	if c.left {
 		c.mu.Unlock()
-		return
+		return false
 	}
-	var dead []string
+	var dead, gone []string
 	alone := true
 	for name, e := range c.members {
 		if name == c.cfg.Name {
@@ -369,23 +407,74 @@ func (c *Cluster) reconnect() {
 		switch e.State {
 		case Alive, Suspect:
 			alone = false
-		case Dead:
+		case Dead, Left:
 			if e.Addr.IsValid() {
-				dead = append(dead, e.Addr.String())
+				gone = append(gone, e.Addr.String())
+				if e.State == Dead {
+					dead = append(dead, e.Addr.String())
+				}
 			}
 		}
 	}
 	var targets []string
-	if len(dead) > 0 {
-		targets = append(targets, dead[rand.IntN(len(dead))])
-	}
 	if alone {
 		targets = append(targets, c.seeds...)
+		for _, g := range gone {
+			if !slices.Contains(targets, g) {
+				targets = append(targets, g)
+			}
+		}
+	} else if len(dead) > 0 {
+		targets = append(targets, dead[rand.IntN(len(dead))])
 	}
 	c.mu.Unlock()
-	for _, t := range targets {
-		if _, err := c.ml.Join([]string{t}); err != nil {
-			c.rlog.Debug("reconnect failed", "addr", t, "err", err)
+	if len(targets) == 0 || !c.joining.CompareAndSwap(false, true) {
+		return alone
+	}
+	if alone {
+		c.rlog.Info("alone: trying to join", "addrs", strings.Join(targets, ","))
+	}
+	c.joinsDone.Add(1)
+	go func() {
+		defer c.joinsDone.Done()
+		defer c.joining.Store(false)
+		for _, t := range targets {
+			select {
+			case <-c.stop:
+				return
+			default:
+			}
+			if _, err := c.ml.Join([]string{t}); err != nil {
+				c.rlog.Debug("reconnect failed", "addr", t, "err", err)
+			}
+		}
+	}()
+	return alone
+}
+
+// Alone reports whether no other member is alive or suspect, and since
+// when: the last time another member was seen alive, or Start.
+func (c *Cluster) Alone() (since time.Time, alone bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	since = c.started
+	for name, e := range c.members {
+		if name == c.cfg.Name {
+			continue
+		}
+		if e.State == Alive || e.State == Suspect {
+			return time.Time{}, false
+		}
+		if e.Since.After(since) {
+			since = e.Since
 		}
 	}
+	return since, true
+}
+
+// Seeds returns the addresses given to Join.
+func (c *Cluster) Seeds() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.seeds)
 }

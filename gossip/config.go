@@ -73,6 +73,15 @@ type Config struct {
 	// the seeds given to Join: memberlist alone never heals a partition that
 	// outlasts GossipToTheDeadTime. Default 30s.
 	ReconnectInterval time.Duration
+	// JoinRetryMin and JoinRetryMax pace the joins of a member that is
+	// alone (no other member alive or suspect): it tries every seed and
+	// every member it has seen, first JoinRetryMin after it found itself
+	// alone, then twice as late each time up to JoinRetryMax, each delay
+	// ±20 % at random so that hosts powered up together do not retry in
+	// step. A seed that comes up last then costs seconds, not
+	// ReconnectInterval. Defaults 1s and 8s.
+	JoinRetryMin time.Duration
+	JoinRetryMax time.Duration
 	// ForgetAfter is how long a dead or left member stays in Members (and is
 	// tried by reconnects, if dead). Default 24h.
 	ForgetAfter time.Duration
@@ -99,7 +108,7 @@ type Config struct {
 
 // FastTiming returns cfg with timings for labs and tests on one machine or a
 // LAN: probes every 200ms, gossip every 50ms, push/pull every 2s, reconnects
-// every second. In a cluster of up to 10 members a member that stops is
+// every second, joins while alone from every 250ms up to every 2s. In a cluster of up to 10 members a member that stops is
 // suspected within about 0.5s and declared dead about 1.2s after it
 // stopped (the suspicion part grows with log10 of the size); with the
 // defaults, about 6s. Probing traffic is five times the default's.
@@ -114,6 +123,8 @@ func FastTiming(cfg Config) Config {
 	cfg.GossipToTheDeadTime = 5 * time.Second
 	cfg.TCPTimeout = 2 * time.Second
 	cfg.ReconnectInterval = time.Second
+	cfg.JoinRetryMin = 250 * time.Millisecond
+	cfg.JoinRetryMax = 2 * time.Second
 	return cfg
 }
 
@@ -157,6 +168,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	def(&cfg.GossipToTheDeadTime, lan.GossipToTheDeadTime)
 	def(&cfg.TCPTimeout, lan.TCPTimeout)
 	def(&cfg.ReconnectInterval, 30*time.Second)
+	def(&cfg.JoinRetryMin, time.Second)
+	def(&cfg.JoinRetryMax, max(8*time.Second, cfg.JoinRetryMin))
 	def(&cfg.ForgetAfter, 24*time.Hour)
 	if cfg.SuspicionMult == 0 {
 		cfg.SuspicionMult = lan.SuspicionMult
@@ -184,10 +197,14 @@ func (cfg Config) withDefaults() (Config, error) {
 		{"gossip interval", cfg.GossipInterval}, {"push/pull interval", cfg.PushPullInterval},
 		{"dead node reclaim time", cfg.DeadNodeReclaimTime}, {"gossip to the dead time", cfg.GossipToTheDeadTime},
 		{"TCP timeout", cfg.TCPTimeout}, {"reconnect interval", cfg.ReconnectInterval}, {"forget after", cfg.ForgetAfter},
+		{"join retry min", cfg.JoinRetryMin}, {"join retry max", cfg.JoinRetryMax},
 	} {
 		if d.v < 0 {
 			return cfg, fmt.Errorf("gossip: config: %s %v is negative", d.name, d.v)
 		}
+	}
+	if cfg.JoinRetryMin > cfg.JoinRetryMax {
+		return cfg, fmt.Errorf("gossip: config: join retry min %v is longer than max %v", cfg.JoinRetryMin, cfg.JoinRetryMax)
 	}
 	if cfg.ProbeTimeout > cfg.ProbeInterval {
 		return cfg, fmt.Errorf("gossip: config: probe timeout %v is longer than the probe interval %v", cfg.ProbeTimeout, cfg.ProbeInterval)

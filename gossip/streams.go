@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -51,6 +52,24 @@ type streamGuard struct {
 	perIP map[netip.Addr]int
 
 	refused atomic.Uint64 // streams closed by the guard
+
+	// dialCtx ends every dial in progress when the Cluster shuts down
+	// (cancelDials), so that a join towards an unreachable seed does not
+	// hold Shutdown for TCPTimeout.
+	dialCtx     context.Context
+	cancelDials context.CancelFunc
+}
+
+// DialAddressTimeout implements memberlist.NodeAwareTransport as
+// NetTransport does, but ends with cancelDials.
+func (g *streamGuard) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	return d.DialContext(g.dialCtx, "tcp", a.Addr)
+}
+
+// DialTimeout implements memberlist.Transport, like DialAddressTimeout.
+func (g *streamGuard) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	return g.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
 }
 
 type streamLimits struct {
@@ -82,6 +101,7 @@ func newStreamGuard(inner memberlist.NodeAwareTransport, l streamLimits, log *sl
 		stop:               make(chan struct{}),
 		perIP:              map[netip.Addr]int{},
 	}
+	g.dialCtx, g.cancelDials = context.WithCancel(context.Background())
 	g.wg.Add(1)
 	go g.accept()
 	return g
@@ -92,6 +112,7 @@ func (g *streamGuard) StreamCh() <-chan net.Conn { return g.out }
 
 // Shutdown implements memberlist.Transport.
 func (g *streamGuard) Shutdown() error {
+	g.cancelDials()
 	close(g.stop)
 	g.wg.Wait()
 	// NetTransport's listener may be blocked handing over one more

@@ -14,6 +14,9 @@ type View struct {
 	Routes  []RouteView  `json:"routes"`
 	Block   string       `json:"block,omitempty"`
 	Epoch   uint32       `json:"epoch"`
+	// AloneSince is set (RFC 3339) while no other member is alive: this
+	// host is retrying its joins (Config.JoinRetryMin..Max).
+	AloneSince string `json:"alone_since,omitempty"`
 }
 
 // MemberView is one gossip member as a host sees it.

@@ -99,14 +99,23 @@ func startCluster(cfg *config.Config, log *slog.Logger, r *router.Router, tunnel
 	if len(cc.Join) > 0 {
 		n, err := cl.Join(cc.Join)
 		if err != nil && n == 0 {
-			// Not fatal: the seeds may come up later; gossip keeps trying
-			// through whoever joins us.
-			c.log.Warn("join failed; waiting to be joined", "seeds", strings.Join(cc.Join, ","), "err", err)
+			// Not fatal: the seeds may come up later. While alone, gossip
+			// tries them again from every second up to every 8 s.
+			c.log.Warn("join failed; retrying while alone", "seeds", strings.Join(cc.Join, ","), "err", err)
 		} else {
 			c.log.Info("joined", "contacted", n)
 		}
 	}
 	return c, nil
+}
+
+// view is the agent's view, with whether this host is alone.
+func (c *cluster) view() gossip.View {
+	v := c.ag.Snapshot()
+	if since, alone := c.cl.Alone(); alone {
+		v.AloneSince = since.UTC().Format(time.RFC3339)
+	}
+	return v
 }
 
 // run is the agent's loop, until ctx is done.

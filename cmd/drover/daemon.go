@@ -240,7 +240,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	if cfg.ControlSocket != "none" {
 		views := func() gossip.View {
 			if cl != nil {
-				return cl.ag.Snapshot()
+				return cl.view()
 			}
 			var v gossip.View
 			for _, rt := range d.routes {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/drovernet/drover/gossip"
 )
 
 // TestExitStatus: usage and configuration errors exit 2 with a message
@@ -48,5 +50,22 @@ func TestExitStatus(t *testing.T) {
 				t.Errorf("output %q does not contain %q", all, tc.msg)
 			}
 		})
+	}
+}
+
+func TestClusterLine(t *testing.T) {
+	tests := []struct {
+		v    gossip.View
+		want string
+	}{
+		{gossip.View{Epoch: 1, AloneSince: "2026-12-06T05:00:00Z", Members: []gossip.MemberView{{Name: "h1", State: "alive"}}},
+			"cluster: alone since 2026-12-06T05:00:00Z, retrying joins through its seeds and every member seen"},
+		{gossip.View{Epoch: 1, Members: []gossip.MemberView{{Name: "h1", State: "alive"}, {Name: "h2", State: "alive"}, {Name: "h3", State: "dead"}, {Name: "h4", State: "suspect"}}},
+			"cluster: joined, 2 other members alive"},
+	}
+	for _, tc := range tests {
+		if got := clusterLine(tc.v); got != tc.want {
+			t.Errorf("clusterLine: got %q, want %q", got, tc.want)
+		}
 	}
 }

@@ -113,7 +113,30 @@ func cmdStatus(args []string, stdout io.Writer) error {
 	if err := fetch(sock, "/v1/local", &local); err == nil {
 		fmt.Fprintf(stdout, "\nlocal containers: %d\n", len(local))
 	}
+	// Cluster mode: joined, or alone and retrying (GET /v1/cluster).
+	var cv gossip.View
+	if err := fetch(sock, "/v1/cluster", &cv); err == nil && cv.Epoch > 0 {
+		fmt.Fprintln(stdout, clusterLine(cv))
+	}
 	return nil
+}
+
+// clusterLine says whether this host is in a cluster: "cluster: joined, N
+// other members alive" or "cluster: alone since T, retrying joins".
+func clusterLine(cv gossip.View) string {
+	if cv.AloneSince != "" {
+		return "cluster: alone since " + cv.AloneSince + ", retrying joins through its seeds and every member seen"
+	}
+	alive := 0
+	for _, m := range cv.Members {
+		if m.State == "alive" || m.State == "suspect" {
+			alive++
+		}
+	}
+	if alive > 0 {
+		alive-- // the view lists this host too
+	}
+	return fmt.Sprintf("cluster: joined, %d other members alive", alive)
 }
 
 // cmdPeers shows the cluster's members next to the router's peers: state,
