@@ -472,6 +472,32 @@ func (c *Cluster) Alone() (since time.Time, alone bool) {
 	return since, true
 }
 
+// AddSeeds adds addresses to try while alone, as if given to Join, without
+// trying them now (remembered members of an earlier run: AddrBook).
+func (c *Cluster) AddSeeds(addrs []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range addrs {
+		if a != "" && !slices.Contains(c.seeds, a) {
+			c.seeds = append(c.seeds, a)
+		}
+	}
+}
+
+// AliveAddrs returns the gossip addresses of the other members alive now.
+func (c *Cluster) AliveAddrs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for name, e := range c.members {
+		if name != c.cfg.Name && (e.State == Alive || e.State == Suspect) && e.Addr.IsValid() {
+			out = append(out, e.Addr.String())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Seeds returns the addresses given to Join.
 func (c *Cluster) Seeds() []string {
 	c.mu.Lock()

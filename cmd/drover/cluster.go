@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/drovernet/drover/gossip"
 	"github.com/drovernet/drover/gossip/blocks"
 	"github.com/drovernet/drover/internal/durable"
+	"github.com/drovernet/drover/internal/ratelog"
 	"github.com/drovernet/drover/router"
 	"github.com/drovernet/drover/tun"
 )
@@ -30,6 +32,7 @@ type cluster struct {
 	ag   *agent.Agent
 	cl   *gossip.Cluster
 	pins *agent.Pins
+	book *gossip.AddrBook // members seen alive, to rejoin through after a restart
 	log  *slog.Logger
 }
 
@@ -95,7 +98,17 @@ func startCluster(cfg *config.Config, log *slog.Logger, r *router.Router, tunnel
 		return nil, err
 	}
 	ag.Attach(cl)
-	c := &cluster{ag: ag, cl: cl, pins: pins, log: log.With("component", "cluster")}
+	c := &cluster{ag: ag, cl: cl, pins: pins, log: ratelog.New(log.With("component", "cluster"), 0, 0),
+		book: gossip.OpenAddrBook(filepath.Join(cfg.StateDir, "members.json"))}
+	// Members seen alive by an earlier run are tried while alone, after
+	// the seeds: a restarted host finds its cluster even if every seed is
+	// gone. Not joined now (an unreachable one would hold the start).
+	if known, err := c.book.Load(); err != nil {
+		c.log.Warn("remembered members not used", "err", err)
+	} else if len(known) > 0 {
+		cl.AddSeeds(known)
+		c.log.Info("remembered members", "count", len(known))
+	}
 	if len(cc.Join) > 0 {
 		n, err := cl.Join(cc.Join)
 		if err != nil && n == 0 {
@@ -118,8 +131,42 @@ func (c *cluster) view() gossip.View {
 	return v
 }
 
-// run is the agent's loop, until ctx is done.
-func (c *cluster) run(ctx context.Context) { c.ag.Run(ctx) }
+// run is the agent's loop, and the address book's upkeep, until ctx is
+// done.
+func (c *cluster) run(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { defer close(done); c.keepBook(ctx) }()
+	c.ag.Run(ctx)
+	<-done
+}
+
+// bookEvery is how often the members seen alive are written down (when
+// they changed): a restart loses at most this much of the membership's
+// history.
+const bookEvery = 10 * time.Second
+
+// keepBook writes the addresses of the members alive now to the address
+// book whenever they changed, until ctx is done. While alone it writes
+// nothing: the last members known are the ones worth trying.
+func (c *cluster) keepBook(ctx context.Context) {
+	tick := time.NewTicker(bookEvery)
+	defer tick.Stop()
+	var last []string
+	for {
+		if cur := c.cl.AliveAddrs(); len(cur) > 0 && !slices.Equal(cur, last) {
+			if err := c.book.Save(cur); err != nil {
+				c.log.Warn("remember members", "err", err)
+			} else {
+				last = cur
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
 
 // stop leaves the cluster (announced, so peers withdraw our routes at once)
 // and removes our routes.

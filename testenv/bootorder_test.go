@@ -1,0 +1,101 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// permutations lists every order of 0..n-1.
+func permutations(n int) [][]int {
+	if n == 1 {
+		return [][]int{{0}}
+	}
+	var out [][]int
+	for _, p := range permutations(n - 1) {
+		for i := 0; i <= len(p); i++ {
+			q := append(slices.Clone(p[:i]), n-1)
+			out = append(out, append(q, p[i:]...))
+		}
+	}
+	return out
+}
+
+// Boot order (issue 10): three hosts with the README's cluster config (hosts
+// 2 and 3 join host 1) started one second apart in every order form one
+// cluster with full container reachability within 5 s of the last start.
+// Hosts that come up before their seed are alone and retry their joins
+// (from every 250 ms up to every 2 s with the labs' fast timing), instead of
+// waiting out the 30 s reconnect interval as before.
+func TestClusterBootOrder(t *testing.T) {
+	if got := len(permutations(3)); got != 6 {
+		t.Fatalf("permutations(3): got %d, want 6", got)
+	}
+	for _, order := range permutations(3) {
+		name := fmt.Sprintf("h%d,h%d,h%d", order[0]+1, order[1]+1, order[2]+1)
+		t.Run(name, func(t *testing.T) {
+			lab := newClusterLab(t, LabOptions{Hosts: 3, Containers: 1, HostOptions: []HostOptions{{Manual: true}, {Manual: true}, {Manual: true}}})
+			var last time.Time
+			for k, i := range order {
+				if k > 0 {
+					time.Sleep(time.Second)
+				}
+				last = time.Now()
+				if err := lab.StartRouter(t.Context(), lab.Hosts[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := lab.WaitConverged(t.Context(), lab.Hosts, 5*time.Second); err != nil {
+				t.Fatalf("order %s: %v\n%s", name, err, lab.ClusterViews())
+			}
+			took := time.Since(last)
+			at := waitMatrix(t, lab, 5*time.Second)
+			t.Logf("RESULT start order %s: converged %v, full reachability %v after the last start",
+				name, took.Round(time.Millisecond), at.Sub(last).Round(time.Millisecond))
+			if d := at.Sub(last); d > 5*time.Second {
+				t.Errorf("order %s: full reachability %v after the last start, want within 5s", name, d)
+			}
+		})
+	}
+}
+
+// A restarted host whose only seed is gone finds the cluster again through
+// the members it remembers (state_dir/members.json).
+func TestClusterRejoinWithoutSeed(t *testing.T) {
+	lab := newClusterLab(t, LabOptions{Hosts: 3, Containers: 1})
+	h1, h3 := lab.Hosts[0], lab.Hosts[2]
+	book := filepath.Join(h3.StateDir(), "members.json")
+	err := Poll(t.Context(), 15*time.Second, 100*time.Millisecond, func() error {
+		b, err := os.ReadFile(book)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), h1.Underlay.String()) || !strings.Contains(string(b), lab.Hosts[1].Underlay.String()) {
+			return fmt.Errorf("h3's address book lacks a member:\n%s", b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.StopRouter(h3); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.KillRouter(h1); err != nil { // the seed is gone for good
+		t.Fatal(err)
+	}
+	// h3 restarts with only the dead seed configured.
+	start := time.Now()
+	if err := lab.startRouter(t.Context(), h3, []string{lab.seedAddr(h1)}, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WaitConverged(t.Context(), []*Host{lab.Hosts[1], h3}, 10*time.Second); err != nil {
+		t.Fatalf("h3 without its seed: %v\n%s", err, lab.ClusterViews())
+	}
+	t.Logf("RESULT h3 rejoined through a remembered member %v after its restart (its seed dead)", time.Since(start).Round(time.Millisecond))
+	waitPing(t, h3.Containers[0], lab.Hosts[1].Containers[0], 10*time.Second)
+}
