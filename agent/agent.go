@@ -61,6 +61,10 @@ type BlockStore interface {
 	Save(blocks.Claim) error
 }
 
+// NotJoined is the view's BlockNote while the agent waits to join before
+// it claims a block.
+const NotJoined = "no block: not joined to any member yet; containers cannot be attached until this host joins (cluster.bootstrap: true lets the first host start a cluster alone)"
+
 // Encapsulations the agent knows.
 const (
 	EncapESP   = "esp"
@@ -84,8 +88,13 @@ type Config struct {
 	MAC       [6]byte
 	CIDR      netip.Prefix
 	BlockBits int
-	Encap     string // EncapESP or EncapVXLAN
-	Cipher    esp.Cipher
+	// MayClaimAlone lets the agent claim a new block before any other
+	// member has been seen alive (the cluster's first host). Otherwise it
+	// waits until it has joined: two hosts that have never met cannot see
+	// each other's claims, and would hand out the same addresses.
+	MayClaimAlone bool
+	Encap         string // EncapESP or EncapVXLAN
+	Cipher        esp.Cipher
 	// CipherName is the cipher's configuration name, for notes.
 	CipherName string
 	ClusterKey []byte
@@ -157,6 +166,9 @@ type Agent struct {
 	// unpublished: our info changed (a block claim) and is not published
 	// yet; the next step outside a rotation publishes it.
 	unpublished bool
+	// joined: another member has been seen alive (in this run), so the
+	// block claims of the cluster are known.
+	joined bool
 
 	peers  map[string]*peerKeys
 	routes map[netip.Prefix]tun.Route // installed through the TUN

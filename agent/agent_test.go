@@ -497,3 +497,41 @@ func TestBlockMoveDuringRotation(t *testing.T) {
 		t.Fatalf("a step after the rotation published again: %d publications, want %d", len(h.m.published), n+1)
 	}
 }
+
+// A host that may not start a cluster alone claims no block until it has
+// met a member; then it claims one the others do not hold. A block it held
+// before (state_dir) it keeps while alone.
+func TestNoBlockBeforeJoining(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MayClaimAlone = false })
+	for range 5 {
+		h.step()
+	}
+	if h.a.claim.Block.IsValid() {
+		t.Fatalf("alone, not a bootstrap host: claimed %v, want no block", h.a.claim.Block)
+	}
+	if v := h.view(); v.BlockNote != NotJoined {
+		t.Fatalf("view's block note: got %q, want %q", v.BlockNote, NotJoined)
+	}
+	for _, in := range h.m.published {
+		if in.Block.IsValid() {
+			t.Fatalf("published a block while alone: %v", in.Block)
+		}
+	}
+	h2 := newRemote(t, "h2", 2, "10.42.2.0/24", t0.Add(-time.Hour))
+	h.up(h2)
+	if !h.a.claim.Block.IsValid() || h.a.claim.Block == h2.info.Block {
+		t.Fatalf("after meeting h2: claimed %v, want a block other than h2's %v", h.a.claim.Block, h2.info.Block)
+	}
+	if v := h.view(); v.BlockNote != "" {
+		t.Fatalf("view's block note once joined: got %q, want none", v.BlockNote)
+	}
+	// Restarted alone (h2 gone), it keeps its block.
+	own := h.a.claim.Block
+	h.a.Stop()
+	h.m.members = nil
+	h.newAgent(func(c *Config) { c.MayClaimAlone = false })
+	h.step()
+	if h.a.claim.Block != own {
+		t.Fatalf("restarted alone: block %v, want %v (kept from state_dir)", h.a.claim.Block, own)
+	}
+}

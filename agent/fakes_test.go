@@ -196,7 +196,7 @@ func (h *harness) newAgent(opts ...harnessOpt) {
 	cfg := Config{
 		Name: "h1", Version: "test", Underlay: netip.MustParseAddrPort("192.0.2.1:4500"),
 		UnderlayNets: []netip.Prefix{underlayNt},
-		CIDR:         cidr, BlockBits: 24, Encap: EncapESP, Cipher: esp.AES128GCM, CipherName: "aes-128-gcm",
+		CIDR:         cidr, BlockBits: 24, MayClaimAlone: true, Encap: EncapESP, Cipher: esp.AES128GCM, CipherName: "aes-128-gcm",
 		ClusterKey: clusterKey, Identity: id, TunnelMTU: 1400,
 		RotationInterval: rotateEvery, SwitchDelay: switchD, Grace: grace,
 		Blocks: blocks.Open(filepath.Join(h.dir, "block.json")), Pins: pins,

@@ -97,8 +97,20 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 	self := a.cfg.Name
 	members := a.m.Members()
 	claims, believed := a.checkClaims(members, now)
+	for _, m := range members {
+		if m.Name != self && (m.State == gossip.Alive || m.State == gossip.Suspect) && m.InfoErr == nil {
+			if !a.joined {
+				a.log.Info("joined: the cluster's block claims are known", "peer", m.Name)
+			}
+			a.joined = true
+		}
+	}
 
-	if len(a.cfg.Prefixes) == 0 {
+	waiting := len(a.cfg.Prefixes) == 0 && !a.claim.Block.IsValid() && !a.joined && !a.cfg.MayClaimAlone
+	if waiting {
+		a.log.Info("no block claimed: not joined to any member yet (cluster.bootstrap lets a host start a cluster alone)")
+	}
+	if len(a.cfg.Prefixes) == 0 && !waiting {
 		cur := a.claim
 		cur.Node = self
 		next, changed, err := blocks.Decide(self, cur, claims, a.cfg.CIDR, a.cfg.BlockBits, now)
@@ -137,6 +149,9 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 	view := gossip.View{Epoch: a.epoch}
 	if a.claim.Block.IsValid() {
 		view.Block = a.claim.Block.String()
+	}
+	if waiting {
+		view.BlockNote = NotJoined
 	}
 	peers := slices.Clone(a.cfg.Static)
 	spis := map[uint32]string{}

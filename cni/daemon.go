@@ -49,6 +49,8 @@ type daemonStatus struct {
 	Prefixes []string `json:"prefixes"`
 	// Addresses are the TUN device's own: never handed to a container.
 	Addresses []string `json:"addresses"`
+	// BlockNote says why the node has no block yet (cluster mode).
+	BlockNote string `json:"block_note"`
 }
 
 // block returns the node's first IPv4 prefix.

@@ -213,6 +213,9 @@ func (c *config) resolve(ctx context.Context, d *daemonClient) (*plan, *types.Er
 	if needBlock {
 		var ok bool
 		if block, ok = st.block(); !ok {
+			if st.BlockNote != "" {
+				return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("drover daemon at %s: %s", c.DaemonSocket, st.BlockNote), "")
+			}
 			return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("drover daemon at %s has no IPv4 block yet (prefixes %v)", c.DaemonSocket, st.Prefixes), "")
 		}
 		if block.Bits() > ipam.MaxBits {

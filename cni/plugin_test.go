@@ -554,3 +554,16 @@ func TestHairpinAndMTU(t *testing.T) {
 	}
 	wantCNIError(t, h.check(t, "c1", ctr, conf, res), types.ErrInternal, "hairpin false, want true")
 }
+
+// A cluster-mode daemon that has not joined yet has no block: ADD fails
+// with code 11 (try again later) and repeats the daemon's reason.
+func TestAddBeforeJoined(t *testing.T) {
+	h := newTestHost(t)
+	ctr := testenv.NewNetNS(t, "cnic")
+	h.daemon.mu.Lock()
+	h.daemon.status["prefixes"] = []string{}
+	h.daemon.status["block_note"] = "no block: not joined to any member yet"
+	h.daemon.mu.Unlock()
+	_, err := h.add(t, "c1", ctr, h.conf(nil))
+	wantCNIError(t, err, types.ErrTryAgainLater, "no block: not joined to any member yet")
+}

@@ -17,6 +17,8 @@ type View struct {
 	// AloneSince is set (RFC 3339) while no other member is alive: this
 	// host is retrying its joins (Config.JoinRetryMin..Max).
 	AloneSince string `json:"alone_since,omitempty"`
+	// BlockNote says why this host has no block, when it has none.
+	BlockNote string `json:"block_note,omitempty"`
 }
 
 // MemberView is one gossip member as a host sees it.

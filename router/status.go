@@ -36,6 +36,9 @@ type Status struct {
 	// router knows nothing of it: the daemon's control layer fills it in.
 	// Absent when the filter is off (firewall.forward: false).
 	ForwardFilter *ForwardFilterStatus `json:"forward_filter,omitempty"`
+	// BlockNote says why a cluster-mode host has no block yet (filled by
+	// the control layer from the agent; the CNI plugin repeats it).
+	BlockNote string `json:"block_note,omitempty"`
 }
 
 // ForwardFilterStatus is the forward filter's table and what it dropped.

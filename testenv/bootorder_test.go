@@ -3,6 +3,7 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -30,7 +31,8 @@ func permutations(n int) [][]int {
 // cluster with full container reachability within 5 s of the last start.
 // Hosts that come up before their seed are alone and retry their joins
 // (from every 250 ms up to every 2 s with the labs' fast timing), instead of
-// waiting out the 30 s reconnect interval as before.
+// waiting out the 30 s reconnect interval as before; they claim their
+// blocks once they have joined.
 func TestClusterBootOrder(t *testing.T) {
 	if got := len(permutations(3)); got != 6 {
 		t.Fatalf("permutations(3): got %d, want 6", got)
@@ -45,7 +47,10 @@ func TestClusterBootOrder(t *testing.T) {
 					time.Sleep(time.Second)
 				}
 				last = time.Now()
-				if err := lab.StartRouter(t.Context(), lab.Hosts[i]); err != nil {
+				// Not StartRouter: a host that starts before its seed
+				// claims no block until it has joined (cluster.bootstrap).
+				h := lab.Hosts[i]
+				if err := lab.launch(t.Context(), h, lab.seedsFor(h)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -53,6 +58,11 @@ func TestClusterBootOrder(t *testing.T) {
 				t.Fatalf("order %s: %v\n%s", name, err, lab.ClusterViews())
 			}
 			took := time.Since(last)
+			for _, h := range lab.Hosts {
+				if err := lab.checkBlock(h); err != nil {
+					t.Fatal(err)
+				}
+			}
 			at := waitMatrix(t, lab, 5*time.Second)
 			t.Logf("RESULT start order %s: converged %v, full reachability %v after the last start",
 				name, took.Round(time.Millisecond), at.Sub(last).Round(time.Millisecond))
@@ -98,4 +108,43 @@ func TestClusterRejoinWithoutSeed(t *testing.T) {
 	}
 	t.Logf("RESULT h3 rejoined through a remembered member %v after its restart (its seed dead)", time.Since(start).Round(time.Millisecond))
 	waitPing(t, h3.Containers[0], lab.Hosts[1].Containers[0], 10*time.Second)
+}
+
+// A host whose seeds never answer claims no block and says why (its CNI ADD
+// then fails with code 11 and that reason: cni TestAddBeforeJoined); with
+// cluster.bootstrap it starts a cluster alone.
+func TestClusterNoBlockBeforeJoining(t *testing.T) {
+	lab := newClusterLab(t, LabOptions{Hosts: 1, Containers: 1, HostOptions: []HostOptions{{Manual: true}}})
+	h := lab.Hosts[0]
+	if err := lab.launch(t.Context(), h, []string{"192.0.2.77"}); err != nil { // nobody there
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		v, err := h.Router.Cluster()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := h.Router.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Block != "" || len(st.Prefixes) != 0 {
+			t.Fatalf("alone without bootstrap: block %q, prefixes %v; want none", v.Block, st.Prefixes)
+		}
+		if !strings.Contains(st.BlockNote, "not joined") || v.AloneSince == "" {
+			t.Fatalf("alone without bootstrap: status block_note %q, alone_since %q; want the reason and a time", st.BlockNote, v.AloneSince)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	out, _ := exec.Command(lab.opts.Bin, "status", "--socket", h.Router.Config.ControlSocket).CombinedOutput()
+	t.Logf("drover status of a host alone without bootstrap:\n%s", out)
+	if err := lab.StopRouter(h); err != nil {
+		t.Fatal(err)
+	}
+	h.cfg.Cluster.Bootstrap = true
+	if err := lab.startRouter(t.Context(), h, []string{"192.0.2.77"}, true); err != nil {
+		t.Fatalf("with bootstrap: %v", err)
+	}
+	t.Logf("with cluster.bootstrap: block %s claimed alone", h.Prefix)
 }

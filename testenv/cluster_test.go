@@ -732,6 +732,9 @@ func TestClusterWrongKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
+	// An intruder that claims a block alone (cluster.bootstrap), so that
+	// its container has an address to be reached at.
+	intruder.cfg.Cluster.Bootstrap = true
 	if err := lab.StartRouter(t.Context(), intruder); err != nil {
 		t.Fatal(err)
 	}

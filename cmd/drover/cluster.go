@@ -72,7 +72,7 @@ func startCluster(cfg *config.Config, log *slog.Logger, r *router.Router, tunnel
 		Underlay:     netip.AddrPortFrom(n.UnderlayAddr, n.Port),
 		UnderlayNets: underlayNets,
 		Prefixes:     n.PrefixList, Addrs: n.AddressList, MAC: n.MACAddr,
-		CIDR: cc.CIDRPrefix, BlockBits: cc.BlockBits,
+		CIDR: cc.CIDRPrefix, BlockBits: cc.BlockBits, MayClaimAlone: cc.MayClaimAlone(),
 		Encap: encap, Cipher: cfg.CipherID, CipherName: cfg.Cipher,
 		ClusterKey: key, Identity: id, TunnelMTU: tunnelMTU, Static: static,
 		RotationInterval: cc.RotationInterval, SwitchDelay: cc.SwitchDelay, Grace: cc.Grace,

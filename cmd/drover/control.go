@@ -162,6 +162,9 @@ func printStatus(w io.Writer, st router.Status) {
 		fmt.Fprintf(w, " %s", st.Cipher)
 	}
 	fmt.Fprintf(w, "  listen %s  tun %s mtu %d (underlay %d)\n", st.Listen, st.TUN, st.TUNMTU, st.UnderlayMTU)
+	if st.BlockNote != "" {
+		fmt.Fprintf(w, "%s\n", st.BlockNote)
+	}
 	fmt.Fprintf(w, "tx %d packets %d bytes  rx %d packets %d bytes  icmp %d\n", st.TxPackets, st.TxBytes, st.RxPackets, st.RxBytes, st.ICMPSent)
 	switch ff := st.ForwardFilter; {
 	case ff == nil:

@@ -256,7 +256,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		if cl != nil {
 			register = func(mux *http.ServeMux) { locals.register(mux); cl.register(mux) }
 		}
-		stopCtl, err := serveControl(cfg.ControlSocket, r, views, register, fwd.fill, log)
+		fill := fwd.fill
+		if cl != nil {
+			fill = func(st *router.Status) { fwd.fill(st); st.BlockNote = cl.view().BlockNote }
+		}
+		stopCtl, err := serveControl(cfg.ControlSocket, r, views, register, fill, log)
 		if err != nil {
 			return err
 		}

@@ -122,9 +122,20 @@ type Cluster struct {
 	// Timing selects memberlist's timing profile: "lan" (default) or "fast"
 	// (quick failure detection for labs and tests; more gossip traffic).
 	Timing string `yaml:"timing"`
+	// Bootstrap lets this host claim a block before it has met any other
+	// member: the first host of a cluster. Without it a host that has
+	// joined no one claims no block (it keeps one it already holds in
+	// state_dir), so two hosts that have not met cannot hand out the same
+	// addresses. Implied when Join is empty: a host with no seeds founds
+	// the cluster.
+	Bootstrap bool `yaml:"bootstrap"`
 
 	CIDRPrefix netip.Prefix `yaml:"-"`
 }
+
+// MayClaimAlone reports whether this host may claim a block before it has
+// met another member (Bootstrap, or no seeds to join).
+func (c *Cluster) MayClaimAlone() bool { return c.Bootstrap || len(c.Join) == 0 }
 
 // Firewall configures drover's own nftables filter (package firewall,
 // docs/security.md).
