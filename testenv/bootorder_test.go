@@ -148,3 +148,106 @@ func TestClusterNoBlockBeforeJoining(t *testing.T) {
 	}
 	t.Logf("with cluster.bootstrap: block %s claimed alone", h.Prefix)
 }
+
+// pingAll pings between the first containers of every pair of hosts.
+func pingAll(t *testing.T, hosts []*Host) time.Time {
+	t.Helper()
+	for _, a := range hosts {
+		for _, b := range hosts {
+			if a != b {
+				waitPing(t, a.Containers[0], b.Containers[0], 5*time.Second)
+			}
+		}
+	}
+	return time.Now()
+}
+
+// startAndReach waits for hosts to converge after the last start, addresses
+// them and checks every pair of containers; it reports the times.
+func startAndReach(t *testing.T, lab *Lab, hosts []*Host, last time.Time, what string) {
+	t.Helper()
+	if err := lab.WaitConverged(t.Context(), hosts, 5*time.Second); err != nil {
+		t.Fatalf("%s: %v\n%s", what, err, lab.ClusterViews())
+	}
+	conv := time.Since(last)
+	for _, h := range hosts {
+		if err := lab.checkBlock(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := pingAll(t, hosts)
+	t.Logf("RESULT %s: converged %v, every pair of containers reached %v after the last start",
+		what, conv.Round(time.Millisecond), at.Sub(last).Round(time.Millisecond))
+	if d := at.Sub(last); d > 5*time.Second {
+		t.Errorf("%s: full reachability %v after the last start, want within 5s", what, d)
+	}
+}
+
+// The other boot cases of issue 10: the seed 60 s late; the seed never up
+// but a second seed is; the seed dies after the others joined, comes back,
+// and a new host joins through the seed's address.
+func TestClusterBootCases(t *testing.T) {
+	manual := []HostOptions{{Manual: true}, {Manual: true}, {Manual: true}, {Manual: true}}
+	t.Run("seed-60s-late", func(t *testing.T) {
+		lab := newClusterLab(t, LabOptions{Hosts: 3, Containers: 1, HostOptions: manual[:3]})
+		h1, h2, h3 := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2]
+		for _, h := range []*Host{h2, h3} {
+			if err := lab.launch(t.Context(), h, lab.seedsFor(h)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(60 * time.Second)
+		last := time.Now()
+		if err := lab.launch(t.Context(), h1, nil); err != nil {
+			t.Fatal(err)
+		}
+		startAndReach(t, lab, lab.Hosts, last, "seed h1 started 60 s after h2 and h3")
+	})
+	t.Run("second-seed", func(t *testing.T) {
+		lab := newClusterLab(t, LabOptions{Hosts: 3, Containers: 1, HostOptions: manual[:3]})
+		h1, h2, h3 := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2]
+		seeds := []string{lab.seedAddr(h1), lab.seedAddr(h2)} // h1 never starts
+		if err := lab.launch(t.Context(), h3, seeds); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		h2.cfg.Cluster.Bootstrap = true // the second seed may found the cluster
+		last := time.Now()
+		if err := lab.launch(t.Context(), h2, seeds); err != nil {
+			t.Fatal(err)
+		}
+		startAndReach(t, lab, []*Host{h2, h3}, last, "seed h1 never up, second seed h2 started 2 s after h3")
+	})
+	t.Run("seed-dies-new-host", func(t *testing.T) {
+		lab := newClusterLab(t, LabOptions{Hosts: 4, Containers: 1, HostOptions: []HostOptions{{}, {}, {}, {Manual: true}}})
+		h1, h4 := lab.Hosts[0], lab.Hosts[3]
+		running := lab.Hosts[:3]
+		// Every host has written down the members it saw (members.json).
+		err := Poll(t.Context(), 15*time.Second, 100*time.Millisecond, func() error {
+			for _, h := range running {
+				if _, err := os.Stat(filepath.Join(h.StateDir(), "members.json")); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lab.KillRouter(h1); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second) // declared dead by the others
+		// The seed comes back with no seeds of its own (it founded the
+		// cluster) and finds it through the members it remembers; a new
+		// host joins through the seed's address.
+		if err := lab.startRouter(t.Context(), h1, nil, true); err != nil {
+			t.Fatal(err)
+		}
+		last := time.Now()
+		if err := lab.launch(t.Context(), h4, []string{lab.seedAddr(h1)}); err != nil {
+			t.Fatal(err)
+		}
+		startAndReach(t, lab, lab.Hosts, last, "seed h1 killed and restarted, new host h4 joining through it")
+	})
+}

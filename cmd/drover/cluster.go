@@ -113,7 +113,7 @@ func startCluster(cfg *config.Config, log *slog.Logger, r *router.Router, tunnel
 		n, err := cl.Join(cc.Join)
 		if err != nil && n == 0 {
 			// Not fatal: the seeds may come up later. While alone, gossip
-			// tries them again from every second up to every 8 s.
+			// tries them again from every second up to every 4 s.
 			c.log.Warn("join failed; retrying while alone", "seeds", strings.Join(cc.Join, ","), "err", err)
 		} else {
 			c.log.Info("joined", "contacted", n)
