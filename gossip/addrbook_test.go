@@ -63,16 +63,17 @@ func TestRejoinThroughRemembered(t *testing.T) {
 		t.Fatalf("AliveAddrs alone: got %v, want none", got)
 	}
 	b.AddSeeds([]string{a.LocalAddr().String()})
+	want := []string{a.LocalAddr().String()}
 	err := poll(5*time.Second, func() error {
 		if m, ok := member(a, "b"); !ok || m.State != Alive {
 			return fmt.Errorf("a does not list b alive")
+		}
+		if got := b.AliveAddrs(); !slices.Equal(got, want) {
+			return fmt.Errorf("b's AliveAddrs: got %v, want %v", got, want)
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	if got, want := b.AliveAddrs(), []string{a.LocalAddr().String()}; !slices.Equal(got, want) {
-		t.Fatalf("AliveAddrs: got %v, want %v", got, want)
 	}
 }
