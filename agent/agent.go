@@ -100,6 +100,9 @@ type Config struct {
 	ClusterKey []byte
 	Identity   pairkey.KeyPair
 	TunnelMTU  int
+	// ReplayWindow is the anti-replay window of derived inbound SAs, in
+	// packets (config.DefaultReplayWindow).
+	ReplayWindow int
 	// Static are the configured peers: trusted, always present; no member
 	// may claim a prefix that overlaps theirs.
 	Static []*router.Peer
@@ -187,6 +190,9 @@ func New(cfg Config, r Router, k Kernel) (*Agent, error) {
 	}
 	if cfg.Encap != EncapESP && cfg.Encap != EncapVXLAN {
 		return nil, fmt.Errorf("agent: unknown encapsulation %q", cfg.Encap)
+	}
+	if cfg.Encap == EncapESP && cfg.ReplayWindow <= 0 {
+		return nil, fmt.Errorf("agent: replay window %d", cfg.ReplayWindow)
 	}
 	if cfg.Blocks == nil || cfg.Pins == nil {
 		return nil, errors.New("agent: block store and identity pins are required")

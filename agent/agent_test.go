@@ -54,15 +54,7 @@ func TestPeersAndRoutes(t *testing.T) {
 // publishes its key only with the SAs installed.
 func TestStaticPeerWinsTie(t *testing.T) {
 	static := netip.MustParsePrefix("100.64.9.0/24")
-	in, err := esp.NewInSA(esp.AES128GCM, 0x1000, make([]byte, 20), false, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := esp.NewOutSA(esp.AES128GCM, 0x2000, make([]byte, 20), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp := &router.Peer{Name: "edge", Underlay: netip.MustParseAddrPort("198.51.100.7:4500"), Prefixes: []netip.Prefix{static}, TunnelMTU: 1400, Out: out, In: []*esp.InSA{in}}
+	sp := manualPeer(t, "edge", static, 0x1000)
 	h := newHarness(t, func(c *Config) { c.Static = []*router.Peer{sp} })
 	a := newRemote(t, "a", 3, "10.42.3.0/24", t0.Add(-time.Hour))
 	a.info.Prefixes = []netip.Prefix{static}
@@ -247,16 +239,7 @@ func TestCollisionRekeys(t *testing.T) {
 	h := newHarness(t)
 	h2 := newRemote(t, "h2", 2, "10.42.2.0/24", t0.Add(-time.Hour))
 	spi := h2.outSA(t, h.ourParty()).SPI()
-	in, err := esp.NewInSA(esp.AES128GCM, spi, make([]byte, 20), false, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := esp.NewOutSA(esp.AES128GCM, 0x2000, make([]byte, 20), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.a.cfg.Static = []*router.Peer{{Name: "edge", Underlay: netip.MustParseAddrPort("198.51.100.7:4500"),
-		Prefixes: []netip.Prefix{netip.MustParsePrefix("100.64.9.0/24")}, TunnelMTU: 1400, Out: out, In: []*esp.InSA{in}}}
+	h.a.cfg.Static = []*router.Peer{manualPeer(t, "edge", netip.MustParsePrefix("100.64.9.0/24"), spi)}
 	epoch := h.a.epoch
 	h.up(h2)
 	if h.a.epoch != epoch+1 {

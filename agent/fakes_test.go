@@ -197,7 +197,7 @@ func (h *harness) newAgent(opts ...harnessOpt) {
 		Name: "h1", Version: "test", Underlay: netip.MustParseAddrPort("192.0.2.1:4500"),
 		UnderlayNets: []netip.Prefix{underlayNt},
 		CIDR:         cidr, BlockBits: 24, MayClaimAlone: true, Encap: EncapESP, Cipher: esp.AES128GCM, CipherName: "aes-128-gcm",
-		ClusterKey: clusterKey, Identity: id, TunnelMTU: 1400,
+		ClusterKey: clusterKey, Identity: id, TunnelMTU: 1400, ReplayWindow: 1024,
 		RotationInterval: rotateEvery, SwitchDelay: switchD, Grace: grace,
 		Blocks: blocks.Open(filepath.Join(h.dir, "block.json")), Pins: pins,
 		Log:   slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -344,4 +344,20 @@ func hasInSPI(p *router.Peer, spi uint32) bool {
 		}
 	}
 	return false
+}
+
+// manualPeer is a configured static peer with manual SAs: inbound SPI inSPI,
+// routing prefix.
+func manualPeer(t *testing.T, name string, prefix netip.Prefix, inSPI uint32) *router.Peer {
+	t.Helper()
+	in, err := esp.NewInSA(esp.AES128GCM, inSPI, make([]byte, 20), false, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := esp.NewOutSA(esp.AES128GCM, 0x2000, make([]byte, 20), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &router.Peer{Name: name, Underlay: netip.MustParseAddrPort("198.51.100.7:4500"),
+		Prefixes: []netip.Prefix{prefix}, TunnelMTU: 1400, Out: out, In: []*esp.InSA{in}}
 }

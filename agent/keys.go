@@ -12,12 +12,9 @@ import (
 	"github.com/drovernet/drover/router"
 )
 
-// ESN: a derived SA may carry more than 2^32 packets in one rotation interval
-// (1.2 Mpps for an hour). The replay window is the configuration default's.
-const (
-	derivedESN    = true
-	derivedWindow = 1024
-)
+// derivedESN: a derived SA may carry more than 2^32 packets in one rotation
+// interval (1.2 Mpps for an hour).
+const derivedESN = true
 
 // peerKeys is one member's SA state across rotations.
 type peerKeys struct {
@@ -68,11 +65,19 @@ func (a *Agent) pruneOurs(pub [32]byte) {
 
 // erase ends the grace of our previous ephemeral key once it is due.
 func (a *Agent) erase(now time.Time) {
-	if a.prev == nil || !now.After(a.eraseAt) {
+	if a.prev != nil && now.After(a.eraseAt) {
+		a.erasePrev()
+	}
+}
+
+// erasePrev erases our previous ephemeral key now, with its SAs: forward
+// secrecy, the old key cannot be recomputed.
+func (a *Agent) erasePrev() {
+	if a.prev == nil {
 		return
 	}
 	pub := a.prev.Public
-	a.prev.Erase() // forward secrecy: the old key cannot be recomputed
+	a.prev.Erase()
 	a.prev = nil
 	a.pruneOurs(pub)
 }
@@ -132,7 +137,7 @@ func (a *Agent) peer(m gossip.Member, routed []netip.Prefix, now time.Time) (*ro
 				if err != nil {
 					return nil, err
 				}
-				if sa, err = esp.NewInSA(a.cfg.Cipher, k.SPI, k.Key, derivedESN, derivedWindow); err != nil {
+				if sa, err = esp.NewInSA(a.cfg.Cipher, k.SPI, k.Key, derivedESN, a.cfg.ReplayWindow); err != nil {
 					return nil, err
 				}
 				pk.in[f] = sa

@@ -78,17 +78,6 @@ func (a *Agent) rotate(now time.Time) {
 	_, _ = a.step(now) // back to the state before the rotation
 }
 
-// erasePrev erases our previous ephemeral key now, with its SAs.
-func (a *Agent) erasePrev() {
-	if a.prev == nil {
-		return
-	}
-	pub := a.prev.Public
-	a.prev.Erase()
-	a.prev = nil
-	a.pruneOurs(pub)
-}
-
 // step is Step at a given time. collided reports an inbound SPI collision
 // involving the current key pair of some member (a fresh key of ours gives
 // every such SA a new SPI); err, that the router refused the peer set.

@@ -348,21 +348,13 @@ func (c *Cluster) housekeeping() {
 }
 
 // retryDelay is the wait before join attempt n+1 (n from 0) while alone:
-// min·2^n, at most max, scaled by 0.8 + 0.4·r for r in [0, 1).
-func retryDelay(n int, min, max time.Duration, r float64) time.Duration {
-	d := min
-	for i := 0; i < n && d < max; i++ {
+// lo·2^n, at most hi, scaled by 0.8 + 0.4·r for r in [0, 1).
+func retryDelay(n int, lo, hi time.Duration, r float64) time.Duration {
+	d := lo
+	for i := 0; i < n && d < hi; i++ {
 		d *= 2
 	}
-	d = minDuration(d, max)
-	return time.Duration(float64(d) * (0.8 + 0.4*r))
-}
-
-func minDuration(a, b time.Duration) time.Duration {
-	if a < b {
-		return a
-	}
-	return b
+	return time.Duration(float64(min(d, hi)) * (0.8 + 0.4*r))
 }
 
 func (c *Cluster) expire(now time.Time) {
@@ -496,11 +488,4 @@ func (c *Cluster) AliveAddrs() []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// Seeds returns the addresses given to Join.
-func (c *Cluster) Seeds() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.seeds)
 }

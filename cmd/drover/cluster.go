@@ -74,7 +74,7 @@ func startCluster(cfg *config.Config, log *slog.Logger, r *router.Router, tunnel
 		Prefixes:     n.PrefixList, Addrs: n.AddressList, MAC: n.MACAddr,
 		CIDR: cc.CIDRPrefix, BlockBits: cc.BlockBits, MayClaimAlone: cc.MayClaimAlone(),
 		Encap: encap, Cipher: cfg.CipherID, CipherName: cfg.Cipher,
-		ClusterKey: key, Identity: id, TunnelMTU: tunnelMTU, Static: static,
+		ClusterKey: key, Identity: id, TunnelMTU: tunnelMTU, ReplayWindow: config.DefaultReplayWindow, Static: static,
 		RotationInterval: cc.RotationInterval, SwitchDelay: cc.SwitchDelay, Grace: cc.Grace,
 		Blocks: blocks.Open(filepath.Join(cfg.StateDir, "block.json")), Pins: pins,
 		Log: log,

@@ -258,7 +258,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		}
 		fill := fwd.fill
 		if cl != nil {
-			fill = func(st *router.Status) { fwd.fill(st); st.BlockNote = cl.view().BlockNote }
+			fill = func(st *router.Status) { fwd.fill(st); st.BlockNote = cl.ag.Snapshot().BlockNote }
 		}
 		stopCtl, err := serveControl(cfg.ControlSocket, r, views, register, fill, log)
 		if err != nil {
