@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -240,7 +241,7 @@ func TestClusterHostileClaims(t *testing.T) {
 			t.Errorf("%s routes with hostile members:\ngot  %q\nwant %q", h.Name, got, wantRoutes)
 		}
 	}
-	if got := blocksOf(t, honest); !maps2Equal(got, blocks) {
+	if got := blocksOf(t, honest); !maps.Equal(got, blocks) {
 		t.Errorf("blocks with hostile members: got %v, want %v (kept)", got, blocks)
 	}
 	for _, a := range honest {
@@ -271,18 +272,6 @@ func TestClusterHostileClaims(t *testing.T) {
 			}
 		}
 	}
-}
-
-func maps2Equal(a, b map[string]netip.Prefix) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // A host that returns under a known name with a different identity key
