@@ -65,6 +65,15 @@ type BlockStore interface {
 // it claims a block.
 const NotJoined = "no block: not joined to any member yet; containers cannot be attached until this host joins (cluster.bootstrap: true lets the first host start a cluster alone)"
 
+// noQuorum is the view's BlockNote (with fmt verbs: reachable holders,
+// known holders) while too few block holders are reachable to claim a new
+// block: this host may be on the minority side of a partition.
+const noQuorum = "no block: %d of the %d other hosts holding blocks are reachable; a new block needs more than half of them (a partition?), so that two sides of a cut never claim the same block"
+
+// settling is the view's BlockNote (block, until) while a fresh claim waits
+// for conflicting claims before its addresses are handed out.
+const settling = "claiming %s: not handed out before %s, in case another host claimed it at the same moment"
+
 // Encapsulations the agent knows.
 const (
 	EncapESP   = "esp"
@@ -93,8 +102,14 @@ type Config struct {
 	// waits until it has joined: two hosts that have never met cannot see
 	// each other's claims, and would hand out the same addresses.
 	MayClaimAlone bool
-	Encap         string // EncapESP or EncapVXLAN
-	Cipher        esp.Cipher
+	// ClaimSettle is how long a fresh block claim is published before its
+	// addresses are handed out: two hosts that claim one block at the same
+	// moment see each other's claim within gossip's propagation time, and
+	// the loser moves before any container got an address from it. A
+	// restored claim is used at once. Zero: at once (tests).
+	ClaimSettle time.Duration
+	Encap       string // EncapESP or EncapVXLAN
+	Cipher      esp.Cipher
 	// CipherName is the cipher's configuration name, for notes.
 	CipherName string
 	ClusterKey []byte
@@ -172,6 +187,9 @@ type Agent struct {
 	// joined: another member has been seen alive (in this run), so the
 	// block claims of the cluster are known.
 	joined bool
+	// settleAt: our claim (made in this run) is handed out from then on;
+	// zero for a restored claim.
+	settleAt time.Time
 
 	peers  map[string]*peerKeys
 	routes map[netip.Prefix]tun.Route // installed through the TUN
@@ -259,7 +277,7 @@ func (a *Agent) Info() gossip.NodeInfo {
 
 // Start applies the local prefixes and addresses (a restored block's, or
 // the static ones): call once before Run.
-func (a *Agent) Start() { a.setLocal() }
+func (a *Agent) Start() { a.setLocal(a.clock.Now()) }
 
 // Run is the control loop: it reacts to membership changes, rotates the
 // ephemeral key and retires superseded SAs, until ctx is done.
@@ -301,11 +319,16 @@ func (a *Agent) Snapshot() gossip.View {
 	return a.view
 }
 
-// setLocal applies our prefixes (static or block) and TUN addresses.
-func (a *Agent) setLocal() {
+// settled reports whether our block claim may be handed out at now.
+func (a *Agent) settled(now time.Time) bool { return !now.Before(a.settleAt) }
+
+// setLocal applies our prefixes (static or block, once settled) and TUN
+// addresses. The CNI plugin hands out addresses from the router's
+// prefixes only, so a block that is not local yet has none taken.
+func (a *Agent) setLocal(now time.Time) {
 	prefixes := a.cfg.Prefixes
 	addrs := a.cfg.Addrs
-	if len(prefixes) == 0 && a.claim.Block.IsValid() {
+	if len(prefixes) == 0 && a.claim.Block.IsValid() && a.settled(now) {
 		prefixes = []netip.Prefix{a.claim.Block}
 		if len(a.cfg.Addrs) == 0 {
 			addrs = []netip.Addr{a.claim.Block.Addr().Next()}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -95,11 +96,8 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 		}
 	}
 
-	waiting := len(a.cfg.Prefixes) == 0 && !a.claim.Block.IsValid() && !a.joined && !a.cfg.MayClaimAlone
-	if waiting {
-		a.log.Info("no block claimed: not joined to any member yet (cluster.bootstrap lets a host start a cluster alone)")
-	}
-	if len(a.cfg.Prefixes) == 0 && !waiting {
+	note := ""
+	if len(a.cfg.Prefixes) == 0 {
 		cur := a.claim
 		cur.Node = self
 		next, changed, err := blocks.Decide(self, cur, claims, a.cfg.CIDR, a.cfg.BlockBits, now)
@@ -108,29 +106,42 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 			// (changed, with an empty claim) so two hosts never route it.
 			a.log.Error("claim a block", "err", err)
 		}
+		if changed && next.Block.IsValid() {
+			// A new claim (first, or after losing ours) needs evidence
+			// that no other side of a partition can make the same one.
+			if why := a.mayClaim(believed); why != "" {
+				note = why
+				a.log.Info("no block claimed", "reason", why)
+				next, changed = blocks.Claim{}, a.claim.Block.IsValid()
+			}
+		}
 		if changed {
 			switch {
 			case a.claim.Block.IsValid() && next.Block.IsValid():
-				a.log.Warn("block lost to an earlier claim; moving", "prefix", a.claim.Block, "new", next.Block)
+				a.log.Warn("block lost to an earlier claim; moving: containers holding its addresses are stranded (drover status)", "prefix", a.claim.Block, "new", next.Block)
 			case a.claim.Block.IsValid():
-				a.log.Error("block lost and no free block left", "prefix", a.claim.Block)
+				a.log.Error("block lost and no other claimed: containers holding its addresses are stranded (drover status)", "prefix", a.claim.Block, "reason", cmp.Or(note, "no free block"))
 			default:
-				a.log.Info("block claimed", "prefix", next.Block)
+				a.log.Info("block claimed", "prefix", next.Block, "handed_out_from", now.Add(a.cfg.ClaimSettle).Format(time.RFC3339Nano))
 			}
 			a.claim = next
 			if next.Block.IsValid() {
+				a.settleAt = now.Add(a.cfg.ClaimSettle)
 				if err := a.cfg.Blocks.Save(next); err != nil {
 					a.log.Error("persist block claim", "err", err)
 				}
 			}
-			a.setLocal()
 			// Published at the end of the step, once the peers are set:
 			// inside a rotation the info carries a key whose SAs are not
 			// installed yet, and the rotation publishes it itself.
 			a.unpublished = true
 		}
+		a.setLocal(now)
 		if a.claim.Block.IsValid() {
 			claims = append(claims, blocks.Claim{Node: self, Block: a.claim.Block, Since: a.claim.Since, Live: true})
+			if !a.settled(now) {
+				note = fmt.Sprintf(settling, a.claim.Block, a.settleAt.Format(time.RFC3339Nano))
+			}
 		}
 	}
 	owners := blocks.Owners(claims)
@@ -139,9 +150,7 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 	if a.claim.Block.IsValid() {
 		view.Block = a.claim.Block.String()
 	}
-	if waiting {
-		view.BlockNote = NotJoined
-	}
+	view.BlockNote = note
 	peers := slices.Clone(a.cfg.Static)
 	spis := map[uint32]string{}
 	for _, p := range peers {
@@ -261,6 +270,40 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 		a.rotate(now)
 	}
 	return collided, nil
+}
+
+// mayClaim says why this host may not claim a new block now ("" if it
+// may). The evidence is the other hosts holding blocks that it knows of,
+// reachable or not (a dead member's claim stays until it leaves or is
+// forgotten, gossip.Config.ForgetAfter):
+//
+//   - none known: only once joined to some member (a new cluster), or
+//     alone with MayClaimAlone (its first host);
+//   - otherwise more than half of them must be reachable. Two sides of a
+//     partition cannot both see more than half of the holders known before
+//     the cut, and a side without a majority claims nothing, so the holders
+//     it knows stay the same: at most one side makes new claims, and claims
+//     made on two sides never meet on one block.
+func (a *Agent) mayClaim(believed map[string]*checked) string {
+	known, live := 0, 0
+	for _, c := range believed {
+		if c.refusedAll != "" || !c.block.Block.IsValid() {
+			continue
+		}
+		known++
+		if c.block.Live {
+			live++
+		}
+	}
+	switch {
+	case known == 0 && (a.joined || a.cfg.MayClaimAlone):
+		return ""
+	case known == 0:
+		return NotJoined
+	case 2*live > known:
+		return ""
+	}
+	return fmt.Sprintf(noQuorum, live, known)
 }
 
 // compatible says why we cannot talk to a member ("" if we can).

@@ -56,11 +56,17 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return d.c.meta
 }
 
-// drover sends no user messages and no user state over memberlist.
+// drover sends no user messages over memberlist.
 func (d *delegate) NotifyMsg([]byte)                           {}
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (d *delegate) LocalState(join bool) []byte                { return nil }
-func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// LocalState implements memberlist.Delegate: every push/pull carries the
+// dead members this node remembers (remembered.go).
+func (d *delegate) LocalState(join bool) []byte { return d.c.localRemembered(time.Now()) }
+
+// MergeRemoteState implements memberlist.Delegate: the other side's
+// remembered dead members.
+func (d *delegate) MergeRemoteState(buf []byte, join bool) { d.c.mergeRemembered(buf, time.Now()) }
 
 // NotifyJoin implements memberlist.EventDelegate: a new member, or one that
 // was dead or had left, is alive (for this node too, at Start).

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -67,22 +68,6 @@ func startCluster(cfg *config.Config, log *slog.Logger, r *router.Router, tunnel
 	if cfg.Encapsulation == config.EncapVXLAN {
 		encap = agent.EncapVXLAN
 	}
-	ag, err := agent.New(agent.Config{
-		Name: n.Name, Version: version,
-		Underlay:     netip.AddrPortFrom(n.UnderlayAddr, n.Port),
-		UnderlayNets: underlayNets,
-		Prefixes:     n.PrefixList, Addrs: n.AddressList, MAC: n.MACAddr,
-		CIDR: cc.CIDRPrefix, BlockBits: cc.BlockBits, MayClaimAlone: cc.MayClaimAlone(),
-		Encap: encap, Cipher: cfg.CipherID, CipherName: cfg.Cipher,
-		ClusterKey: key, Identity: id, TunnelMTU: tunnelMTU, ReplayWindow: config.DefaultReplayWindow, Static: static,
-		RotationInterval: cc.RotationInterval, SwitchDelay: cc.SwitchDelay, Grace: cc.Grace,
-		Blocks: blocks.Open(filepath.Join(cfg.StateDir, "block.json")), Pins: pins,
-		Log: log,
-	}, r, tunKernel{name: n.TUN})
-	if err != nil {
-		return nil, err
-	}
-	ag.Start()
 	gc := gossip.Config{
 		Name:     n.Name,
 		BindAddr: n.UnderlayAddr,
@@ -93,6 +78,23 @@ func startCluster(cfg *config.Config, log *slog.Logger, r *router.Router, tunnel
 	if cc.Timing == "fast" {
 		gc = gossip.FastTiming(gc)
 	}
+	ag, err := agent.New(agent.Config{
+		Name: n.Name, Version: version,
+		Underlay:     netip.AddrPortFrom(n.UnderlayAddr, n.Port),
+		UnderlayNets: underlayNets,
+		Prefixes:     n.PrefixList, Addrs: n.AddressList, MAC: n.MACAddr,
+		CIDR: cc.CIDRPrefix, BlockBits: cc.BlockBits, MayClaimAlone: cc.MayClaimAlone(),
+		ClaimSettle: claimSettle(gc),
+		Encap:       encap, Cipher: cfg.CipherID, CipherName: cfg.Cipher,
+		ClusterKey: key, Identity: id, TunnelMTU: tunnelMTU, ReplayWindow: config.DefaultReplayWindow, Static: static,
+		RotationInterval: cc.RotationInterval, SwitchDelay: cc.SwitchDelay, Grace: cc.Grace,
+		Blocks: blocks.Open(filepath.Join(cfg.StateDir, "block.json")), Pins: pins,
+		Log: log,
+	}, r, tunKernel{name: n.TUN})
+	if err != nil {
+		return nil, err
+	}
+	ag.Start()
 	cl, err := gossip.Start(gc, ag.Info())
 	if err != nil {
 		return nil, err
@@ -120,6 +122,14 @@ func startCluster(cfg *config.Config, log *slog.Logger, r *router.Router, tunnel
 		}
 	}
 	return c, nil
+}
+
+// claimSettle is how long a fresh block claim waits before it is handed
+// out: ten gossip rounds (2 s with memberlist's LAN timing, 0.5 s with
+// fast), in which a claim made at the same moment elsewhere reaches us in
+// a cluster of thousands (gossip reaches everyone in O(log n) rounds).
+func claimSettle(gc gossip.Config) time.Duration {
+	return 10 * cmp.Or(gc.GossipInterval, 200*time.Millisecond) // zero: memberlist's LAN default
 }
 
 // view is the agent's view, with whether this host is alone.
