@@ -39,6 +39,19 @@ type Status struct {
 	// BlockNote says why a cluster-mode host has no block yet (filled by
 	// the control layer from the agent; the CNI plugin repeats it).
 	BlockNote string `json:"block_note,omitempty"`
+	// Stranded lists this host's containers whose addresses lie in a
+	// block it no longer holds (lost to an earlier claim when two sides
+	// of a cluster met): another host now hands those addresses out, so
+	// these containers must be recreated (filled by the control layer).
+	Stranded []StrandedAddr `json:"stranded,omitempty"`
+}
+
+// StrandedAddr is one stranded container address.
+type StrandedAddr struct {
+	IP          string `json:"ip"`
+	ContainerID string `json:"container_id"`
+	IfName      string `json:"ifname"`
+	Network     string `json:"network"`
 }
 
 // ForwardFilterStatus is the forward filter's table and what it dropped.

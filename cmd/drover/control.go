@@ -148,6 +148,7 @@ func writeMetrics(w io.Writer, st router.Status) {
 		fmt.Fprintf(w, "# HELP drover_forward_filter_drops_total Packets to containers the forward filter dropped (not from the TUN or the bridge, not part of an accepted connection).\n# TYPE drover_forward_filter_drops_total counter\ndrover_forward_filter_drops_total %d\n", ff.DropPackets)
 		fmt.Fprintf(w, "# HELP drover_forward_filter_drop_bytes_total Bytes of the packets the forward filter dropped.\n# TYPE drover_forward_filter_drop_bytes_total counter\ndrover_forward_filter_drop_bytes_total %d\n", ff.DropBytes)
 	}
+	fmt.Fprintf(w, "# HELP drover_stranded_addresses Containers of this host whose addresses lie in a block it lost to another host (recreate them).\n# TYPE drover_stranded_addresses gauge\ndrover_stranded_addresses %d\n", len(st.Stranded))
 	fmt.Fprintf(w, "# HELP drover_peer_packets_total Packets per peer and direction.\n# TYPE drover_peer_packets_total counter\n")
 	for _, p := range st.Peers {
 		fmt.Fprintf(w, "drover_peer_packets_total{peer=%q,direction=\"tx\"} %d\n", p.Name, p.TxPackets)
@@ -164,6 +165,12 @@ func printStatus(w io.Writer, st router.Status) {
 	fmt.Fprintf(w, "  listen %s  tun %s mtu %d (underlay %d)\n", st.Listen, st.TUN, st.TUNMTU, st.UnderlayMTU)
 	if st.BlockNote != "" {
 		fmt.Fprintf(w, "%s\n", st.BlockNote)
+	}
+	if len(st.Stranded) > 0 {
+		fmt.Fprintf(w, "stranded: %d containers hold addresses of a block this host lost to another host, which hands them out; recreate them:\n", len(st.Stranded))
+		for _, a := range st.Stranded {
+			fmt.Fprintf(w, "  %s  container %s %s (network %s)\n", a.IP, a.ContainerID, a.IfName, a.Network)
+		}
 	}
 	fmt.Fprintf(w, "tx %d packets %d bytes  rx %d packets %d bytes  icmp %d\n", st.TxPackets, st.TxBytes, st.RxPackets, st.RxBytes, st.ICMPSent)
 	switch ff := st.ForwardFilter; {

@@ -252,13 +252,24 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		if cfg.Firewall.ForwardOn() && n.Bridge != "none" {
 			locals.trustedBridge = n.Bridge
 		}
+		if cfg.Cluster != nil {
+			locals.cluster = cfg.Cluster.CIDRPrefix
+			// Stranded containers appear when a block is lost, which
+			// no notice tells: the directories are rescanned.
+			stop := locals.rescanEvery(localRescan)
+			d.undo = append(d.undo, stop)
+		}
 		register := locals.register
 		if cl != nil {
 			register = func(mux *http.ServeMux) { locals.register(mux); cl.register(mux) }
 		}
 		fill := fwd.fill
 		if cl != nil {
-			fill = func(st *router.Status) { fwd.fill(st); st.BlockNote = cl.ag.Snapshot().BlockNote }
+			fill = func(st *router.Status) {
+				fwd.fill(st)
+				st.BlockNote = cl.ag.Snapshot().BlockNote
+				st.Stranded = locals.strandedList()
+			}
 		}
 		stopCtl, err := serveControl(cfg.ControlSocket, r, views, register, fill, log)
 		if err != nil {

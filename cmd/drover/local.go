@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/drovernet/drover/cni"
 	"github.com/drovernet/drover/cni/ipam"
@@ -99,6 +100,10 @@ type localSet struct {
 	// with the filter on; "" otherwise): a container on another bridge
 	// cannot route through the host, which a notice then warns about.
 	trustedBridge string
+	// cluster is the cluster CIDR (cluster mode; invalid otherwise): a
+	// reserved address inside it but outside this node's prefixes is a
+	// container left with an address of a block the node lost (stranded).
+	cluster netip.Prefix
 
 	scanMu sync.Mutex // one reconcile at a time
 
@@ -107,6 +112,10 @@ type localSet struct {
 	entries map[netip.Addr]localEntry
 	deleted map[netip.Addr]uint64 // seq of DELETEs a running reconcile must not undo
 	stores  map[storeKey]string   // → bridge
+	// stranded: reserved addresses of this host's containers that lie in
+	// the cluster CIDR but in none of its prefixes, as the last reconcile
+	// found them.
+	stranded map[netip.Addr]cni.Local
 }
 
 // newLocalSet returns the list for a node whose prefixes are those
@@ -120,10 +129,11 @@ func newLocalSet(prefixes func() []netip.Prefix, stateDir, defaultDataDir string
 		defaultDataDir: defaultDataDir,
 		// Rate-limited: a directory that stays unreadable is retried on
 		// every notice and every GET /v1/local.
-		log:     ratelog.New(log.With("component", "local"), 0, 0),
-		entries: map[netip.Addr]localEntry{},
-		deleted: map[netip.Addr]uint64{},
-		stores:  map[storeKey]string{},
+		log:      ratelog.New(log.With("component", "local"), 0, 0),
+		entries:  map[netip.Addr]localEntry{},
+		deleted:  map[netip.Addr]uint64{},
+		stores:   map[storeKey]string{},
+		stranded: map[netip.Addr]cni.Local{},
 	}
 	if stateDir != "" {
 		s.stateFile = filepath.Join(stateDir, localStoresFile)
@@ -374,9 +384,11 @@ func (s *localSet) list() []localEntry {
 // errors of unreadable directories are returned together.
 func (s *localSet) reconcile() error {
 	ps := s.prefixes()
-	if len(ps) == 0 {
+	if len(ps) == 0 && !s.cluster.IsValid() {
 		return nil // nothing can be told local yet
 	}
+	// In cluster mode a node without a block (one lost, none claimed
+	// yet) still scans: its reserved addresses are all stranded.
 	s.scanMu.Lock()
 	defer s.scanMu.Unlock()
 
@@ -404,6 +416,7 @@ func (s *localSet) reconcile() error {
 	}
 	covered := map[storeKey]bool{}
 	disk := map[netip.Addr]cni.Local{}
+	stranded := map[netip.Addr]cni.Local{}
 	for k, br := range bridges {
 		ls, err := cni.Reserved(k.DataDir, k.Network)
 		if err != nil {
@@ -413,8 +426,17 @@ func (s *localSet) reconcile() error {
 		covered[k] = true
 		for _, l := range ls {
 			a, err := netip.ParseAddr(l.IP)
-			if err != nil || !inPrefixes(ps, a) {
-				continue // another node's block: a directory from before a move
+			if err != nil {
+				continue
+			}
+			if !inPrefixes(ps, a) {
+				// A block this node no longer holds (lost to an
+				// earlier claim): the container keeps an address
+				// another host now hands out.
+				if s.cluster.IsValid() && s.cluster.Contains(a) {
+					stranded[a] = l
+				}
+				continue
 			}
 			l.Bridge = br
 			disk[a] = l
@@ -452,7 +474,67 @@ func (s *localSet) reconcile() error {
 			delete(s.deleted, a)
 		}
 	}
+	if len(errs) == 0 {
+		s.setStranded(stranded)
+	}
 	return errors.Join(errs...)
+}
+
+// localRescan is how often a cluster-mode daemon rereads the reservation
+// directories for stranded containers.
+const localRescan = 5 * time.Second
+
+// rescanEvery reconciles every d until the returned stop is called (it
+// waits for a running reconcile to end).
+func (s *localSet) rescanEvery(d time.Duration) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				if err := s.reconcile(); err != nil {
+					s.log.Warn("reading the CNI reservation directories", "err", err)
+				}
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
+// setStranded replaces the stranded list (s.mu held), logging each address
+// once when it becomes stranded and once when it is gone.
+func (s *localSet) setStranded(now map[netip.Addr]cni.Local) {
+	for a, l := range now {
+		if _, known := s.stranded[a]; !known {
+			s.log.Warn("container stranded: its address lies in a block this host no longer holds, which another host hands out; recreate the container (drover status)",
+				"ip", a, "container_id", l.ContainerID, "ifname", l.IfName, "network", l.Network)
+		}
+	}
+	for a, l := range s.stranded {
+		if _, still := now[a]; !still {
+			s.log.Info("stranded container gone", "ip", a, "container_id", l.ContainerID)
+		}
+	}
+	s.stranded = now
+}
+
+// strandedList returns the stranded containers in address order.
+func (s *localSet) strandedList() []router.StrandedAddr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]router.StrandedAddr, 0, len(s.stranded))
+	for a, l := range s.stranded {
+		out = append(out, router.StrandedAddr{IP: a.String(), ContainerID: l.ContainerID, IfName: l.IfName, Network: l.Network})
+	}
+	slices.SortFunc(out, func(x, y router.StrandedAddr) int {
+		return netip.MustParseAddr(x.IP).Compare(netip.MustParseAddr(y.IP))
+	})
+	return out
 }
 
 // register adds the /v1/local handlers to the control socket's mux.

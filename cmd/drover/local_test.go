@@ -19,6 +19,7 @@ import (
 
 	"github.com/drovernet/drover/cni"
 	"github.com/drovernet/drover/cni/ipam"
+	"github.com/drovernet/drover/router"
 )
 
 // localHarness is a localSet behind its real handlers.
@@ -460,5 +461,74 @@ func TestLocalUntrustedBridgeWarns(t *testing.T) {
 		if got != tc.warn {
 			t.Errorf("bridge %s: warned %v, want %v", tc.bridge, got, tc.warn)
 		}
+	}
+}
+
+// In cluster mode a reserved address inside the cluster CIDR but outside
+// the node's prefixes (a block it lost) is stranded: listed for status and
+// the metric, logged once when it appears and once when its container is
+// gone; addresses outside the cluster CIDR are not the cluster's business.
+func TestLocalStranded(t *testing.T) {
+	state, def := t.TempDir(), t.TempDir()
+	reserve(t, def, "drover", "10.42.1.2", "kept")
+	lost := reserve(t, def, "drover", "10.42.1.3", "lost")
+	reserve(t, def, "drover", "192.168.7.2", "foreign")
+	var logs strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	prefixes := []netip.Prefix{netip.MustParsePrefix("10.42.1.0/24")}
+	var pmu sync.Mutex
+	set := newLocalSet(func() []netip.Prefix { pmu.Lock(); defer pmu.Unlock(); return slices.Clone(prefixes) }, state, def, log)
+	set.cluster = netip.MustParsePrefix("10.42.0.0/16")
+	if err := set.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if got := set.strandedList(); len(got) != 0 {
+		t.Fatalf("holding the block: stranded %v, want none", got)
+	}
+	// The block is lost; none claimed yet (no quorum): both stranded.
+	pmu.Lock()
+	prefixes = nil
+	pmu.Unlock()
+	if err := set.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range set.strandedList() {
+		got = append(got, a.IP+" "+a.ContainerID+"/"+a.IfName+" "+a.Network)
+	}
+	if want := []string{"10.42.1.2 kept/eth0 drover", "10.42.1.3 lost/eth0 drover"}; !slices.Equal(got, want) {
+		t.Fatalf("block lost: stranded %q, want %q", got, want)
+	}
+	// A new block: the old addresses stay stranded; one container goes.
+	pmu.Lock()
+	prefixes = []netip.Prefix{netip.MustParsePrefix("10.42.5.0/24")}
+	pmu.Unlock()
+	release(t, def, "drover", lost)
+	for range 2 {
+		if err := set.reconcile(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := set.strandedList(); len(got) != 1 || got[0].IP != "10.42.1.2" {
+		t.Fatalf("after a new block and one DEL: stranded %v, want only 10.42.1.2", got)
+	}
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	if n := strings.Count(out, "container stranded"); n != 2 {
+		t.Fatalf("logged %d stranded lines, want one per address (2):\n%s", n, out)
+	}
+	if !strings.Contains(out, "stranded container gone") || !strings.Contains(out, "container_id=lost") {
+		t.Fatalf("log does not name the stranded containers and the one gone:\n%s", out)
+	}
+	var w strings.Builder
+	writeMetrics(&w, router.Status{Stranded: set.strandedList()})
+	if !strings.Contains(w.String(), "\ndrover_stranded_addresses 1\n") {
+		t.Fatalf("metrics lack drover_stranded_addresses 1:\n%s", w.String())
 	}
 }
