@@ -237,9 +237,9 @@ func (l *Lab) clusterUp(ctx context.Context, hosts []*Host) error {
 	return nil
 }
 
-// Block returns the block h's router claimed (the block of its
-// /v1/cluster view; Status().Prefixes should say the same, which
-// TestCluster5Join checks).
+// Block returns the block h's router claimed and hands out (the block of
+// its /v1/cluster view, once no note says it is still settling;
+// Status().Prefixes should say the same, which TestCluster5Join checks).
 func (h *Host) Block() (netip.Prefix, error) {
 	if h.Router == nil {
 		return netip.Prefix{}, fmt.Errorf("host %s: router not running", h.Name)
@@ -250,6 +250,9 @@ func (h *Host) Block() (netip.Prefix, error) {
 	}
 	if v.Block == "" {
 		return netip.Prefix{}, fmt.Errorf("host %s: no block claimed yet", h.Name)
+	}
+	if v.BlockNote != "" {
+		return netip.Prefix{}, fmt.Errorf("host %s: %s", h.Name, v.BlockNote)
 	}
 	return netip.ParsePrefix(v.Block)
 }

@@ -1,0 +1,245 @@
+package cni
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/drovernet/drover/testenv"
+)
+
+// Partition (issue 10): six hosts cut into two halves heal with no address
+// in use on two hosts. During the cut containers are attached through the
+// real plugin on every host of both sides (each from its own block, which
+// the cut does not take away), and a new host joins each side: neither
+// reaches more than half of the six block holders it knows (3 of 6), so
+// neither claims a block and their CNI ADDs fail with code 11 naming the
+// reason. After the heal both claim distinct blocks, every host keeps the
+// block it had, no host reports a stranded container, every address of
+// every container is distinct and inside its host's block, and the
+// containers reach each other.
+func TestLabPartitionHeals(t *testing.T) {
+	testenv.NeedRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	opts := testenv.LabOptions{Hosts: 8, Containers: 1, Cluster: true, Tag: "cpt",
+		HostOptions: []testenv.HostOptions{6: {Manual: true}, 7: {Manual: true}}}
+	lab, err := testenv.NewLab(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cluster views:\n%s", lab.ClusterViews())
+			for _, h := range lab.Running() {
+				t.Logf("--- %s log:\n%s", h.Name, h.Router.LogTail(30))
+			}
+		}
+		lab.Close()
+	})
+	hs := lab.Hosts
+	sideA, sideB := []*testenv.Host{hs[0], hs[1], hs[2], hs[6]}, []*testenv.Host{hs[3], hs[4], hs[5], hs[7]}
+	before := map[*testenv.Host]netip.Prefix{}
+	for _, h := range hs[:6] {
+		if before[h], err = h.Block(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	type ctr struct {
+		host *testenv.Host
+		ns   *testenv.NetNS
+		addr netip.Addr
+	}
+	var mu sync.Mutex
+	var ctrs []ctr
+	dataDir := t.TempDir()
+	// conf is h's network config: addresses from .100 of its block (the
+	// lab's own containers hold the low ones), or no range while it has
+	// no block (the ADD fails before one is needed).
+	conf := func(h *testenv.Host) []byte {
+		ipamConf := map[string]any{"type": "drover", "dataDir": filepath.Join(dataDir, h.Name)}
+		if b, err := h.Block(); err == nil {
+			a := b.Addr().As4()
+			a[3] = 100
+			ipamConf["rangeStart"] = netip.AddrFrom4(a).String()
+		}
+		return mustJSON(t, map[string]any{
+			"cniVersion": "1.1.0", "name": "drvpt", "type": "drover",
+			"bridge": h.Bridge, "daemonSocket": h.ControlSocket(), "ipam": ipamConf,
+		})
+	}
+	add := func(h *testenv.Host, n int) pluginRun {
+		t.Helper()
+		ns := testenv.NewNetNS(t, "cptc")
+		cid := fmt.Sprintf("%s-c%d", h.Name, n)
+		c := conf(h)
+		r := runPlugin(t, self(t), h.NS, execEnv("ADD", cid, ns), c)
+		if r.exit == 0 {
+			var res types100.Result
+			if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+				t.Fatalf("%s ADD output: %v\n%s", h.Name, err, r.stdout)
+			}
+			mu.Lock()
+			ctrs = append(ctrs, ctr{h, ns, resultAddr(t, &res).Addr()})
+			mu.Unlock()
+			t.Cleanup(func() { runPlugin(t, self(t), h.NS, execEnv("DEL", cid, ns), c) })
+		}
+		return r
+	}
+	for _, h := range hs[:6] {
+		if r := add(h, 0); r.exit != 0 {
+			t.Fatalf("%s ADD before the cut: %s", h.Name, r)
+		}
+	}
+
+	heal, err := lab.Partition(sideA, sideB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	err = testenv.Poll(ctx, 20*time.Second, 100*time.Millisecond, func() error {
+		for _, pair := range [][2]*testenv.Host{{hs[0], hs[3]}, {hs[3], hs[0]}, {hs[2], hs[5]}, {hs[5], hs[2]}} {
+			v, err := pair[0].Router.Cluster()
+			if err != nil {
+				return err
+			}
+			if m := v.Member(pair[1].Name); m == nil || m.State != "dead" {
+				return fmt.Errorf("%s lists %s as %v, want dead", pair[0].Name, pair[1].Name, m)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := time.Now()
+	t.Logf("RESULT cut: each side lists the other dead %v after the cut", dead.Sub(cut).Round(time.Millisecond))
+
+	// Containers on both sides during the cut.
+	for _, h := range hs[:6] {
+		for n := 1; n <= 2; n++ {
+			if r := add(h, n); r.exit != 0 {
+				t.Fatalf("%s ADD during the cut: %s", h.Name, r)
+			}
+		}
+	}
+	// A new host on each side: no block, and ADD fails with code 11. They
+	// join after memberlist has forgotten the other side (the labs' fast
+	// timing: 5 s after death), so they learn of its holders only from
+	// the dead members gossip remembers.
+	if d := 7*time.Second - time.Since(dead); d > 0 {
+		time.Sleep(d)
+	}
+	if err := lab.Launch(ctx, hs[6], hs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Launch(ctx, hs[7], hs[3]); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs[6:] {
+		var note string
+		err := testenv.Poll(ctx, 15*time.Second, 100*time.Millisecond, func() error {
+			st, err := h.Router.Status()
+			if err != nil {
+				return err
+			}
+			note = st.BlockNote
+			if !strings.Contains(note, "3 of the 6 other hosts holding blocks are reachable") {
+				return fmt.Errorf("%s: block note %q, prefixes %v; want the quorum note", h.Name, note, st.Prefixes)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The note stays for a while: it is not a moment before a claim.
+		time.Sleep(2 * time.Second)
+		if v, err := h.Router.Cluster(); err != nil || v.Block != "" {
+			t.Fatalf("%s during the cut: block %q (%v), want none", h.Name, v.Block, err)
+		}
+		r := add(h, 0)
+		if r.exit == 0 || r.err == nil || r.err.Code != 11 || !strings.Contains(r.err.Msg, "3 of the 6") {
+			t.Fatalf("%s ADD during the cut: got %s; want code 11 naming the quorum", h.Name, r)
+		}
+		t.Logf("RESULT new host %s during the cut: %s", h.Name, note)
+		// It knows the far side's holders because its seed remembered
+		// them, not because memberlist still had them.
+		if log := h.Router.LogTail(500); !strings.Contains(log, "learned dead members from a push/pull") {
+			t.Fatalf("%s did not learn the dead members from its seed:\n%s", h.Name, log)
+		}
+	}
+
+	if err := heal(); err != nil {
+		t.Fatal(err)
+	}
+	healed := time.Now()
+	if err := lab.WaitConverged(ctx, hs, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("RESULT healed: one cluster of 8 with distinct blocks %v after the heal", time.Since(healed).Round(time.Millisecond))
+	for _, h := range hs[:6] {
+		if b, _ := h.Block(); b != before[h] {
+			t.Fatalf("%s: block %v after the heal, had %v", h.Name, b, before[h])
+		}
+	}
+	for _, h := range hs[6:] {
+		if err := lab.AddressHost(h); err != nil {
+			t.Fatal(err)
+		}
+		if r := add(h, 1); r.exit != 0 {
+			t.Fatalf("%s ADD after the heal: %s", h.Name, r)
+		}
+	}
+
+	// No address on two hosts: the plugin's containers and the lab's own.
+	where := map[netip.Addr]string{}
+	claim := func(a netip.Addr, owner string, h *testenv.Host) {
+		if o, dup := where[a]; dup {
+			t.Fatalf("address %v in use twice: %s and %s", a, o, owner)
+		}
+		where[a] = owner
+		if b, _ := h.Block(); !b.Contains(a) {
+			t.Fatalf("%s: address %v outside its host's block %v", owner, a, b)
+		}
+	}
+	for _, c := range ctrs {
+		claim(c.addr, c.host.Name+"/"+c.ns.Name, c.host)
+	}
+	for _, h := range hs {
+		for _, c := range h.Containers {
+			claim(c.Addr, h.Name+"/lab", h)
+		}
+		st, err := h.Router.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Stranded) != 0 {
+			t.Fatalf("%s reports stranded containers: %+v", h.Name, st.Stranded)
+		}
+	}
+	// Every plugin container reaches one container on every other host.
+	pairs := 0
+	for _, c := range ctrs {
+		seen := map[*testenv.Host]bool{c.host: true}
+		for _, d := range ctrs {
+			if seen[d.host] {
+				continue
+			}
+			seen[d.host] = true
+			if err := ping(t, c.ns, d.addr); err != nil {
+				t.Fatalf("%s (%v) → %s (%v): %v", c.host.Name, c.addr, d.host.Name, d.addr, err)
+			}
+			pairs++
+		}
+	}
+	t.Logf("RESULT after the heal: %d addresses, all distinct; %d container pairs across hosts reachable", len(where), pairs)
+}
