@@ -70,6 +70,10 @@ const NotJoined = "no block: not joined to any member yet; containers cannot be 
 // block: this host may be on the minority side of a partition.
 const noQuorum = "no block: %d of the %d other hosts holding blocks are reachable; a new block needs more than half of them (a partition?), so that two sides of a cut never claim the same block"
 
+// noFreeBlock is the view's BlockNote (CIDR, block bits) when every block
+// is held by another host.
+const noFreeBlock = "no block: every /%[2]d block of %[1]s is held by another host (a larger cluster.cidr or a longer cluster.block_bits makes room)"
+
 // settling is the view's BlockNote (block, until) while a fresh claim waits
 // for conflicting claims before its addresses are handed out.
 const settling = "claiming %s: not handed out before %s, in case another host claimed it at the same moment"

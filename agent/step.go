@@ -105,6 +105,7 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 			// ErrFull: no block is free; a lost block is still given up
 			// (changed, with an empty claim) so two hosts never route it.
 			a.log.Error("claim a block", "err", err)
+			note = fmt.Sprintf(noFreeBlock, a.cfg.CIDR, a.cfg.BlockBits)
 		}
 		if changed && next.Block.IsValid() {
 			// A new claim (first, or after losing ours) needs evidence

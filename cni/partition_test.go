@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/drovernet/drover/router"
 	"github.com/drovernet/drover/testenv"
 )
 
@@ -242,4 +244,162 @@ func TestLabPartitionHeals(t *testing.T) {
 		}
 	}
 	t.Logf("RESULT after the heal: %d addresses, all distinct; %d container pairs across hosts reachable", len(where), pairs)
+}
+
+// Two clusters formed apart (each with its own bootstrap host) meet, and
+// a block is held on both sides (issue 10: "when two sides that both hold
+// a block meet"). The claim made first wins everywhere; the loser moves to
+// a free block at once, hands out only from it, and reports the
+// containers left with addresses of the lost block (drover status, the
+// metric, the log) instead of routing them: every host routes the lost
+// block to its winner. Once such a container is deleted the report clears.
+//
+// In 10.42.0.0/22 the lab's names choose: h1 10.42.1.0, h2 10.42.0.0,
+// h3 10.42.3.0, and h4 (its first choice, h3's, taken) 10.42.0.0 again:
+// cluster A is h1 and h2, cluster B h3 and h4, and h2 and h4 both hold
+// 10.42.0.0/24, h2's claim the older.
+func TestLabMergeStrands(t *testing.T) {
+	testenv.NeedRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	lab, err := testenv.NewLab(ctx, testenv.LabOptions{Hosts: 4, Containers: 1, Cluster: true, Tag: "cms",
+		ClusterOptions: testenv.ClusterOptions{CIDR: "10.42.0.0/22"},
+		HostOptions:    []testenv.HostOptions{2: {Manual: true}, 3: {Manual: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cluster views:\n%s", lab.ClusterViews())
+			for _, h := range lab.Running() {
+				t.Logf("--- %s log:\n%s", h.Name, h.Router.LogTail(40))
+			}
+		}
+		lab.Close()
+	})
+	h1, h2, h3, h4 := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2], lab.Hosts[3]
+	contested := netip.MustParsePrefix("10.42.0.0/24")
+	if b, _ := h2.Block(); b != contested {
+		t.Fatalf("h2 holds %v, want %v (the lab's names choose it)", b, contested)
+	}
+	// Cluster B: h3 founds it alone, h4 joins h3.
+	if err := lab.Launch(ctx, h3); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Launch(ctx, h4, h3); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WaitConverged(ctx, []*testenv.Host{h3, h4}, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := h4.Block(); b != contested {
+		t.Fatalf("h4 holds %v, want %v", b, contested)
+	}
+	dataDir := t.TempDir()
+	conf := mustJSON(t, map[string]any{
+		"cniVersion": "1.1.0", "name": "drvms", "type": "drover",
+		"bridge": h4.Bridge, "daemonSocket": h4.ControlSocket(),
+		"ipam": map[string]any{"type": "drover", "dataDir": dataDir},
+	})
+	add := func(cid string) (*testenv.NetNS, netip.Addr) {
+		t.Helper()
+		ns := testenv.NewNetNS(t, "cmsc")
+		r := runPlugin(t, self(t), h4.NS, execEnv("ADD", cid, ns), conf)
+		if r.exit != 0 {
+			t.Fatalf("ADD %s on h4: %s", cid, r)
+		}
+		t.Cleanup(func() { runPlugin(t, self(t), h4.NS, execEnv("DEL", cid, ns), conf) })
+		var res types100.Result
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+			t.Fatal(err)
+		}
+		return ns, resultAddr(t, &res).Addr()
+	}
+	ns1, a1 := add("early-1")
+	_, a2 := add("early-2")
+	if !contested.Contains(a1) || !contested.Contains(a2) {
+		t.Fatalf("h4's containers got %v and %v, want addresses of %v", a1, a2, contested)
+	}
+
+	// The sites are connected: h4 restarts with h1 as its seed (killed,
+	// so h3 retries it and comes along).
+	if err := lab.KillRouter(h4); err != nil {
+		t.Fatal(err)
+	}
+	met := time.Now()
+	if err := lab.Launch(ctx, h4, h1); err != nil {
+		t.Fatal(err)
+	}
+	all := lab.Hosts
+	if err := lab.WaitConverged(ctx, all, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("RESULT merged: one cluster of 4 with distinct blocks %v after h4 met h1", time.Since(met).Round(time.Millisecond))
+	if b, _ := h2.Block(); b != contested {
+		t.Fatalf("h2 holds %v after the merge, want %v (the older claim)", b, contested)
+	}
+	moved, _ := h4.Block()
+	if moved == contested {
+		t.Fatalf("h4 still holds %v", contested)
+	}
+	for _, h := range []*testenv.Host{h1, h3} {
+		v, err := h.Router.Cluster()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := v.RouteTo(contested); r == nil || r.Peer != h2.Name {
+			t.Fatalf("%s routes %v to %+v, want h2", h.Name, contested, r)
+		}
+	}
+	// h4 reports both containers, by ID, and hands out from its new block.
+	var st *router.Status
+	err = testenv.Poll(ctx, 15*time.Second, 200*time.Millisecond, func() error {
+		if st, err = h4.Router.Status(); err != nil {
+			return err
+		}
+		if len(st.Stranded) != 2 {
+			return fmt.Errorf("h4 reports stranded %+v, want early-1 and early-2", st.Stranded)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []struct {
+		ip  netip.Addr
+		cid string
+	}{{a1, "early-1"}, {a2, "early-2"}} {
+		if got := st.Stranded[i]; got.IP != want.ip.String() || got.ContainerID != want.cid || got.IfName != "eth0" || got.Network != "drvms" {
+			t.Fatalf("stranded[%d]: got %+v, want %v %s eth0 drvms", i, got, want.ip, want.cid)
+		}
+	}
+	out, err := exec.Command(lab.Options().Bin, "status", "--socket", h4.ControlSocket()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "stranded: 2 containers") || !strings.Contains(string(out), "early-1") {
+		t.Fatalf("drover status on h4 (%v):\n%s", err, out)
+	}
+	if log := h4.Router.LogTail(500); !strings.Contains(log, "container stranded") || !strings.Contains(log, "container_id=early-2") {
+		t.Fatalf("h4's log does not name the stranded containers:\n%s", log)
+	}
+	_, a3 := add("late")
+	if !moved.Contains(a3) {
+		t.Fatalf("ADD on h4 after the move: %v, want an address of its new block %v", a3, moved)
+	}
+	t.Logf("RESULT h4 lost %v to h2, moved to %v, reports %s and %s stranded, hands out %v", contested, moved, a1, a2, a3)
+
+	// One stranded container deleted: the report shrinks.
+	if r := runPlugin(t, self(t), h4.NS, execEnv("DEL", "early-1", ns1), conf); r.exit != 0 {
+		t.Fatalf("DEL early-1: %s", r)
+	}
+	err = testenv.Poll(ctx, 15*time.Second, 200*time.Millisecond, func() error {
+		if st, err = h4.Router.Status(); err != nil {
+			return err
+		}
+		if len(st.Stranded) != 1 || st.Stranded[0].ContainerID != "early-2" {
+			return fmt.Errorf("h4 reports stranded %+v, want only early-2", st.Stranded)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
