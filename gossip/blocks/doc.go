@@ -52,6 +52,13 @@
 // instant with partial, stale views and checks the end state over 200 seeds
 // per scenario.
 //
+// Callers add two rules this package does not see (package agent): a new
+// block is claimed only by a host that reaches more than half of the block
+// holders it knows, so that two sides of a partition never claim the same
+// block; and a fresh claim is handed out only after a settle time, so that
+// a conflict between hosts that claimed together is settled before any
+// address of the block is used.
+//
 // "A host keeps its block across restarts (state on disk)": Store persists
 // the claim with its Since. A returning host presents its old Since, which is
 // older than any claim made on its block while it was away, so it wins the
