@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -56,11 +58,28 @@ func freePort(t *testing.T) uint16 {
 
 // A member whose seed is not up yet keeps trying at JoinRetryMin..Max, not
 // at ReconnectInterval: the seed coming up last costs about a retry, and
-// Alone says since when it has been alone.
+// Alone says since when it has been alone. A seed given by name is
+// resolved again on every try (memberlist resolves the names it is given on
+// each Join), so a name that points nowhere yet, or elsewhere, is no
+// obstacle once it resolves to the seed.
 func TestJoinRetriesWhileAlone(t *testing.T) {
+	for _, byName := range []bool{false, true} {
+		t.Run(map[bool]string{false: "address", true: "name"}[byName], func(t *testing.T) {
+			testJoinRetriesWhileAlone(t, byName)
+		})
+	}
+}
+
+func testJoinRetriesWhileAlone(t *testing.T, byName bool) {
 	leakCheck(t)
 	port := freePort(t)
 	seed := netip.AddrPortFrom(loopback, port).String()
+	if byName {
+		if ips, err := net.LookupIP("localhost"); err != nil || !slices.ContainsFunc(ips, func(ip net.IP) bool { return ip.Equal(net.IP(loopback.AsSlice())) }) {
+			t.Skipf("localhost does not resolve to %v here (%v, %v)", loopback, ips, err)
+		}
+		seed = net.JoinHostPort("localhost", strconv.Itoa(int(port)))
+	}
 	b := startNode(t, "b", testInfo("b", 2), func(c *Config) {
 		c.ReconnectInterval = time.Minute // not what brings b in
 		c.JoinRetryMin, c.JoinRetryMax = 200*time.Millisecond, time.Second
