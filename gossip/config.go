@@ -9,10 +9,6 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// suspicionMaxTimeoutMult is memberlist's DefaultLANConfig value, set
-// explicitly because the member table relies on it (Cluster.maxSuspicion).
-const suspicionMaxTimeoutMult = 6
-
 // DefaultPort is memberlist's (and Serf's) gossip port, TCP and UDP.
 const DefaultPort = 7946
 
@@ -55,9 +51,27 @@ type Config struct {
 	// random member over TCP (anti-entropy). Default 30s.
 	PushPullInterval time.Duration
 	// SuspicionMult scales how long a member stays suspect before it is
-	// declared dead: SuspicionMult × max(1, log10(members)) × ProbeInterval,
-	// shortened by confirmations from other members. Default 4.
+	// declared dead: SuspicionMult × max(1, log10(members)) × ProbeInterval
+	// once SuspicionMult-2 other members have confirmed the suspicion
+	// (memberlist's Lifeguard). Default 4.
 	SuspicionMult int
+	// SuspicionMaxTimeoutMult bounds the suspicion without confirmations:
+	// it starts at SuspicionMaxTimeoutMult times the confirmed time above
+	// and shrinks towards it with each confirmation. A member that cannot
+	// reach the others (its own link is bad) gets no confirmations, so it
+	// declares no one dead for that long. Default 6.
+	SuspicionMaxTimeoutMult int
+	// AwarenessMaxMultiplier bounds how far a member that sees signs of its
+	// own trouble (probes it sent unanswered while others answer, having
+	// to refute suspicions of itself) stretches its probe interval: up to
+	// AwarenessMaxMultiplier × ProbeInterval, so a starved or badly
+	// connected host probes less, and accuses less, until it recovers
+	// (Lifeguard's local health). 1 turns that off. Default 8.
+	AwarenessMaxMultiplier int
+	// IndirectChecks is how many other members are asked to probe a member
+	// that missed a direct probe. More survive more packet loss; each costs
+	// a few packets per failed probe only. Default 3.
+	IndirectChecks int
 	// DeadNodeReclaimTime is how long after a member is declared dead its
 	// name may come back from a different address (a host restarted with a
 	// new underlay address). Default 10s. memberlist's own default, never,
@@ -120,6 +134,9 @@ func FastTiming(cfg Config) Config {
 	cfg.GossipInterval = 50 * time.Millisecond
 	cfg.PushPullInterval = 2 * time.Second
 	cfg.SuspicionMult = 4
+	cfg.SuspicionMaxTimeoutMult = 6
+	cfg.AwarenessMaxMultiplier = 8
+	cfg.IndirectChecks = 3
 	cfg.DeadNodeReclaimTime = 500 * time.Millisecond
 	cfg.GossipToTheDeadTime = 5 * time.Second
 	cfg.TCPTimeout = 2 * time.Second
@@ -172,8 +189,22 @@ func (cfg Config) withDefaults() (Config, error) {
 	def(&cfg.JoinRetryMin, time.Second)
 	def(&cfg.JoinRetryMax, max(4*time.Second, cfg.JoinRetryMin))
 	def(&cfg.ForgetAfter, 24*time.Hour)
-	if cfg.SuspicionMult == 0 {
-		cfg.SuspicionMult = lan.SuspicionMult
+	for _, m := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"suspicion multiplier", &cfg.SuspicionMult, lan.SuspicionMult},
+		{"suspicion max timeout multiplier", &cfg.SuspicionMaxTimeoutMult, lan.SuspicionMaxTimeoutMult},
+		{"awareness max multiplier", &cfg.AwarenessMaxMultiplier, lan.AwarenessMaxMultiplier},
+		{"indirect checks", &cfg.IndirectChecks, lan.IndirectChecks},
+	} {
+		if *m.v == 0 {
+			*m.v = m.def
+		}
+		if *m.v < 1 || *m.v > 100 {
+			return cfg, fmt.Errorf("gossip: config: %s %d out of range 1..100", m.name, *m.v)
+		}
 	}
 	for _, l := range []struct {
 		name string
@@ -210,9 +241,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.ProbeTimeout > cfg.ProbeInterval {
 		return cfg, fmt.Errorf("gossip: config: probe timeout %v is longer than the probe interval %v", cfg.ProbeTimeout, cfg.ProbeInterval)
 	}
-	if cfg.SuspicionMult < 1 {
-		return cfg, fmt.Errorf("gossip: config: suspicion multiplier %d, want at least 1", cfg.SuspicionMult)
-	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -240,7 +268,9 @@ func (cfg *Config) memberlistConfig() *memberlist.Config {
 	mc.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
 	mc.GossipToTheDeadTime = cfg.GossipToTheDeadTime
 	mc.TCPTimeout = cfg.TCPTimeout
-	mc.SuspicionMaxTimeoutMult = suspicionMaxTimeoutMult
+	mc.SuspicionMaxTimeoutMult = cfg.SuspicionMaxTimeoutMult
+	mc.AwarenessMaxMultiplier = cfg.AwarenessMaxMultiplier
+	mc.IndirectChecks = cfg.IndirectChecks
 	// No compression: memberlist's LZW allocates its tables per message and
 	// was most of the allocation and much of the CPU of a 200-member test,
 	// while what we gossip — mostly node meta with random keys in it —

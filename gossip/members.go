@@ -1,7 +1,6 @@
 package gossip
 
 import (
-	"math"
 	"net/netip"
 	"strconv"
 	"time"
@@ -192,10 +191,8 @@ func (c *Cluster) unsuspect(name string) {
 }
 
 // maxSuspicion bounds how long memberlist keeps a member of a cluster of n
-// suspect before it declares it dead or sees it refute (memberlist's
-// suspicionTimeout × SuspicionMaxTimeoutMult), plus one probe interval.
+// suspect before it declares it dead or sees it refute, plus one probe
+// interval.
 func (c *Cluster) maxSuspicion(n int) time.Duration {
-	scale := math.Max(1, math.Log10(math.Max(1, float64(n))))
-	min := time.Duration(float64(c.cfg.SuspicionMult) * scale * float64(c.cfg.ProbeInterval))
-	return suspicionMaxTimeoutMult*min + c.cfg.ProbeInterval
+	return c.cfg.maxSuspicionTimeout(n) + c.cfg.ProbeInterval
 }

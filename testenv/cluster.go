@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +23,9 @@ import (
 // ClusterOptions tune a cluster-mode lab (LabOptions.Cluster). Zero values
 // take the daemon's defaults, except Timing.
 type ClusterOptions struct {
-	// Timing is memberlist's timing profile: "fast" (default in labs:
-	// failure detection in seconds) or "lan".
+	// Timing is the cluster.timing profile (gossip.TimingNames): "fast"
+	// (default in labs: failure detection in about a second), "lan" or
+	// "edge".
 	Timing string
 	// RotationInterval, SwitchDelay and Grace are cluster.rotation_interval,
 	// cluster.switch_delay and cluster.grace (0: the daemon's defaults).
@@ -53,8 +55,8 @@ func (o *ClusterOptions) defaults() {
 }
 
 func (o *ClusterOptions) validate() error {
-	if o.Timing != "fast" && o.Timing != "lan" {
-		return fmt.Errorf("cluster timing: %q is not one of fast, lan", o.Timing)
+	if !slices.Contains(gossip.TimingNames(), o.Timing) {
+		return fmt.Errorf("cluster timing: %q is not one of %s", o.Timing, strings.Join(gossip.TimingNames(), ", "))
 	}
 	return nil
 }

@@ -1094,6 +1094,7 @@ func TestClusterOptionsValidate(t *testing.T) {
 	}{
 		{"cluster", LabOptions{Cluster: true}, true},
 		{"timing", LabOptions{Cluster: true, ClusterOptions: ClusterOptions{Timing: "slow"}}, false},
+		{"edge timing", LabOptions{Cluster: true, ClusterOptions: ClusterOptions{Timing: "edge"}}, true},
 		{"arch", LabOptions{HostOptions: []HostOptions{{Arch: "arm64"}}}, true},
 		{"unknown arch", LabOptions{HostOptions: []HostOptions{{Arch: "mips"}}}, false},
 		{"key without cluster", LabOptions{HostOptions: []HostOptions{{ClusterKey: []byte{1}}}}, false},

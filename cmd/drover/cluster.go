@@ -75,8 +75,9 @@ func startCluster(cfg *config.Config, log *slog.Logger, r *router.Router, tunnel
 		Key:      key,
 		Log:      log.With("component", "gossip"),
 	}
-	if cc.Timing == "fast" {
-		gc = gossip.FastTiming(gc)
+	gc, err = gossip.WithTiming(gc, cc.Timing)
+	if err != nil {
+		return nil, err
 	}
 	ag, err := agent.New(agent.Config{
 		Name: n.Name, Version: version,

@@ -5,10 +5,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/drovernet/drover/agent"
+	"github.com/drovernet/drover/cmd/drover/config"
+	"github.com/drovernet/drover/gossip"
 )
 
 // POST /v1/identities/forget: a name that is missing, too long or not
@@ -48,5 +51,19 @@ func TestForgetEndpoint(t *testing.T) {
 	}
 	if _, ok := pins.Pinned("h2"); ok {
 		t.Fatal("h2 still pinned after a successful forget")
+	}
+}
+
+// TestTimingsMatchGossip: cluster.timing accepts exactly the profiles
+// gossip has, with the same default; the config package keeps its own
+// list so as not to import gossip.
+func TestTimingsMatchGossip(t *testing.T) {
+	if got, want := config.Timings, gossip.TimingNames(); !slices.Equal(got, want) {
+		t.Errorf("config.Timings: got %v, want gossip's %v", got, want)
+	}
+	for _, name := range config.Timings {
+		if _, err := gossip.WithTiming(gossip.Config{}, name); err != nil {
+			t.Errorf("gossip.WithTiming(%q): %v", name, err)
+		}
 	}
 }

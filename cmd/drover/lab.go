@@ -21,6 +21,7 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&opts.Encapsulation, "encapsulation", "esp", "esp or vxlan")
 	fs.StringVar(&opts.Cipher, "cipher", "aes-128-gcm", "ESP cipher: aes-128-gcm, aes-256-gcm, chacha20-poly1305")
 	fs.BoolVar(&opts.Cluster, "cluster", false, "cluster mode: routers get only a cluster key and a seed, and claim their blocks by gossip")
+	fs.StringVar(&opts.ClusterOptions.Timing, "timing", "", "with --cluster: the cluster.timing profile, fast (default), lan or edge")
 	verbose := fs.Bool("v", false, "log the lab's steps")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -36,6 +37,9 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if opts.Containers < 1 || opts.Containers > 200 {
 		return usageErr("lab: --containers %d: want 1..200", opts.Containers)
+	}
+	if opts.ClusterOptions.Timing != "" && !opts.Cluster {
+		return usageErr("lab: --timing needs --cluster")
 	}
 	if opts.Encapsulation != "esp" && opts.Encapsulation != "vxlan" {
 		return usageErr("lab: --encapsulation %q: want esp or vxlan", opts.Encapsulation)

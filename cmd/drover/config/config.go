@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +32,11 @@ const (
 	EncapESP   = "esp"
 	EncapVXLAN = "vxlan"
 )
+
+// Timings are the values cluster.timing takes, the default first: the
+// profiles of gossip.WithTiming (a test in cmd/drover keeps the two lists
+// equal; this package does not import gossip and memberlist).
+var Timings = []string{"lan", "fast", "edge"}
 
 // Defaults, in one place so docs/config.md and the code agree.
 const (
@@ -119,8 +125,12 @@ type Cluster struct {
 	// Grace is how long superseded inbound SAs stay installed for packets
 	// in flight. Default 3 × switch_delay.
 	Grace time.Duration `yaml:"grace"`
-	// Timing selects memberlist's timing profile: "lan" (default) or "fast"
-	// (quick failure detection for labs and tests; more gossip traffic).
+	// Timing selects the failure-detection and gossip timing profile (one
+	// of Timings): "lan" (default, memberlist's LAN defaults), "fast" (dead
+	// in about a second, for labs and tests; five times the probing
+	// traffic) or "edge" (lossy, high-latency links and slow boards: slower
+	// verdicts, no false ones). docs/config.md has each one's measured
+	// detection times.
 	Timing string `yaml:"timing"`
 	// Bootstrap lets this host claim a block before it has met any other
 	// member: the first host of a cluster. Without it a host that has
@@ -423,7 +433,7 @@ func (c *Config) Default() {
 			cl.Grace = 3 * cl.SwitchDelay
 		}
 		if cl.Timing == "" {
-			cl.Timing = "lan"
+			cl.Timing = Timings[0]
 		}
 	}
 	for i := range c.Peers {
@@ -603,8 +613,8 @@ func (c *Config) Validate() error {
 		if cl.RotationInterval < 2*cl.SwitchDelay {
 			add("cluster.rotation_interval", "%v is shorter than 2 × switch_delay (%v)", cl.RotationInterval, 2*cl.SwitchDelay)
 		}
-		if cl.Timing != "lan" && cl.Timing != "fast" {
-			add("cluster.timing", "%q is not one of lan, fast", cl.Timing)
+		if !slices.Contains(Timings, cl.Timing) {
+			add("cluster.timing", "%q is not one of %s", cl.Timing, strings.Join(Timings, ", "))
 		}
 		for i, p := range c.Peers {
 			if p.SA != nil && p.SA.In.SPI >= derivedSPIMin {
