@@ -74,8 +74,14 @@ func LANTiming(cfg Config) Config {
 //   - AwarenessMaxMultiplier 10: a host that sees its own probes fail
 //     while others' succeed (its CPU or its link is the problem) backs off
 //     to one probe every 20 s instead of accusing its peers;
-//   - push/pull every 60s and dead members gossiped to for 60s (WAN's),
-//     TCP exchanges bounded by 15s (SYN retransmits at 1, 3 and 7 s fit).
+//   - dead members gossiped to for 60s (WAN's), so a host falsely declared
+//     dead has time to hear it and refute; TCP exchanges bounded by 15s
+//     (SYN retransmits at 1, 3 and 7 s fit).
+//
+// Push/pull stays at every 30s, not WAN's 60s: on a lossy link it is what
+// repairs a lost gossip message (a block claim, a key rotation) — gossip
+// retransmits a message only a few times, a push/pull is TCP — and it
+// costs a few hundred bytes per member per exchange.
 //
 // Gossip stays at every 200ms: it sends only when there is news, and block
 // claims and key rotations wait on it. Joins while alone retry as with
@@ -88,7 +94,6 @@ func EdgeTiming(cfg Config) Config {
 	cfg.SuspicionMult = 6
 	cfg.SuspicionMaxTimeoutMult = 6
 	cfg.AwarenessMaxMultiplier = 10
-	cfg.PushPullInterval = 60 * time.Second
 	cfg.GossipToTheDeadTime = 60 * time.Second
 	cfg.TCPTimeout = 15 * time.Second
 	return cfg

@@ -31,7 +31,7 @@ func TestTimingProfiles(t *testing.T) {
 		{"", timings{time.Second, 500 * ms, 200 * ms, 30 * time.Second, 10 * time.Second, 30 * time.Second, 10 * time.Second, 30 * time.Second, time.Second, 4 * time.Second, 4, 6, 8, 3}, 3*time.Second + 24*time.Second + 2*time.Second},
 		{TimingLAN, timings{time.Second, 500 * ms, 200 * ms, 30 * time.Second, 10 * time.Second, 30 * time.Second, 10 * time.Second, 30 * time.Second, time.Second, 4 * time.Second, 4, 6, 8, 3}, 29 * time.Second},
 		{TimingFast, timings{200 * ms, 100 * ms, 50 * ms, 2 * time.Second, 500 * ms, 5 * time.Second, 2 * time.Second, time.Second, 250 * ms, 2 * time.Second, 4, 6, 8, 3}, 600*ms + 4800*ms + 500*ms},
-		{TimingEdge, timings{2 * time.Second, time.Second, 200 * ms, 60 * time.Second, 10 * time.Second, 60 * time.Second, 15 * time.Second, 30 * time.Second, time.Second, 4 * time.Second, 6, 6, 10, 4}, 6*time.Second + 72*time.Second + 2*time.Second},
+		{TimingEdge, timings{2 * time.Second, time.Second, 200 * ms, 30 * time.Second, 10 * time.Second, 60 * time.Second, 15 * time.Second, 30 * time.Second, time.Second, 4 * time.Second, 6, 6, 10, 4}, 6*time.Second + 72*time.Second + 2*time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := WithTiming(Config{Name: "a", Key: testKey}, tc.name)
