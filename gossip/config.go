@@ -123,11 +123,15 @@ type Config struct {
 
 // FastTiming returns cfg with timings for labs and tests on one machine or a
 // LAN: probes every 200ms, gossip every 50ms, push/pull every 2s, reconnects
-// every second, joins while alone from every 250ms up to every 2s. In a cluster of up to 10 members a member that stops is
-// suspected within about 0.5s and declared dead about 1.2s after it
-// stopped (the suspicion part grows with log10 of the size); with the
-// defaults, about 6s. Probing traffic is five times the default's.
-// TestFailure and TestPartitionHeals measure these.
+// every second, joins while alone from every 250ms up to every 2s.
+//
+// Measured (testenv TestFailureDetection, 10 daemons in namespaces, 2-core
+// VM): every other member lists a member dead 1.09 s (median; max 1.39 s)
+// after a SIGKILL, 1.32 s (1.41 s) after a SIGSTOP; with the CPU saturated
+// 1.33 s (1.84 s) and 1.26 s (1.39 s). No live member declared dead under
+// load or with 20 % packet loss, but at 20 % loss 97 false suspicions a
+// minute, each refuted. Idle gossip: 3.2 kB/s sent per host, 8.6 times
+// LANTiming's.
 func FastTiming(cfg Config) Config {
 	cfg.ProbeInterval = 200 * time.Millisecond
 	cfg.ProbeTimeout = 100 * time.Millisecond

@@ -14,7 +14,7 @@ import (
 const (
 	TimingLAN  = "lan"  // memberlist's LAN defaults; the default
 	TimingFast = "fast" // labs and tests: dead in about a second
-	TimingEdge = "edge" // lossy, slow links and slow boards: never falsely dead
+	TimingEdge = "edge" // lossy, slow links and slow boards: fewest false suspicions
 )
 
 // TimingNames lists the profiles WithTiming knows, the default first.
@@ -37,8 +37,14 @@ func WithTiming(cfg Config, name string) (Config, error) {
 // LANTiming returns cfg with the default timings, spelled out: memberlist's
 // DefaultLANConfig (probes every 1s with a 500ms timeout, SuspicionMult 4,
 // gossip every 200ms, push/pull every 30s) and drover's own defaults for
-// what memberlist lacks. A member that stops is declared dead by every
-// other one in about 5 s; see docs/config.md for the measured figures.
+// what memberlist lacks.
+//
+// Measured (testenv TestFailureDetection, 10 daemons in namespaces, 2-core
+// VM): every other member lists a member dead 6.4 s (median; max 7.7 s)
+// after a SIGKILL, 5.6 s (5.8 s) after a SIGSTOP; with the CPU saturated
+// 7.3 s (7.8 s) and 6.7 s (7.4 s). No live member declared dead under load
+// or with 20 % packet loss, but at 20 % loss 19 false suspicions a minute,
+// each refuted. Idle gossip: 374 bytes/s sent per host.
 func LANTiming(cfg Config) Config {
 	cfg.ProbeInterval = time.Second
 	cfg.ProbeTimeout = 500 * time.Millisecond
@@ -85,7 +91,15 @@ func LANTiming(cfg Config) Config {
 //
 // Gossip stays at every 200ms: it sends only when there is news, and block
 // claims and key rotations wait on it. Joins while alone retry as with
-// LANTiming. See docs/config.md for the measured figures.
+// LANTiming.
+//
+// Measured (testenv TestFailureDetection, 10 daemons in namespaces, 2-core
+// VM): every other member lists a member dead 17.8 s (median; max 19.8 s)
+// after a SIGKILL, 15.7 s (20.2 s) after a SIGSTOP; with the CPU saturated
+// 18.5 s (20.1 s) and 15.8 s (19.4 s); 13.8 s after a SIGKILL at 20 %
+// packet loss. No live member declared dead under load or loss; at 20 %
+// loss 4 false suspicions a minute (LANTiming 19, FastTiming 97), each
+// refuted. Idle gossip: 279 bytes/s sent per host.
 func EdgeTiming(cfg Config) Config {
 	cfg = LANTiming(cfg)
 	cfg.ProbeInterval = 2 * time.Second

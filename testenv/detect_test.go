@@ -33,7 +33,7 @@ import (
 // each detection within the profile's DetectionBound and no false "dead".
 // DROVER_FD=long is the run docs/config.md reports: 10 hosts, 4 trials of
 // each signal idle and under load, 2 min of load with nobody stopped, 1 min
-// each at 5 % and 20 % loss (about 25 minutes for the three profiles). DROVER_FD_PROFILES, _HOSTS, _TRIALS, _SOAK, _LOSS (percents,
+// each at 5 % and 20 % loss (about 22 minutes for the three profiles). DROVER_FD_PROFILES, _HOSTS, _TRIALS, _SOAK, _LOSS (percents,
 // comma-separated; "0" for none), _LOSS_SOAK and _SPINNERS override.
 // Wrap runs whose numbers matter in `flock /tmp/drv-measure.lock`: other
 // labs on the machine distort them.

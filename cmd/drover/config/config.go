@@ -129,7 +129,7 @@ type Cluster struct {
 	// of Timings): "lan" (default, memberlist's LAN defaults), "fast" (dead
 	// in about a second, for labs and tests; five times the probing
 	// traffic) or "edge" (lossy, high-latency links and slow boards: slower
-	// verdicts, no false ones). docs/config.md has each one's measured
+	// verdicts, fewest false suspicions). docs/config.md has each one's measured
 	// detection times.
 	Timing string `yaml:"timing"`
 	// Bootstrap lets this host claim a block before it has met any other
