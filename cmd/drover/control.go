@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/drovernet/drover/gossip"
+	"github.com/drovernet/drover/internal/health"
 	"github.com/drovernet/drover/internal/metrics"
 	"github.com/drovernet/drover/router"
 )
@@ -85,6 +86,36 @@ func serveControl(path string, r *router.Router, views func() gossip.View, regis
 		_ = srv.Shutdown(ctx)
 		_ = os.Remove(path)
 	}, nil
+}
+
+// serveHTTP serves /healthz, /readyz and /metrics on the TCP address addr
+// (http.listen; package health says what each means) and nothing else:
+// the control API stays on the unix socket. cl is nil in static mode;
+// founder says the host may start a cluster alone. It returns a function
+// that stops the server.
+func serveHTTP(addr string, r *router.Router, cl *cluster, founder bool, fill func(*router.Status), log *slog.Logger) (func(), error) {
+	state := func() health.State {
+		st := health.State{RouterRunning: r.Running(), Prefixes: r.Status().Prefixes}
+		if cl != nil {
+			last, joined := cl.ag.Health()
+			st.Cluster = &health.Cluster{LastStep: last, Joined: joined, Founder: founder, BlockNote: cl.ag.Snapshot().BlockNote}
+		}
+		return st
+	}
+	write := func(w io.Writer) error {
+		st := r.Status()
+		if fill != nil {
+			fill(&st)
+		}
+		return metrics.Write(w, st)
+	}
+	hlog := log.With("component", "http")
+	srv, err := health.Listen(health.Config{Addr: addr, State: state, Metrics: write, ContentType: metrics.ContentType, Log: hlog})
+	if err != nil {
+		return nil, fmt.Errorf("http.listen %s: %w (another port, or none, in the configuration)", addr, err)
+	}
+	hlog.Info("serving /healthz, /readyz, /metrics", "listen", srv.Addr().String())
+	return srv.Close, nil
 }
 
 // listenPrivate listens on a unix socket at path that is mode 0600 from
