@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/drovernet/drover/crypto/esp"
@@ -189,8 +190,12 @@ type Agent struct {
 	// yet; the next step outside a rotation publishes it.
 	unpublished bool
 	// joined: another member has been seen alive (in this run), so the
-	// block claims of the cluster are known.
-	joined bool
+	// block claims of the cluster are known. Atomic, as stepped: the
+	// daemon's readiness probe reads both from other goroutines (Health).
+	joined atomic.Bool
+	// stepped is the clock's time (Unix ns) at the end of the last step;
+	// 0 before the first.
+	stepped atomic.Int64
 	// settleAt: our claim (made in this run) is handed out from then on;
 	// zero for a restored claim.
 	settleAt time.Time
@@ -321,6 +326,17 @@ func (a *Agent) Snapshot() gossip.View {
 	a.viewMu.Lock()
 	defer a.viewMu.Unlock()
 	return a.view
+}
+
+// Health tells the daemon's probes how the control loop fares: when the
+// last step ended (zero before the first; Run steps at least every 200 ms,
+// so an old one means the loop is stuck) and whether another member has
+// been seen alive in this run. Safe from any goroutine.
+func (a *Agent) Health() (lastStep time.Time, joined bool) {
+	if ns := a.stepped.Load(); ns != 0 {
+		lastStep = time.Unix(0, ns)
+	}
+	return lastStep, a.joined.Load()
 }
 
 // settled reports whether our block claim may be handed out at now.

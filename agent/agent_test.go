@@ -518,3 +518,21 @@ func TestNoBlockBeforeJoining(t *testing.T) {
 		t.Fatalf("restarted alone: block %v, want %v (kept from state_dir)", h.a.claim.Block, own)
 	}
 }
+
+// Health: no step before the first; each step stamps the clock's time;
+// joined turns true when another member is first seen alive and stays.
+func TestHealth(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MayClaimAlone = false })
+	if last, joined := h.a.Health(); !last.IsZero() || joined {
+		t.Fatalf("before any step: got (%v, %v), want (zero, false)", last, joined)
+	}
+	h.step()
+	if last, joined := h.a.Health(); !last.Equal(t0) || joined {
+		t.Fatalf("after a step alone: got (%v, %v), want (%v, false)", last, joined, t0)
+	}
+	h.clock.add(time.Second)
+	h.up(newRemote(t, "h2", 2, "10.42.2.0/24", t0.Add(-time.Hour)))
+	if last, joined := h.a.Health(); !last.Equal(t0.Add(time.Second)) || !joined {
+		t.Fatalf("after meeting h2: got (%v, %v), want (%v, true)", last, joined, t0.Add(time.Second))
+	}
+}

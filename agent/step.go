@@ -83,16 +83,18 @@ func (a *Agent) rotate(now time.Time) {
 // involving the current key pair of some member (a fresh key of ours gives
 // every such SA a new SPI); err, that the router refused the peer set.
 func (a *Agent) step(now time.Time) (collided bool, err error) {
+	// Ended, failed or not: the loop is alive (Health).
+	defer func() { a.stepped.Store(a.clock.Now().UnixNano()) }()
 	a.erase(now)
 	self := a.cfg.Name
 	members := a.m.Members()
 	claims, believed := a.checkClaims(members, now)
 	for _, m := range members {
 		if m.Name != self && (m.State == gossip.Alive || m.State == gossip.Suspect) && m.InfoErr == nil {
-			if !a.joined {
+			if !a.joined.Load() {
 				a.log.Info("joined: the cluster's block claims are known", "peer", m.Name)
 			}
-			a.joined = true
+			a.joined.Store(true)
 		}
 	}
 
@@ -297,7 +299,7 @@ func (a *Agent) mayClaim(believed map[string]*checked) string {
 		}
 	}
 	switch {
-	case known == 0 && (a.joined || a.cfg.MayClaimAlone):
+	case known == 0 && (a.joined.Load() || a.cfg.MayClaimAlone):
 		return ""
 	case known == 0:
 		return NotJoined

@@ -89,6 +89,10 @@ type Router struct {
 	keepalives, nonESP atomic.Uint64
 	arpReplies         atomic.Uint64
 
+	// pipelines counts the egress and ingress goroutines of Run that have
+	// not returned: Running is true while both are there.
+	pipelines atomic.Int32
+
 	closeOnce sync.Once
 }
 
@@ -119,8 +123,9 @@ func New(cfg Config, dev tun.FrameDevice, conn Conn) (*Router, error) {
 // device and the socket and returns (nil after ctx is done).
 func (r *Router) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
-	go func() { errc <- r.egress() }()
-	go func() { errc <- r.ingress() }()
+	r.pipelines.Add(2)
+	go func() { defer r.pipelines.Add(-1); errc <- r.egress() }()
+	go func() { defer r.pipelines.Add(-1); errc <- r.ingress() }()
 	r.log.Info("started", "encapsulation", r.cfg.Encap, "listen", r.conn.LocalAddr(), "tun_mtu", r.cfg.MTU)
 	var err error
 	select {
@@ -139,6 +144,12 @@ func (r *Router) Run(ctx context.Context) error {
 	r.log.Info("stopped")
 	return err
 }
+
+// Running reports whether both pipelines of Run (egress and ingress) are
+// running. They block on the TUN and the socket while there is no
+// traffic, so this says they are alive, not that they make progress: a
+// pipeline that fails returns, and Run with it.
+func (r *Router) Running() bool { return r.pipelines.Load() == 2 }
 
 func (r *Router) close() {
 	r.closeOnce.Do(func() {

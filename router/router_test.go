@@ -551,3 +551,38 @@ func TestStatusLocal(t *testing.T) {
 		t.Fatalf("Status prefixes %v addresses %v, want [10.42.77.0/24] [10.42.77.1]", st.Prefixes, st.Addresses)
 	}
 }
+
+// Running is false before Run, true while both pipelines run, and false
+// once one of them stops (here: the TUN device goes away) and Run returns.
+func TestRunning(t *testing.T) {
+	conn, err := udp.Listen(udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := tuntest.NewFrames()
+	r, err := New(Config{Name: "a", Encap: EncapVXLAN, MTU: 1400, TUN: "tuntest"}, dev, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Running() {
+		t.Fatal("before Run: got Running true, want false")
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(context.Background()) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !r.Running() {
+		if time.Now().After(deadline) {
+			t.Fatal("Run started 5 s ago: got Running false, want true")
+		}
+		time.Sleep(time.Millisecond) // poll to a deadline
+	}
+	dev.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after its TUN device closed")
+	}
+	if r.Running() {
+		t.Fatal("after Run returned: got Running true, want false")
+	}
+}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/drovernet/drover/gossip"
+	"github.com/drovernet/drover/internal/health"
+	"github.com/drovernet/drover/internal/metrics"
 	"github.com/drovernet/drover/router"
 )
 
@@ -66,8 +68,8 @@ func serveControl(path string, r *router.Router, views func() gossip.View, regis
 		_ = enc.Encode(views())
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		writeMetrics(w, status())
+		w.Header().Set("Content-Type", metrics.ContentType)
+		_ = metrics.Write(w, status())
 	})
 	if register != nil {
 		register(mux)
@@ -84,6 +86,36 @@ func serveControl(path string, r *router.Router, views func() gossip.View, regis
 		_ = srv.Shutdown(ctx)
 		_ = os.Remove(path)
 	}, nil
+}
+
+// serveHTTP serves /healthz, /readyz and /metrics on the TCP address addr
+// (http.listen; package health says what each means) and nothing else:
+// the control API stays on the unix socket. cl is nil in static mode;
+// founder says the host may start a cluster alone. It returns a function
+// that stops the server.
+func serveHTTP(addr string, r *router.Router, cl *cluster, founder bool, fill func(*router.Status), log *slog.Logger) (func(), error) {
+	state := func() health.State {
+		st := health.State{RouterRunning: r.Running(), Prefixes: r.Status().Prefixes}
+		if cl != nil {
+			last, joined := cl.ag.Health()
+			st.Cluster = &health.Cluster{LastStep: last, Joined: joined, Founder: founder, BlockNote: cl.ag.Snapshot().BlockNote}
+		}
+		return st
+	}
+	write := func(w io.Writer) error {
+		st := r.Status()
+		if fill != nil {
+			fill(&st)
+		}
+		return metrics.Write(w, st)
+	}
+	hlog := log.With("component", "http")
+	srv, err := health.Listen(health.Config{Addr: addr, State: state, Metrics: write, ContentType: metrics.ContentType, Log: hlog})
+	if err != nil {
+		return nil, fmt.Errorf("http.listen %s: %w (another port, or none, in the configuration)", addr, err)
+	}
+	hlog.Info("serving /healthz, /readyz, /metrics", "listen", srv.Addr().String())
+	return srv.Close, nil
 }
 
 // listenPrivate listens on a unix socket at path that is mode 0600 from
@@ -118,42 +150,6 @@ func listenPrivate(path string) (net.Listener, error) {
 		return nil, err
 	}
 	return ln, nil
-}
-
-func writeMetrics(w io.Writer, st router.Status) {
-	fmt.Fprintf(w, "# HELP drover_drops_total Packets not delivered, by reason.\n# TYPE drover_drops_total counter\n")
-	reasons := make([]string, 0, len(st.Drops))
-	for k := range st.Drops {
-		reasons = append(reasons, k)
-	}
-	sort.Strings(reasons)
-	for _, k := range reasons {
-		fmt.Fprintf(w, "drover_drops_total{reason=%q} %d\n", k, st.Drops[k])
-	}
-	for _, c := range []struct {
-		name, help string
-		v          uint64
-	}{
-		{"drover_tx_packets_total", "Packets sent to peers (TUN to underlay).", st.TxPackets},
-		{"drover_tx_bytes_total", "UDP payload bytes sent to peers.", st.TxBytes},
-		{"drover_rx_packets_total", "Packets received from peers and written to the TUN.", st.RxPackets},
-		{"drover_rx_bytes_total", "Inner bytes written to the TUN.", st.RxBytes},
-		{"drover_icmp_sent_total", "ICMP too-big errors sent.", st.ICMPSent},
-		{"drover_esp_keepalives_total", "RFC 3948 NAT keepalives received.", st.Keepalives},
-		{"drover_esp_non_esp_total", "Non-ESP (IKE) datagrams received on the ESP port.", st.NonESP},
-	} {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", c.name, c.help, c.name, c.name, c.v)
-	}
-	if ff := st.ForwardFilter; ff != nil && ff.Error == "" {
-		fmt.Fprintf(w, "# HELP drover_forward_filter_drops_total Packets to containers the forward filter dropped (not from the TUN or the bridge, not part of an accepted connection).\n# TYPE drover_forward_filter_drops_total counter\ndrover_forward_filter_drops_total %d\n", ff.DropPackets)
-		fmt.Fprintf(w, "# HELP drover_forward_filter_drop_bytes_total Bytes of the packets the forward filter dropped.\n# TYPE drover_forward_filter_drop_bytes_total counter\ndrover_forward_filter_drop_bytes_total %d\n", ff.DropBytes)
-	}
-	fmt.Fprintf(w, "# HELP drover_stranded_addresses Containers of this host whose addresses lie in a block it lost to another host (recreate them).\n# TYPE drover_stranded_addresses gauge\ndrover_stranded_addresses %d\n", len(st.Stranded))
-	fmt.Fprintf(w, "# HELP drover_peer_packets_total Packets per peer and direction.\n# TYPE drover_peer_packets_total counter\n")
-	for _, p := range st.Peers {
-		fmt.Fprintf(w, "drover_peer_packets_total{peer=%q,direction=\"tx\"} %d\n", p.Name, p.TxPackets)
-		fmt.Fprintf(w, "drover_peer_packets_total{peer=%q,direction=\"rx\"} %d\n", p.Name, p.RxPackets)
-	}
 }
 
 // printStatus renders a Status for humans.

@@ -237,6 +237,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		log.Info("routes removed", "count", len(d.routes))
 	})
 
+	// fill adds to the router's status what it does not know, for the
+	// control socket and the metrics on TCP alike.
+	fill := fwd.fill
 	if cfg.ControlSocket != "none" {
 		views := func() gossip.View {
 			if cl != nil {
@@ -263,7 +266,6 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		if cl != nil {
 			register = func(mux *http.ServeMux) { locals.register(mux); cl.register(mux) }
 		}
-		fill := fwd.fill
 		if cl != nil {
 			fill = func(st *router.Status) {
 				fwd.fill(st)
@@ -276,6 +278,14 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 			return err
 		}
 		d.undo = append(d.undo, stopCtl)
+	}
+	if addr := cfg.HTTP.ListenAddr; addr != "" {
+		founder := cfg.Cluster != nil && cfg.Cluster.MayClaimAlone()
+		stopHTTP, err := serveHTTP(addr, r, cl, founder, fill, log)
+		if err != nil {
+			return err
+		}
+		d.undo = append(d.undo, stopHTTP)
 	}
 
 	attrs := []any{"node", n.Name, "underlay", local, "tun", n.TUN, "tun_mtu", tunMTU,

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/drovernet/drover/cmd/drover/config"
+	"github.com/drovernet/drover/internal/metrics"
 	"github.com/drovernet/drover/router"
 )
 
@@ -85,7 +86,7 @@ func TestForwardFilterStatus(t *testing.T) {
 			if !strings.Contains(s.String(), tc.line) {
 				t.Errorf("status:\n%s\nwant the line %q", s.String(), tc.line)
 			}
-			writeMetrics(&m, st)
+			_ = metrics.Write(&m, st)
 			for _, want := range tc.metrics {
 				if !strings.Contains(m.String(), want) {
 					t.Errorf("metrics: no %q in\n%s", want, m.String())

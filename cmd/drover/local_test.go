@@ -19,6 +19,7 @@ import (
 
 	"github.com/drovernet/drover/cni"
 	"github.com/drovernet/drover/cni/ipam"
+	"github.com/drovernet/drover/internal/metrics"
 	"github.com/drovernet/drover/router"
 )
 
@@ -527,7 +528,7 @@ func TestLocalStranded(t *testing.T) {
 		t.Fatalf("log does not name the stranded containers and the one gone:\n%s", out)
 	}
 	var w strings.Builder
-	writeMetrics(&w, router.Status{Stranded: set.strandedList()})
+	_ = metrics.Write(&w, router.Status{Stranded: set.strandedList()})
 	if !strings.Contains(w.String(), "\ndrover_stranded_addresses 1\n") {
 		t.Fatalf("metrics lack drover_stranded_addresses 1:\n%s", w.String())
 	}

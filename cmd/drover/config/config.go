@@ -13,10 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +60,14 @@ const (
 	MaxReplayWindow = 1 << 16
 )
 
+// DefaultHTTPListen is http.listen's default: loopback only, so neither
+// the network nor a container reaches it. 9743 lies in Prometheus'
+// exporter range and is the default of nothing that runs beside a CNI on
+// a node: kubelet 10248/10250, kube-proxy 10249/10256,
+// Calico Felix 9091/9099 and Typha 9093, Cilium 9962-9965, 9879 and
+// 4240, Antrea 10349-10351, node-exporter 9100, Prometheus 9090.
+const DefaultHTTPListen = "127.0.0.1:9743"
+
 // Config is the whole file.
 type Config struct {
 	// Node describes this host.
@@ -80,6 +90,8 @@ type Config struct {
 	// ControlSocket is the unix socket (mode 0600) serving status and
 	// metrics. Default /run/drover/drover.sock; "none" disables it.
 	ControlSocket string `yaml:"control_socket"`
+	// HTTP is the TCP listener for health probes and Prometheus.
+	HTTP HTTP `yaml:"http"`
 	// StateDir keeps state across restarts: the outbound ESP sequence
 	// number reservations, so a restarted host never reuses (key, seq).
 	// Default /var/lib/drover.
@@ -146,6 +158,19 @@ type Cluster struct {
 // MayClaimAlone reports whether this host may claim a block before it has
 // met another member (Bootstrap, or no seeds to join).
 func (c *Cluster) MayClaimAlone() bool { return c.Bootstrap || len(c.Join) == 0 }
+
+// HTTP configures the TCP listener that serves GET /healthz, /readyz and
+// /metrics (package internal/health), and nothing else.
+type HTTP struct {
+	// Listen is the address, IP:port (":port" for every address, as a
+	// Kubernetes DaemonSet on the host network wants for its probes and
+	// Prometheus). Default 127.0.0.1:9743; "" or "none" turns it off. A
+	// pointer so that "" can be told from absent.
+	Listen *string `yaml:"listen"`
+
+	// ListenAddr is Listen validated; "" when off.
+	ListenAddr string `yaml:"-"`
+}
 
 // Firewall configures drover's own nftables filter (package firewall,
 // docs/security.md).
@@ -391,6 +416,10 @@ func (c *Config) Default() {
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir
 	}
+	if c.HTTP.Listen == nil {
+		l := DefaultHTTPListen
+		c.HTTP.Listen = &l
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -491,6 +520,8 @@ func (c *Config) Validate() error {
 	default:
 		add("log.format", "%q is not one of text, json", c.Log.Format)
 	}
+
+	c.HTTP.ListenAddr = c.validateHTTP(add)
 
 	n := &c.Node
 	if n.Name == "" {
@@ -630,6 +661,40 @@ func (c *Config) Validate() error {
 		return es
 	}
 	return nil
+}
+
+// validateHTTP checks http.listen and returns the address to listen on,
+// "" when the listener is off.
+func (c *Config) validateHTTP(add func(string, string, ...any)) string {
+	if c.HTTP.Listen == nil {
+		return ""
+	}
+	l := strings.TrimSpace(*c.HTTP.Listen)
+	if l == "" || l == "none" {
+		return ""
+	}
+	const want = "want IP:PORT, like 127.0.0.1:9743, or :PORT for every address; none turns it off"
+	host, port, err := net.SplitHostPort(l)
+	if err != nil {
+		add("http.listen", "%q: %s", l, want)
+		return ""
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			add("http.listen", "%q: %s is not an IP address (%s)", l, host, want)
+			return ""
+		}
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		add("http.listen", "%q: port %q is not 1..65535", l, port)
+		return ""
+	}
+	if c.Cluster != nil && uint16(p) == c.Cluster.Port {
+		add("http.listen", "port %d is also cluster.port (gossip listens on TCP there)", p)
+		return ""
+	}
+	return l
 }
 
 func resolvePrefixes(add func(string, string, ...any), path string, in []string) []netip.Prefix {

@@ -123,6 +123,11 @@ func TestParseErrors(t *testing.T) {
 		{"key not hex", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\npeers: [{name: b, underlay: 192.0.2.2, prefixes: [10.1.0.0/24], sa: {out: {spi: 256, key: xyz}, in: {spi: 257, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}}}]\n", "peers[0].sa.out.key", "not hex"},
 		{"window small", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\npeers: [{name: b, underlay: 192.0.2.2, prefixes: [10.1.0.0/24], sa: {replay_window: 64, out: {spi: 256, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}, in: {spi: 257, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}}}]\n", "peers[0].sa.replay_window", "1024"},
 		{"duplicate in spi", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\npeers: [{name: b, underlay: 192.0.2.2, prefixes: [10.1.0.0/24], sa: {out: {spi: 256, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}, in: {spi: 257, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}}}, {name: c, underlay: 192.0.2.3, prefixes: [10.2.0.0/24], sa: {out: {spi: 258, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}, in: {spi: 257, key: 000102030405060708090a0b0c0d0e0fa0a1a2a3}}}]\n", "peers[1].sa.in.spi", "peers[0]"},
+		{"http not host:port", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nhttp: {listen: 9743}\n", "http.listen", "want IP:PORT"},
+		{"http host a name", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nhttp: {listen: 'localhost:9743'}\n", "http.listen", "localhost is not an IP address"},
+		{"http port 0", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nhttp: {listen: '127.0.0.1:0'}\n", "http.listen", "not 1..65535"},
+		{"http port too big", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nhttp: {listen: '[::1]:70000'}\n", "http.listen", "not 1..65535"},
+		{"http on the gossip port", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k}\nhttp: {listen: ':7946'}\n", "http.listen", "cluster.port"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,6 +167,41 @@ func TestMarshalRoundTrip(t *testing.T) {
 	}
 	if c2.Peers[0].SA.In.SPI != c.Peers[0].SA.In.SPI || c2.Node.Name != c.Node.Name {
 		t.Errorf("round trip changed the config:\n%s", y)
+	}
+}
+
+// http.listen: loopback by default, "" and none turn it off, and each
+// survives Marshal (testenv writes configs that way).
+func TestHTTPListen(t *testing.T) {
+	for _, c := range []struct{ name, yaml, want string }{
+		{"default", "", DefaultHTTPListen},
+		{"empty section", "http: {}\n", DefaultHTTPListen},
+		{"off with empty", "http: {listen: ''}\n", ""},
+		{"off with none", "http: {listen: none}\n", ""},
+		{"every address", "http: {listen: ':9743'}\n", ":9743"},
+		{"ipv6", "http: {listen: '[::1]:9100'}\n", "[::1]:9100"},
+		{"node address", "http: {listen: '192.0.2.1:9743'}\n", "192.0.2.1:9743"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse(strings.NewReader(good + c.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.HTTP.ListenAddr != c.want {
+				t.Fatalf("listen address: got %q, want %q", cfg.HTTP.ListenAddr, c.want)
+			}
+			y, err := cfg.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg2, err := Parse(strings.NewReader(string(y)))
+			if err != nil {
+				t.Fatalf("re-parse of marshalled config: %v\n%s", err, y)
+			}
+			if cfg2.HTTP.ListenAddr != c.want {
+				t.Fatalf("after Marshal: got %q, want %q\n%s", cfg2.HTTP.ListenAddr, c.want, y)
+			}
+		})
 	}
 }
 
