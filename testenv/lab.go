@@ -336,6 +336,11 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("lab setup: %w", err)
 	}
+	if len(l.Hosts) >= staticNeighborHosts {
+		if err := l.staticNeighbors(); err != nil {
+			return fmt.Errorf("lab setup: %w", err)
+		}
+	}
 	l.log.Info("namespaces ready", "hosts", len(l.Hosts), "containers", l.opts.Containers, "took", time.Since(start).Round(time.Millisecond))
 
 	// Routers start in parallel: each waits for its control socket, and
