@@ -403,25 +403,28 @@ const memberAlive = "alive"
 // its owner.
 func (l *Lab) Converged(hosts []*Host) error {
 	blocks := map[*Host]netip.Prefix{}
+	views := map[*Host]*ClusterView{}
 	owner := map[netip.Prefix]*Host{}
 	for _, h := range hosts {
-		b, err := h.Block()
-		if err != nil {
-			return err
-		}
-		if o, dup := owner[b]; dup {
-			return fmt.Errorf("hosts %s and %s both route %s", o.Name, h.Name, b)
-		}
-		blocks[h], owner[b] = b, h
-	}
-	for _, h := range hosts {
+		// One view per host and poll: a 100-host lab asks 100 sockets.
 		v, err := h.Router.Cluster()
 		if err != nil {
 			return fmt.Errorf("host %s: %w", h.Name, err)
 		}
-		if v.Block != blocks[h].String() {
-			return fmt.Errorf("host %s: cluster view has block %q, status %s", h.Name, v.Block, blocks[h])
+		if v.Block == "" {
+			return fmt.Errorf("host %s: no block claimed yet", h.Name)
 		}
+		b, err := netip.ParsePrefix(v.Block)
+		if err != nil {
+			return fmt.Errorf("host %s: block %q: %w", h.Name, v.Block, err)
+		}
+		if o, dup := owner[b]; dup {
+			return fmt.Errorf("hosts %s and %s both route %s", o.Name, h.Name, b)
+		}
+		blocks[h], owner[b], views[h] = b, h, v
+	}
+	for _, h := range hosts {
+		v := views[h]
 		want := map[string]string{}
 		for _, g := range hosts {
 			if g == h {
@@ -467,7 +470,10 @@ func (l *Lab) WaitConverged(ctx context.Context, hosts []*Host, timeout time.Dur
 	if hosts == nil {
 		hosts = l.Running()
 	}
-	err := Poll(ctx, timeout, clusterPoll, func() error {
+	// Each poll asks every router for its view, which lists every member:
+	// poll a large lab less often, so the lab does not load its routers.
+	every := max(clusterPoll, time.Duration(len(hosts))*5*time.Millisecond)
+	err := Poll(ctx, timeout, every, func() error {
 		for _, h := range hosts {
 			if h.Router == nil {
 				return fmt.Errorf("host %s: router not running", h.Name)
