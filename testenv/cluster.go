@@ -22,8 +22,9 @@ import (
 // ClusterOptions tune a cluster-mode lab (LabOptions.Cluster). Zero values
 // take the daemon's defaults, except Timing.
 type ClusterOptions struct {
-	// Timing is memberlist's timing profile: "fast" (default in labs:
-	// failure detection in seconds) or "lan".
+	// Timing is memberlist's timing profile: "fast" (failure detection in
+	// seconds) or "lan". Default: fast up to FastTimingHosts hosts, lan
+	// above.
 	Timing string
 	// RotationInterval, SwitchDelay and Grace are cluster.rotation_interval,
 	// cluster.switch_delay and cluster.grace (0: the daemon's defaults).
@@ -45,7 +46,7 @@ type ClusterOptions struct {
 
 func (o *ClusterOptions) defaults() {
 	if o.Timing == "" {
-		o.Timing = "fast"
+		o.Timing = "fast" // LabOptions.Default picks by size
 	}
 	if o.ConvergeTimeout == 0 {
 		o.ConvergeTimeout = 30 * time.Second
@@ -585,6 +586,17 @@ func (l *Lab) RestartAll(ctx context.Context, hosts []*Host) error {
 		return err
 	}
 	return l.StartRouters(ctx, hosts)
+}
+
+// firstStart is when the first router of the current runs was launched.
+func (l *Lab) firstStart() time.Time {
+	var t time.Time
+	for _, h := range l.Hosts {
+		if !h.Started.IsZero() && (t.IsZero() || h.Started.Before(t)) {
+			t = h.Started
+		}
+	}
+	return t
 }
 
 // lastStart is when the last router was launched.
