@@ -199,6 +199,10 @@ type Agent struct {
 	// settleAt: our claim (made in this run) is handed out from then on;
 	// zero for a restored claim.
 	settleAt time.Time
+	// timed: the last step left work that only time completes (a switch
+	// delay or grace period running, a publication or route to retry), so
+	// Run steps again at the next tick rather than waiting for idleStep.
+	timed bool
 
 	peers  map[string]*peerKeys
 	routes map[netip.Prefix]tun.Route // installed through the TUN
@@ -289,25 +293,87 @@ func (a *Agent) Info() gossip.NodeInfo {
 func (a *Agent) Start() { a.setLocal(a.clock.Now()) }
 
 // Run is the control loop: it reacts to membership changes, rotates the
-// ephemeral key and retires superseded SAs, until ctx is done.
+// ephemeral key and retires superseded SAs, until ctx is done. Steps are
+// paced (pacer): a step reads every member and rebuilds the peer set, about
+// a millisecond at 100 members, and in a start-up storm changes arrive
+// dozens of times a second on every host at once.
 func (a *Agent) Run(ctx context.Context) {
 	rotate := time.NewTicker(a.cfg.RotationInterval)
 	defer rotate.Stop()
 	// Housekeeping: switch delays and grace periods end between events.
-	tick := time.NewTicker(200 * time.Millisecond)
+	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
-	a.Step()
+	gap := time.NewTimer(time.Hour)
+	gap.Stop()
+	defer gap.Stop()
+	var p pacer
+	step := func() {
+		a.Step()
+		p.stepped(time.Now())
+	}
+	step()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.m.Changes():
+			if wait := p.change(time.Now()); wait > 0 {
+				gap.Reset(wait) // several changes in the gap make one step
+				continue
+			}
+		case <-gap.C:
 		case <-rotate.C:
 			a.Rotate()
+			p.stepped(time.Now())
+			continue
 		case <-tick.C:
+			if !p.tick(time.Now(), a.timed) {
+				continue
+			}
 		}
-		a.Step()
+		gap.Stop()
+		step()
 	}
+}
+
+// Step pacing (Run).
+const (
+	// minStepGap separates a step caused by a membership change from the
+	// step before it; changes in between are taken together.
+	minStepGap = 100 * time.Millisecond
+	// tickEvery is how often Run looks for time-driven work: a switch
+	// delay or grace period that ends, a retry (Agent.timed).
+	tickEvery = 200 * time.Millisecond
+	// idleStep is how often Run steps when nothing changed and no timed
+	// work is known: a safety net for what only the clock changes
+	// elsewhere (a claim dated in the future becoming believable).
+	idleStep = 2 * time.Second
+)
+
+// pacer decides when Run steps. It reads no clock: callers pass the time.
+type pacer struct {
+	last    time.Time // the last step
+	changed bool      // a change arrived that no step has seen yet
+}
+
+// change records a membership change at now and returns how long to wait
+// before the step that takes it in (0: step now).
+func (p *pacer) change(now time.Time) time.Duration {
+	p.changed = true
+	return max(0, minStepGap-now.Sub(p.last))
+}
+
+// tick reports whether a housekeeping tick at now steps: timed work is
+// pending, a change waits past minStepGap (Run's gap timer should have
+// taken it), or idleStep has passed since the last step.
+func (p *pacer) tick(now time.Time, timed bool) bool {
+	since := now.Sub(p.last)
+	return timed || (p.changed && since >= minStepGap) || since >= idleStep
+}
+
+// stepped records a step at now.
+func (p *pacer) stepped(now time.Time) {
+	p.last, p.changed = now, false
 }
 
 // Stop removes the routes the agent installed. Call after Run returned

@@ -130,6 +130,9 @@ func TestClaimSettles(t *testing.T) {
 	if len(h.r.local) != 0 || !strings.Contains(h.view().BlockNote, "claiming "+b.String()) {
 		t.Fatalf("right after the claim: local %v note %q; want none and a note saying it is claiming %v", h.r.local, h.view().BlockNote, b)
 	}
+	if !h.a.timed {
+		t.Fatalf("settling: timed %v, want true (Run must step when the settle time ends)", h.a.timed)
+	}
 	h.clock.add(settle - time.Millisecond)
 	h.step()
 	if len(h.r.local) != 0 {
@@ -139,6 +142,9 @@ func TestClaimSettles(t *testing.T) {
 	h.step()
 	if !slices.Equal(h.r.local, []netip.Prefix{b}) || h.view().BlockNote != "" {
 		t.Fatalf("settled: local %v note %q, want [%v] and no note", h.r.local, h.view().BlockNote, b)
+	}
+	if h.a.timed {
+		t.Fatalf("settled: timed %v, want false", h.a.timed)
 	}
 
 	// Restarted: the restored claim is local at once.

@@ -148,6 +148,13 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 		}
 	}
 	owners := blocks.Owners(claims)
+	// Each member's routed prefixes, from one pass over owners: looking
+	// them up per member would cost members × prefixes a step.
+	byOwner := map[string][]netip.Prefix{}
+	for pfx, owner := range owners {
+		byOwner[owner] = append(byOwner[owner], pfx)
+	}
+	theirsPrev := false // some member's previous key is in its grace period
 
 	view := gossip.View{Epoch: a.epoch}
 	if a.claim.Block.IsValid() {
@@ -189,12 +196,7 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 			continue
 		}
 		live[m.Name] = true
-		var routed []netip.Prefix
-		for pfx, owner := range owners {
-			if owner == m.Name {
-				routed = append(routed, pfx)
-			}
-		}
+		routed := byOwner[m.Name]
 		slices.SortFunc(routed, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
 		for _, p := range routed {
 			mv.Routed = append(mv.Routed, p.String())
@@ -209,6 +211,9 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 			continue
 		}
 		p, err := a.peer(m, routed, now)
+		if pk := a.peers[m.Name]; pk != nil && pk.theirsPrev != nil {
+			theirsPrev = true
+		}
 		if err != nil {
 			mv.Note = "no keys: " + err.Error()
 			a.log.Error("peer keys", "peer", m.Name, "err", err)
@@ -254,6 +259,7 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 	}
 	if err := a.r.SetPeers(peers); err != nil {
 		a.log.Error("set peers", "err", err)
+		a.timed = true // retried at the next tick
 		return collided, err
 	}
 	if a.unpublished && !a.rotating {
@@ -263,7 +269,11 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 			a.unpublished = false
 		}
 	}
-	a.syncRoutes(peers, &view)
+	routesFailed := a.syncRoutes(peers, &view)
+	// Work that only time completes: our previous key's switch delay and
+	// grace, a member's previous key's grace, retries, and our new claim's
+	// settle time (it is handed out once that passes).
+	a.timed = a.prev != nil || theirsPrev || a.unpublished || routesFailed || collided || !a.settled(now)
 	a.viewMu.Lock()
 	a.view = view
 	a.viewMu.Unlock()
@@ -330,7 +340,7 @@ func (a *Agent) compatible(in gossip.NodeInfo) string {
 // prefixes: new ones added, withdrawn ones removed. A prefix that something
 // else already routes is not taken over (Kernel.AddRoute does not replace);
 // it is noted in the view and tried again on the next step.
-func (a *Agent) syncRoutes(peers []*router.Peer, view *gossip.View) {
+func (a *Agent) syncRoutes(peers []*router.Peer, view *gossip.View) (failed bool) {
 	want := map[netip.Prefix]tun.Route{}
 	owner := map[netip.Prefix]string{}
 	for _, p := range peers {
@@ -377,6 +387,7 @@ func (a *Agent) syncRoutes(peers []*router.Peer, view *gossip.View) {
 		view.Routes = append(view.Routes, rv)
 	}
 	slices.SortFunc(view.Routes, func(x, y gossip.RouteView) int { return strings.Compare(x.Prefix, y.Prefix) })
+	return len(notes) > 0
 }
 
 // sourceFor is the first of addrs in the family v4 says, or none.

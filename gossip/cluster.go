@@ -325,6 +325,7 @@ func (c *Cluster) housekeeping() {
 	defer c.joinsDone.Wait()
 	tick := time.NewTicker(c.cfg.ProbeInterval)
 	defer tick.Stop()
+	var st settleState
 	attempt := 0
 	reconnect := time.NewTimer(c.cfg.JoinRetryMin)
 	defer reconnect.Stop()
@@ -334,6 +335,10 @@ func (c *Cluster) housekeeping() {
 			return
 		case now := <-tick.C:
 			c.expire(now)
+			_, alone := c.Alone()
+			if st.due(now, alone, c.cfg.PushPullInterval) {
+				c.pushPull()
+			}
 		case <-reconnect.C:
 			next := c.cfg.ReconnectInterval
 			if c.reconnect() {
@@ -345,6 +350,64 @@ func (c *Cluster) housekeeping() {
 			reconnect.Reset(next)
 		}
 	}
+}
+
+// settleAfter are the times after this node stops being alone at which it
+// exchanges full state with one random member (pushPull), when they come
+// before memberlist's own push/pull. The state a join brings is a snapshot:
+// updates that were being gossiped while it was taken went to members
+// that knew of us, and in a start-up storm that may be nobody. In a
+// 100-host lab with the default 30 s interval (memberlist stretches it to
+// 90 s at 100 members), a host joined last listed a member without the
+// block it had claimed for over a minute.
+var settleAfter = []time.Duration{3 * time.Second, 15 * time.Second}
+
+// settleState schedules the push/pulls of settleAfter; only housekeeping
+// uses it.
+type settleState struct {
+	joined bool        // not alone at the last tick
+	next   []time.Time // push/pulls still due, earliest first
+}
+
+// due is called every tick with whether this node is alone now; it reports
+// whether a push/pull is due. A node that becomes alone again starts over.
+func (s *settleState) due(now time.Time, alone bool, pushPull time.Duration) bool {
+	switch {
+	case alone:
+		s.joined, s.next = false, nil
+		return false
+	case !s.joined:
+		s.joined = true
+		for _, d := range settleAfter {
+			if d < pushPull {
+				s.next = append(s.next, now.Add(d))
+			}
+		}
+	}
+	if len(s.next) == 0 || now.Before(s.next[0]) {
+		return false
+	}
+	s.next = s.next[1:]
+	return true
+}
+
+// pushPull exchanges full state with one random alive member, through a
+// join (memberlist's push/pull), on its own goroutine as reconnects do;
+// it is skipped while a reconnect's joins run.
+func (c *Cluster) pushPull() {
+	addrs := c.AliveAddrs()
+	if len(addrs) == 0 || !c.joining.CompareAndSwap(false, true) {
+		return
+	}
+	t := addrs[rand.IntN(len(addrs))]
+	c.joinsDone.Add(1)
+	go func() {
+		defer c.joinsDone.Done()
+		defer c.joining.Store(false)
+		if _, err := c.ml.Join([]string{t}); err != nil {
+			c.rlog.Debug("push/pull failed", "addr", t, "err", err)
+		}
+	}()
 }
 
 // retryDelay is the wait before join attempt n+1 (n from 0) while alone:

@@ -24,8 +24,8 @@ import (
 // take the daemon's defaults, except Timing.
 type ClusterOptions struct {
 	// Timing is the cluster.timing profile (gossip.TimingNames): "fast"
-	// (default in labs: failure detection in about a second), "lan" or
-	// "edge".
+	// (failure detection in about a second), "lan" or "edge". Default:
+	// fast up to FastTimingHosts hosts, lan above.
 	Timing string
 	// RotationInterval, SwitchDelay and Grace are cluster.rotation_interval,
 	// cluster.switch_delay and cluster.grace (0: the daemon's defaults).
@@ -47,7 +47,7 @@ type ClusterOptions struct {
 
 func (o *ClusterOptions) defaults() {
 	if o.Timing == "" {
-		o.Timing = "fast"
+		o.Timing = "fast" // LabOptions.Default picks by size
 	}
 	if o.ConvergeTimeout == 0 {
 		o.ConvergeTimeout = 30 * time.Second
@@ -408,25 +408,28 @@ const memberAlive = "alive"
 // its owner.
 func (l *Lab) Converged(hosts []*Host) error {
 	blocks := map[*Host]netip.Prefix{}
+	views := map[*Host]*ClusterView{}
 	owner := map[netip.Prefix]*Host{}
 	for _, h := range hosts {
-		b, err := h.Block()
-		if err != nil {
-			return err
-		}
-		if o, dup := owner[b]; dup {
-			return fmt.Errorf("hosts %s and %s both route %s", o.Name, h.Name, b)
-		}
-		blocks[h], owner[b] = b, h
-	}
-	for _, h := range hosts {
+		// One view per host and poll: a 100-host lab asks 100 sockets.
 		v, err := h.Router.Cluster()
 		if err != nil {
 			return fmt.Errorf("host %s: %w", h.Name, err)
 		}
-		if v.Block != blocks[h].String() {
-			return fmt.Errorf("host %s: cluster view has block %q, status %s", h.Name, v.Block, blocks[h])
+		if v.Block == "" {
+			return fmt.Errorf("host %s: no block claimed yet", h.Name)
 		}
+		b, err := netip.ParsePrefix(v.Block)
+		if err != nil {
+			return fmt.Errorf("host %s: block %q: %w", h.Name, v.Block, err)
+		}
+		if o, dup := owner[b]; dup {
+			return fmt.Errorf("hosts %s and %s both route %s", o.Name, h.Name, b)
+		}
+		blocks[h], owner[b], views[h] = b, h, v
+	}
+	for _, h := range hosts {
+		v := views[h]
 		want := map[string]string{}
 		for _, g := range hosts {
 			if g == h {
@@ -472,7 +475,10 @@ func (l *Lab) WaitConverged(ctx context.Context, hosts []*Host, timeout time.Dur
 	if hosts == nil {
 		hosts = l.Running()
 	}
-	err := Poll(ctx, timeout, clusterPoll, func() error {
+	// Each poll asks every router for its view, which lists every member:
+	// poll a large lab less often, so the lab does not load its routers.
+	every := max(clusterPoll, time.Duration(len(hosts))*5*time.Millisecond)
+	err := Poll(ctx, timeout, every, func() error {
 		for _, h := range hosts {
 			if h.Router == nil {
 				return fmt.Errorf("host %s: router not running", h.Name)
@@ -584,6 +590,17 @@ func (l *Lab) RestartAll(ctx context.Context, hosts []*Host) error {
 		return err
 	}
 	return l.StartRouters(ctx, hosts)
+}
+
+// firstStart is when the first router of the current runs was launched.
+func (l *Lab) firstStart() time.Time {
+	var t time.Time
+	for _, h := range l.Hosts {
+		if !h.Started.IsZero() && (t.IsZero() || h.Started.Before(t)) {
+			t = h.Started
+		}
+	}
+	return t
 }
 
 // lastStart is when the last router was launched.

@@ -68,7 +68,27 @@ type LabOptions struct {
 	// HostOptions are per host: HostOptions[i] is host i+1; hosts beyond
 	// the slice get the zero value.
 	HostOptions []HostOptions
+
+	// Sample (RunLab only) makes the reachability check probe, from every
+	// container, the next container and Sample others at random
+	// (ReachabilitySample) instead of every pair. 0: every pair up to
+	// FullMatrixContainers containers, DefaultSample others above.
+	Sample int
+	// Idle (RunLab only, cluster mode) measures the cluster this long
+	// after the checks, while nothing else happens (MeasureIdle), and
+	// fails the lab on any "member dead" in that time. 0: no measurement.
+	Idle time.Duration
 }
+
+// Reachability sampling in RunLab.
+const (
+	// FullMatrixContainers is the largest lab whose every pair RunLab
+	// probes by default: 40 containers are 1560 pairs, a few seconds.
+	FullMatrixContainers = 40
+	// DefaultSample is how many random others each container probes in a
+	// larger lab: 100 containers give 1100 pairs (with the ring).
+	DefaultSample = 10
+)
 
 // HostOptions set one host apart from the others.
 type HostOptions struct {
@@ -110,9 +130,23 @@ func (o *LabOptions) Default() {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Cluster {
+		if o.ClusterOptions.Timing == "" {
+			o.ClusterOptions.Timing = "fast"
+			if o.Hosts > FastTimingHosts {
+				o.ClusterOptions.Timing = "lan"
+			}
+		}
 		o.ClusterOptions.defaults()
 	}
 }
+
+// FastTimingHosts is the largest cluster-mode lab that gets "fast" timing
+// by default; larger ones get "lan". All the lab's routers share this
+// machine's cores: at 100 hosts on 2 cores, fast timing's 100 ms probe
+// timeout and 2 s push/pulls kept every core busy, and hosts starved of
+// CPU missed acks and declared each other dead by the thousand; with lan
+// timing (1 s probes, 500 ms timeout, push/pull every 30 s) they are idle.
+const FastTimingHosts = 30
 
 // hostOptions returns host h's options (h from 1).
 func (o *LabOptions) hostOptions(h int) HostOptions {
@@ -163,6 +197,12 @@ func (o *LabOptions) Validate() error {
 	}
 	if o.Cluster {
 		errs = append(errs, o.ClusterOptions.validate())
+	}
+	if o.Sample < 0 {
+		errs = append(errs, fmt.Errorf("sample: %d is negative", o.Sample))
+	}
+	if o.Idle < 0 || (o.Idle > 0 && !o.Cluster) {
+		errs = append(errs, fmt.Errorf("idle: %v needs cluster mode and a positive duration", o.Idle))
 	}
 	return errors.Join(errs...)
 }
@@ -335,6 +375,11 @@ func (l *Lab) build(ctx context.Context) error {
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("lab setup: %w", err)
+	}
+	if len(l.Hosts) >= staticNeighborHosts {
+		if err := l.staticNeighbors(); err != nil {
+			return fmt.Errorf("lab setup: %w", err)
+		}
 	}
 	l.log.Info("namespaces ready", "hosts", len(l.Hosts), "containers", l.opts.Containers, "took", time.Since(start).Round(time.Millisecond))
 

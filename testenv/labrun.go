@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -65,23 +66,19 @@ func RunLab(ctx context.Context, opts LabOptions, w io.Writer) (err error) {
 	fmt.Fprintf(w, "lab up in %v (routers run `%s run` in each host namespace)\n", time.Since(start).Round(time.Millisecond), lab.Options().Bin)
 	fmt.Fprint(w, lab.Topology())
 	if opts.Cluster {
-		fmt.Fprintf(w, "\ncluster converged %v after the last router started; views:\n%s",
-			lab.ConvergedAt.Sub(lab.lastStart()).Round(time.Millisecond), lab.ClusterViews())
+		after := lab.ConvergedAt.Sub(lab.lastStart()).Round(time.Millisecond)
+		if len(lab.Hosts) > summaryHosts {
+			// A view per host lists every member: 100 lines of 100.
+			fmt.Fprintf(w, "\ncluster converged %v after the last router started (%v after the first): %s\n",
+				after, lab.ConvergedAt.Sub(lab.firstStart()).Round(time.Millisecond), lab.BlocksSummary())
+		} else {
+			fmt.Fprintf(w, "\ncluster converged %v after the last router started; views:\n%s", after, lab.ClusterViews())
+		}
 	}
-
-	fmt.Fprintf(w, "\nreachability (ICMP echo from row to column):\n")
-	t := time.Now()
-	m, err := lab.Reachability(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Fprint(w, m)
-	fmt.Fprintf(w, "(probed in %v)\n", time.Since(t).Round(time.Millisecond))
 
 	var failed []error
-	if !m.OK() {
-		ok, total := m.Count()
-		failed = append(failed, fmt.Errorf("lab: %d of %d container pairs unreachable", total-ok, total))
+	if err := lab.reachability(ctx, w, &failed); err != nil {
+		return err
 	}
 
 	if from, to, ok := lab.throughputPair(); ok {
@@ -98,8 +95,24 @@ func RunLab(ctx context.Context, opts LabOptions, w io.Writer) (err error) {
 		}
 	}
 
+	if opts.Idle > 0 {
+		fmt.Fprintf(w, "\nidle measurement (%v; gossip counted by nftables on each host's cluster port, IP bytes):\n", opts.Idle)
+		rep, err := lab.MeasureIdle(ctx, opts.Idle)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(w, rep)
+		if dead, members := rep.Dead(); dead > 0 {
+			failed = append(failed, fmt.Errorf("lab: %d \"member dead\" lines while idle, about %d members: false positives", dead, len(members)))
+		}
+	}
+
 	fmt.Fprintf(w, "\nrouters:\n")
-	fmt.Fprint(w, lab.Counters())
+	if len(lab.Hosts) > summaryHosts {
+		fmt.Fprint(w, lab.CountersSummary())
+	} else {
+		fmt.Fprint(w, lab.Counters())
+	}
 	if len(failed) > 0 {
 		fmt.Fprintf(w, "\nrouter logs (last lines):\n")
 		for _, h := range lab.Hosts {
@@ -107,6 +120,43 @@ func RunLab(ctx context.Context, opts LabOptions, w io.Writer) (err error) {
 		}
 	}
 	return errors.Join(failed...)
+}
+
+// reachability prints the full matrix, or a sample in a large lab
+// (LabOptions.Sample), and adds a failure for unreachable pairs.
+func (l *Lab) reachability(ctx context.Context, w io.Writer, failed *[]error) error {
+	k := l.opts.Sample
+	if k == 0 && len(l.Containers()) > FullMatrixContainers {
+		k = DefaultSample
+	}
+	t := time.Now()
+	if k == 0 {
+		fmt.Fprintf(w, "\nreachability (ICMP echo from row to column):\n")
+		m, err := l.Reachability(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(w, m)
+		fmt.Fprintf(w, "(probed in %v)\n", time.Since(t).Round(time.Millisecond))
+		if !m.OK() {
+			ok, total := m.Count()
+			*failed = append(*failed, fmt.Errorf("lab: %d of %d container pairs unreachable", total-ok, total))
+		}
+		return nil
+	}
+	seed := uint64(time.Now().UnixNano())
+	fmt.Fprintf(w, "\nreachability (ICMP echo from each container to the next and to %d others at random, seed %d):\n", k, seed)
+	s, err := l.ReachabilitySample(ctx, k, seed)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(w, s)
+	fmt.Fprintf(w, "(probed in %v)\n", time.Since(t).Round(time.Millisecond))
+	if !s.OK() {
+		ok, total := s.Count()
+		*failed = append(*failed, fmt.Errorf("lab: %d of %d sampled container pairs unreachable", total-ok, total))
+	}
+	return nil
 }
 
 // WaitRouters waits until every running router answers on its control
@@ -175,6 +225,61 @@ func (l *Lab) Topology() string {
 			h.Name, h.NS.Name, h.Underlay, tun, prefix, l.ContainerMTU, strings.Join(ctrs, ", "))
 	}
 	return b.String()
+}
+
+// summaryHosts is the largest lab RunLab describes host by host (views,
+// counters); larger ones get one line.
+const summaryHosts = 20
+
+// BlocksSummary says how many hosts have a block, and whether the blocks
+// are distinct (Converged checked they are, with every router's view).
+func (l *Lab) BlocksSummary() string {
+	seen := map[netip.Prefix]bool{}
+	n := 0
+	for _, h := range l.Hosts {
+		if h.Prefix.IsValid() {
+			n++
+			seen[h.Prefix] = true
+		}
+	}
+	return fmt.Sprintf("%d hosts, %d distinct blocks, every router lists every other alive with its block and routes to it", n, len(seen))
+}
+
+// CountersSummary sums the routers' traffic and drop counters, one line.
+func (l *Lab) CountersSummary() string {
+	var tx, rx, txb, rxb uint64
+	drops := map[string]uint64{}
+	n := 0
+	var errs []string
+	for _, h := range l.Hosts {
+		if h.Router == nil {
+			continue
+		}
+		st, err := h.Router.Status()
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", h.Name, err))
+			continue
+		}
+		n++
+		tx, txb, rx, rxb = tx+st.TxPackets, txb+st.TxBytes, rx+st.RxPackets, rxb+st.RxBytes
+		for k, v := range st.Drops {
+			drops[k] += v
+		}
+	}
+	var ds []string
+	for _, k := range slices.Sorted(maps.Keys(drops)) {
+		if drops[k] != 0 {
+			ds = append(ds, fmt.Sprintf("%s=%d", k, drops[k]))
+		}
+	}
+	if len(ds) == 0 {
+		ds = []string{"none"}
+	}
+	out := fmt.Sprintf("  %d routers: tx %d packets (%d bytes)  rx %d packets (%d bytes)  drops: %s\n", n, tx, txb, rx, rxb, strings.Join(ds, " "))
+	for _, e := range errs {
+		out += "  status " + e + "\n"
+	}
+	return out
 }
 
 // Counters summarises each router's traffic and its non-zero drop counters,

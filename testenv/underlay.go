@@ -399,3 +399,63 @@ func (u *UnderlayHost) RouteVia(dst netip.Prefix, gw netip.Addr) error {
 		return nil
 	})
 }
+
+// staticNeighborHosts is the lab size from which hosts get permanent
+// neighbour entries for each other (staticNeighbors).
+const staticNeighborHosts = 16
+
+// staticNeighbors gives every host a permanent neighbour (ARP or NDP) entry
+// for every other host's uplink. All namespaces share one kernel, and its
+// neighbour table is one table for all of them: gc_thresh3 (1024 by
+// default) bounds the dynamic entries of every namespace together. A
+// 100-host cluster needs 100 × 99 underlay entries; past the limit the
+// kernel logs "neighbor table overflow" and drops the packets that needed
+// a resolution, which memberlist sees as lost probes ("member dead" by the
+// thousand). Real hosts each have their own table, so the lab gives them
+// entries that the limit does not count (permanent ones are exempt from
+// its garbage collection and accounting).
+func (l *Lab) staticNeighbors() error {
+	macs := make([]net.HardwareAddr, len(l.Hosts))
+	for i, h := range l.Hosts {
+		err := withNetlink(h.NS, func(nl *netlink.Handle) error {
+			link, err := nl.LinkByName(h.Uplink)
+			if err != nil {
+				return err
+			}
+			macs[i] = link.Attrs().HardwareAddr
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	family := netlink.FAMILY_V4
+	if l.opts.UnderlayIPv6 {
+		family = netlink.FAMILY_V6
+	}
+	for _, h := range l.Hosts {
+		err := withNetlink(h.NS, func(nl *netlink.Handle) error {
+			link, err := nl.LinkByName(h.Uplink)
+			if err != nil {
+				return err
+			}
+			for j, g := range l.Hosts {
+				if g == h {
+					continue
+				}
+				n := &netlink.Neigh{
+					LinkIndex: link.Attrs().Index, Family: family, State: netlink.NUD_PERMANENT,
+					IP: g.Underlay.AsSlice(), HardwareAddr: macs[j],
+				}
+				if err := nl.NeighSet(n); err != nil {
+					return fmt.Errorf("neighbour %s (%s): %w", g.Underlay, g.Name, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -21,7 +21,12 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&opts.Encapsulation, "encapsulation", "esp", "esp or vxlan")
 	fs.StringVar(&opts.Cipher, "cipher", "aes-128-gcm", "ESP cipher: aes-128-gcm, aes-256-gcm, chacha20-poly1305")
 	fs.BoolVar(&opts.Cluster, "cluster", false, "cluster mode: routers get only a cluster key and a seed, and claim their blocks by gossip")
-	fs.StringVar(&opts.ClusterOptions.Timing, "timing", "", "with --cluster: the cluster.timing profile, fast (default), lan or edge")
+	fs.StringVar(&opts.ClusterOptions.Timing, "timing", "", fmt.Sprintf("cluster mode: the cluster.timing profile, fast, lan or edge (default: fast up to %d hosts, lan above)", testenv.FastTimingHosts))
+	fs.IntVar(&opts.Sample, "sample", 0, fmt.Sprintf("probe from each container the next one and this many others at random, not every pair (default: every pair up to %d containers, %d above)", testenv.FullMatrixContainers, testenv.DefaultSample))
+	fs.DurationVar(&opts.Idle, "idle", 0, "cluster mode: then leave the cluster idle this long and report per-host gossip bytes/s, CPU, RSS and \"member dead\" lines (any fails the lab)")
+	fs.BoolVar(&opts.ClusterOptions.StartAtOnce, "at-once", false, "cluster mode: start every router at the same instant (default: host 1 first, then the others)")
+	fs.DurationVar(&opts.ClusterOptions.ConvergeTimeout, "converge-timeout", 0, "cluster mode: how long to wait for every router to see every other one (default 30s)")
+	fs.StringVar(&opts.Dir, "dir", "", "keep the routers' configs, logs and state in this directory (default: a temporary one, removed)")
 	verbose := fs.Bool("v", false, "log the lab's steps")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -41,11 +46,22 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if opts.ClusterOptions.Timing != "" && !opts.Cluster {
 		return usageErr("lab: --timing needs --cluster")
 	}
+	if opts.Idle < 0 || (opts.Idle > 0 && !opts.Cluster) {
+		return usageErr("lab: --idle %v: needs --cluster and a positive duration", opts.Idle)
+	}
+	if opts.Sample < 0 {
+		return usageErr("lab: --sample %d: want 0 or more", opts.Sample)
+	}
 	if opts.Encapsulation != "esp" && opts.Encapsulation != "vxlan" {
 		return usageErr("lab: --encapsulation %q: want esp or vxlan", opts.Encapsulation)
 	}
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("lab: needs root (network namespaces): sudo drover lab")
+	}
+	if opts.Dir != "" {
+		if err := emptyDir(opts.Dir); err != nil {
+			return usageErr("lab: --dir: %v", err)
+		}
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -58,4 +74,20 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	opts.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	return testenv.RunLab(ctx, opts, stdout)
+}
+
+// emptyDir creates dir, or checks that it is empty: state left by an
+// earlier lab (remembered members, block claims) would change this one.
+func emptyDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("%s is not empty", dir)
+	}
+	return nil
 }
