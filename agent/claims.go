@@ -78,6 +78,10 @@ func (a *Agent) checkClaims(members []gossip.Member, now time.Time) ([]blocks.Cl
 			}
 		}
 	}
+	// One write for every name pinned in this pass (Pins).
+	if err := a.cfg.Pins.Flush(); err != nil {
+		a.log.Error("save identity pins; kept in memory, retried next step", "err", err)
+	}
 	// Static prefixes second: they are checked against every believed block.
 	var blockClaims []blocks.Claim
 	for _, m := range members {

@@ -21,10 +21,17 @@ import (
 // while the daemon is stopped). Without it, any holder of the cluster key
 // could take over a dead member's name, and with it the member's block,
 // after the reclaim time (docs/security.md).
+//
+// Check pins in memory and Flush writes the file, once for all the names
+// pinned since the last Flush: the agent flushes once a step. A host that
+// meets a hundred members in a start-up storm would otherwise write and
+// fsync the file a hundred times in one step, and a hundred hosts doing
+// that at once stalled every agent for seconds on a shared disk.
 type Pins struct {
-	path string
-	mu   sync.Mutex // guards ids and the file
-	ids  map[string][32]byte
+	path  string
+	mu    sync.Mutex // guards ids, dirty and the file
+	ids   map[string][32]byte
+	dirty bool // ids holds pins the file does not
 }
 
 // MaxPins bounds the names pinned: past it new names are refused (a flood of
@@ -86,12 +93,24 @@ func (p *Pins) Check(name string, id [32]byte) string {
 		return fmt.Sprintf("%d names pinned already: no room for a new one", MaxPins)
 	}
 	p.ids[name] = id
-	if err := p.save(); err != nil {
-		// Unpinned is not trusted less: the next Check tries again.
-		delete(p.ids, name)
-		return fmt.Sprintf("cannot pin its identity key: %v", err)
-	}
+	p.dirty = true
 	return ""
+}
+
+// Flush writes the pins made since the last Flush, if any. On failure they
+// stay pinned in memory (this run still refuses another key under those
+// names) and the next Flush tries again.
+func (p *Pins) Flush() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.dirty {
+		return nil
+	}
+	if err := p.save(); err != nil {
+		return fmt.Errorf("identity pins: %w", err)
+	}
+	p.dirty = false
+	return nil
 }
 
 // Forget unpins name: the next identity key seen under it is pinned. It
@@ -108,6 +127,7 @@ func (p *Pins) Forget(name string) (bool, error) {
 		p.ids[name] = have
 		return false, err
 	}
+	p.dirty = false // the file holds every pin now
 	return true, nil
 }
 

@@ -23,6 +23,12 @@ func TestPins(t *testing.T) {
 	if why := p.Check("h3", [32]byte{}); why == "" {
 		t.Fatal("a zero identity key: got accepted, want refused")
 	}
+	if _, err := os.Stat(path); err == nil {
+		t.Fatal("pins file written before Flush, want one write per Flush")
+	}
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("pins file: %v, %v; want mode 0600", fi, err)
 	}
@@ -77,5 +83,41 @@ func TestPinsBounded(t *testing.T) {
 	}
 	if why := p.Check("one-more", [32]byte{3}); !strings.Contains(why, "no room") {
 		t.Fatalf("a new name past MaxPins: got %q, want refused", why)
+	}
+}
+
+// A failed write keeps the pins in memory (another key under the name is
+// still refused) and the next Flush writes them.
+func TestPinsFlushRetries(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	path := filepath.Join(dir, "identities.json")
+	p, err := OpenPins(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil { // a file where the directory goes
+		t.Fatal(err)
+	}
+	if why := p.Check("h2", [32]byte{1}); why != "" {
+		t.Fatalf("first key for h2: got %q, want accepted", why)
+	}
+	if err := p.Flush(); err == nil {
+		t.Fatal("Flush into a file's path: got nil, want an error")
+	}
+	if why := p.Check("h2", [32]byte{2}); why == "" {
+		t.Fatal("after a failed Flush: another key for h2 accepted, want refused")
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(); err != nil {
+		t.Fatalf("Flush after the path is fixed: %v", err)
+	}
+	q, err := OpenPins(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, ok := q.Pinned("h2"); !ok || id != ([32]byte{1}) {
+		t.Fatalf("reopened: h2 pinned %v %v, want the first key", id, ok)
 	}
 }
