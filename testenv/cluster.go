@@ -402,7 +402,7 @@ func (r *Router) Cluster() (*ClusterView, error) {
 // memberAlive is the state name of a live member in /v1/cluster.
 const memberAlive = "alive"
 
-// Converged checks that the routers of hosts agree: each has one block, no
+// Converged checks that the routers of hosts agree: each hands out one block, no
 // two the same, and each lists every other one as an alive member with
 // that block and has a route to exactly the others' blocks, each through
 // its owner.
@@ -418,6 +418,11 @@ func (l *Lab) Converged(hosts []*Host) error {
 		}
 		if v.Block == "" {
 			return fmt.Errorf("host %s: no block claimed yet", h.Name)
+		}
+		// A fresh claim settles before it is handed out (agent.settling):
+		// converged means every host can attach containers.
+		if v.BlockNote != "" {
+			return fmt.Errorf("host %s: %s", h.Name, v.BlockNote)
 		}
 		b, err := netip.ParsePrefix(v.Block)
 		if err != nil {
