@@ -95,8 +95,14 @@ type Config struct {
 	// interface: no member may have them routed into the TUN. Optional.
 	UnderlayNets []netip.Prefix
 	// Prefixes are node.prefixes: static, validated by the caller. Empty:
-	// claim a block of CIDR.
+	// claim a block of CIDR (or use Assigned).
 	Prefixes []netip.Prefix
+	// Assigned is this host's block when an authority allocates blocks
+	// (Kubernetes' spec.podCIDR, package kube): a /BlockBits block of
+	// CIDR, used as is — never claimed, moved or persisted, handed out at
+	// once. Others' blocks then come from the same authority, through
+	// their members' info. Optional; with Prefixes, not allowed.
+	Assigned blocks.Claim
 	// Addrs are node.address; empty with a block: the block's first address.
 	Addrs     []netip.Addr
 	MAC       [6]byte
@@ -248,7 +254,16 @@ func New(cfg Config, r Router, k Kernel) (*Agent, error) {
 		return nil, err
 	}
 	a.epoch = 1
-	if len(cfg.Prefixes) == 0 {
+	if b := cfg.Assigned.Block; b.IsValid() {
+		if len(cfg.Prefixes) > 0 {
+			return nil, errors.New("agent: an assigned block and static prefixes")
+		}
+		if !cfg.CIDR.Contains(b.Addr()) || b.Bits() != cfg.BlockBits || b != b.Masked() {
+			return nil, fmt.Errorf("agent: assigned block %s is not a /%d block of %s", b, cfg.BlockBits, cfg.CIDR)
+		}
+		a.claim = cfg.Assigned
+		a.claim.Node = cfg.Name
+	} else if len(cfg.Prefixes) == 0 {
 		c, ok, err := cfg.Blocks.Load()
 		if err != nil {
 			return nil, err

@@ -99,7 +99,7 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 	}
 
 	note := ""
-	if len(a.cfg.Prefixes) == 0 {
+	if len(a.cfg.Prefixes) == 0 && !a.cfg.Assigned.Block.IsValid() {
 		cur := a.claim
 		cur.Node = self
 		next, changed, err := blocks.Decide(self, cur, claims, a.cfg.CIDR, a.cfg.BlockBits, now)
@@ -139,6 +139,8 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 			// installed yet, and the rotation publishes it itself.
 			a.unpublished = true
 		}
+	}
+	if len(a.cfg.Prefixes) == 0 {
 		a.setLocal(now)
 		if a.claim.Block.IsValid() {
 			claims = append(claims, blocks.Claim{Node: self, Block: a.claim.Block, Since: a.claim.Since, Live: true})
