@@ -31,7 +31,8 @@ import (
 // gossip, the router and the kernel's routes through the TUN.
 type cluster struct {
 	ag   *agent.Agent
-	cl   *gossip.Cluster
+	cl   *gossip.Cluster // nil with the kubernetes datastore
+	kube *kubeStore      // nil with gossip
 	pins *agent.Pins
 	book *gossip.AddrBook // members seen alive, to rejoin through after a restart
 	log  *slog.Logger
@@ -46,7 +47,10 @@ func (k tunKernel) SetAddrs(a []netip.Addr) error { return tun.SetAddrs(k.name, 
 
 // startCluster loads the cluster key, the identity key, the persisted block
 // and the identity pins, starts gossip and joins the cluster.
-func startCluster(cfg *config.Config, log *slog.Logger, r *router.Router, tunnelMTU int, static []*router.Peer, underlayNets []netip.Prefix) (*cluster, error) {
+// With the kubernetes datastore it waits (until ctx is done) for the API
+// server's list of Nodes instead, and, with pod_cidr node, for this host's
+// Node to have a podCIDR.
+func startCluster(ctx context.Context, cfg *config.Config, log *slog.Logger, r *router.Router, tunnelMTU int, static []*router.Peer, underlayNets []netip.Prefix) (*cluster, error) {
 	cc := cfg.Cluster
 	key, err := gossip.LoadKey(cc.KeyFile)
 	if err != nil {
@@ -79,7 +83,7 @@ func startCluster(cfg *config.Config, log *slog.Logger, r *router.Router, tunnel
 	if err != nil {
 		return nil, err
 	}
-	ag, err := agent.New(agent.Config{
+	acfg := agent.Config{
 		Name: n.Name, Version: version,
 		Underlay:     netip.AddrPortFrom(n.UnderlayAddr, n.Port),
 		UnderlayNets: underlayNets,
@@ -91,7 +95,11 @@ func startCluster(cfg *config.Config, log *slog.Logger, r *router.Router, tunnel
 		RotationInterval: cc.RotationInterval, SwitchDelay: cc.SwitchDelay, Grace: cc.Grace,
 		Blocks: blocks.Open(filepath.Join(cfg.StateDir, "block.json")), Pins: pins,
 		Log: log,
-	}, r, tunKernel{name: n.TUN})
+	}
+	if cc.IsKubernetes() {
+		return startKube(ctx, cfg, acfg, r, pins, log)
+	}
+	ag, err := agent.New(acfg, r, tunKernel{name: n.TUN})
 	if err != nil {
 		return nil, err
 	}
@@ -133,9 +141,23 @@ func claimSettle(gc gossip.Config) time.Duration {
 	return 10 * cmp.Or(gc.GossipInterval, 200*time.Millisecond) // zero: memberlist's LAN default
 }
 
+// health is what the readiness probe reads: the agent's last step, and
+// whether it knows the cluster's claims (joined in gossip; in kubernetes,
+// the Nodes listed and our info published on ours).
+func (c *cluster) health() (last time.Time, joined bool) {
+	last, joined = c.ag.Health()
+	if c.kube != nil {
+		joined = c.kube.m.Synced() && c.kube.m.Published()
+	}
+	return last, joined
+}
+
 // view is the agent's view, with whether this host is alone.
 func (c *cluster) view() gossip.View {
 	v := c.ag.Snapshot()
+	if c.cl == nil {
+		return v
+	}
 	if since, alone := c.cl.Alone(); alone {
 		v.AloneSince = since.UTC().Format(time.RFC3339)
 	}
@@ -146,7 +168,11 @@ func (c *cluster) view() gossip.View {
 // done.
 func (c *cluster) run(ctx context.Context) {
 	done := make(chan struct{})
-	go func() { defer close(done); c.keepBook(ctx) }()
+	if c.kube != nil {
+		go func() { defer close(done); c.kube.keepNetworkAvailable(ctx, c.ag) }()
+	} else {
+		go func() { defer close(done); c.keepBook(ctx) }()
+	}
 	c.ag.Run(ctx)
 	<-done
 }
@@ -182,6 +208,14 @@ func (c *cluster) keepBook(ctx context.Context) {
 // stop leaves the cluster (announced, so peers withdraw our routes at once)
 // and removes our routes.
 func (c *cluster) stop() {
+	if c.kube != nil {
+		// Our Node keeps our info: a restarting daemon (a DaemonSet
+		// update) must not withdraw this node's pods everywhere; deleting
+		// the Node does.
+		c.kube.stop()
+		c.ag.Stop()
+		return
+	}
 	if err := c.cl.Leave(2 * time.Second); err != nil {
 		c.log.Warn("leave", "err", err)
 	}

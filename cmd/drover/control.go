@@ -97,7 +97,7 @@ func serveHTTP(addr string, r *router.Router, cl *cluster, founder bool, fill fu
 	state := func() health.State {
 		st := health.State{RouterRunning: r.Running(), Prefixes: r.Status().Prefixes}
 		if cl != nil {
-			last, joined := cl.ag.Health()
+			last, joined := cl.health()
 			st.Cluster = &health.Cluster{LastStep: last, Joined: joined, Founder: founder, BlockNote: cl.ag.Snapshot().BlockNote}
 		}
 		return st

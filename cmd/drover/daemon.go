@@ -204,7 +204,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	var cl *cluster
 	if cfg.Cluster != nil {
 		// The agent owns peers and routes from here (static peers included).
-		if cl, err = startCluster(cfg, log, r, tunnelMTU, peers, underlayNets); err != nil {
+		if cl, err = startCluster(ctx, cfg, log, r, tunnelMTU, peers, underlayNets); err != nil {
 			return err
 		}
 		agCtx, stopAgent := context.WithCancel(ctx)
@@ -280,7 +280,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		d.undo = append(d.undo, stopCtl)
 	}
 	if addr := cfg.HTTP.ListenAddr; addr != "" {
-		founder := cfg.Cluster != nil && cfg.Cluster.MayClaimAlone()
+		founder := cfg.Cluster != nil && cfg.Cluster.MayClaimAlone() && !cfg.Cluster.IsKubernetes()
 		stopHTTP, err := serveHTTP(addr, r, cl, founder, fill, log)
 		if err != nil {
 			return err

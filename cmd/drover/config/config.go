@@ -151,9 +151,41 @@ type Cluster struct {
 	// addresses. Implied when Join is empty: a host with no seeds founds
 	// the cluster.
 	Bootstrap bool `yaml:"bootstrap"`
+	// Datastore is where hosts learn of each other: "gossip" (default:
+	// memberlist among the hosts, join/port/timing/bootstrap apply) or
+	// "kubernetes" (Node objects of the Kubernetes API, package kube;
+	// docs/kubernetes.md).
+	Datastore string `yaml:"datastore"`
+	// Kubernetes configures the kubernetes datastore.
+	Kubernetes Kubernetes `yaml:"kubernetes"`
 
 	CIDRPrefix netip.Prefix `yaml:"-"`
 }
+
+// Datastores are the values cluster.datastore takes, the default first.
+var Datastores = []string{DatastoreGossip, DatastoreKubernetes}
+
+const (
+	DatastoreGossip     = "gossip"
+	DatastoreKubernetes = "kubernetes"
+)
+
+// Kubernetes configures the kubernetes datastore (cluster.kubernetes).
+type Kubernetes struct {
+	// Kubeconfig is the kubeconfig file to reach the API server with.
+	// Empty: the pod's service account (in-cluster), as in the DaemonSet.
+	Kubeconfig string `yaml:"kubeconfig"`
+	// PodCIDR says where each host's block comes from: "node" (default:
+	// its Node's spec.podCIDR, allocated by the controller-manager —
+	// cluster.cidr and block_bits must then match its --cluster-cidr and
+	// --node-cidr-mask-size) or "claim" (drover claims blocks as in gossip
+	// mode and records them on the Nodes; for clusters whose
+	// controller-manager allocates none).
+	PodCIDR string `yaml:"pod_cidr"`
+}
+
+// IsKubernetes reports whether the cluster's datastore is Kubernetes.
+func (c *Cluster) IsKubernetes() bool { return c != nil && c.Datastore == DatastoreKubernetes }
 
 // MayClaimAlone reports whether this host may claim a block before it has
 // met another member (Bootstrap, or no seeds to join).
@@ -430,6 +462,16 @@ func (c *Config) Default() {
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
+	if c.Cluster.IsKubernetes() {
+		// The DaemonSet passes both from the downward API
+		// (spec.nodeName, status.hostIP).
+		if c.Node.Name == "" {
+			c.Node.Name = os.Getenv("NODE_NAME")
+		}
+		if c.Node.Underlay == "" {
+			c.Node.Underlay = os.Getenv("NODE_IP")
+		}
+	}
 	if c.Node.Name == "" {
 		c.Node.Name, _ = os.Hostname()
 	}
@@ -463,6 +505,12 @@ func (c *Config) Default() {
 		}
 		if cl.Timing == "" {
 			cl.Timing = Timings[0]
+		}
+		if cl.Datastore == "" {
+			cl.Datastore = Datastores[0]
+		}
+		if cl.Kubernetes.PodCIDR == "" {
+			cl.Kubernetes.PodCIDR = "node"
 		}
 	}
 	for i := range c.Peers {
@@ -527,7 +575,9 @@ func (c *Config) Validate() error {
 	if n.Name == "" {
 		add("node.name", "is required")
 	}
-	if a, err := netip.ParseAddr(n.Underlay); err != nil {
+	if a, err := netip.ParseAddr(n.Underlay); n.Underlay == "" && c.Cluster.IsKubernetes() {
+		// Named below, with where else it may come from.
+	} else if err != nil {
 		add("node.underlay", "%q is not an IP address", n.Underlay)
 	} else {
 		n.UnderlayAddr = a.Unmap()
@@ -652,8 +702,32 @@ func (c *Config) Validate() error {
 				add(fmt.Sprintf("peers[%d].sa.in.spi", i), "%#08x is in the range of SPIs the cluster derives (>= 0x80000000); manual SPIs must be below it", p.SA.In.SPI)
 			}
 		}
-		if c.Node.Port == cl.Port {
+		if c.Node.Port == cl.Port && !cl.IsKubernetes() {
 			add("cluster.port", "%d is also node.port (data plane)", cl.Port)
+		}
+		switch cl.Datastore {
+		case DatastoreGossip:
+		case DatastoreKubernetes:
+			if len(cl.Join) > 0 {
+				add("cluster.join", "not used with datastore kubernetes: hosts find each other through their Node objects")
+			}
+			if cl.Bootstrap {
+				add("cluster.bootstrap", "not used with datastore kubernetes: the API server knows every claim")
+			}
+			if len(c.Node.Prefixes) > 0 {
+				add("node.prefixes", "not used with datastore kubernetes: each host's block is its Node's podCIDR (pod_cidr: node) or claimed (pod_cidr: claim)")
+			}
+			if c.Node.Underlay == "" {
+				add("node.underlay", "is required: set it, or NODE_IP in the environment (the DaemonSet sets it from status.hostIP)")
+			}
+		default:
+			add("cluster.datastore", "%q is not one of %s", cl.Datastore, strings.Join(Datastores, ", "))
+		}
+		if pc := cl.Kubernetes.PodCIDR; pc != "node" && pc != "claim" {
+			add("cluster.kubernetes.pod_cidr", "%q is not one of node, claim", pc)
+		}
+		if (cl.Kubernetes.Kubeconfig != "") && !cl.IsKubernetes() {
+			add("cluster.kubernetes.kubeconfig", "set, but cluster.datastore is %s", cl.Datastore)
 		}
 	}
 	c.checkPrefixes(add)

@@ -127,6 +127,11 @@ func TestParseErrors(t *testing.T) {
 		{"http host a name", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nhttp: {listen: 'localhost:9743'}\n", "http.listen", "localhost is not an IP address"},
 		{"http port 0", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nhttp: {listen: '127.0.0.1:0'}\n", "http.listen", "not 1..65535"},
 		{"http port too big", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nhttp: {listen: '[::1]:70000'}\n", "http.listen", "not 1..65535"},
+		{"bad datastore", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, datastore: etcd}\n", "cluster.datastore", `"etcd" is not one of gossip, kubernetes`},
+		{"kubernetes with join", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, datastore: kubernetes, join: [192.0.2.2]}\n", "cluster.join", "not used with datastore kubernetes"},
+		{"kubernetes with prefixes", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.9.0.0/24]}\ncluster: {key_file: k, datastore: kubernetes}\n", "node.prefixes", "podCIDR"},
+		{"kubernetes bad pod_cidr", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, datastore: kubernetes, kubernetes: {pod_cidr: auto}}\n", "cluster.kubernetes.pod_cidr", `"auto"`},
+		{"kubeconfig with gossip", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, kubernetes: {kubeconfig: /k}}\n", "cluster.kubernetes.kubeconfig", "datastore is gossip"},
 		{"http on the gossip port", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k}\nhttp: {listen: ':7946'}\n", "http.listen", "cluster.port"},
 	}
 	for _, tc := range cases {
@@ -287,5 +292,42 @@ func TestLoadMode(t *testing.T) {
 				t.Fatalf("got %v, want an ErrInvalid containing %q", err, tc.msg)
 			}
 		})
+	}
+}
+
+// In kubernetes mode node.name and node.underlay come from the downward
+// API's NODE_NAME and NODE_IP when unset; without either an underlay the
+// error says where it may come from.
+func TestKubernetesFromEnv(t *testing.T) {
+	const y = "cluster: {key_file: k, datastore: kubernetes}\n"
+	t.Setenv("NODE_NAME", "worker-7")
+	t.Setenv("NODE_IP", "192.0.2.7")
+	cfg, err := Parse(strings.NewReader(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Node.Name != "worker-7" || cfg.Node.UnderlayAddr != netip.MustParseAddr("192.0.2.7") {
+		t.Fatalf("node: got name %q underlay %v, want worker-7 192.0.2.7", cfg.Node.Name, cfg.Node.UnderlayAddr)
+	}
+	if cfg.Cluster.Kubernetes.PodCIDR != "node" || !cfg.Cluster.IsKubernetes() {
+		t.Fatalf("cluster: got %+v, want kubernetes with pod_cidr node", cfg.Cluster)
+	}
+	// The file wins over the environment.
+	cfg, err = Parse(strings.NewReader("node: {name: n1, underlay: 192.0.2.9}\n" + y))
+	if err != nil || cfg.Node.Name != "n1" || cfg.Node.Underlay != "192.0.2.9" {
+		t.Fatalf("explicit node: got %v %+v, want the file's", err, cfg.Node)
+	}
+	t.Setenv("NODE_IP", "")
+	_, err = Parse(strings.NewReader(y))
+	if err == nil || !strings.Contains(err.Error(), "node.underlay: is required: set it, or NODE_IP") {
+		t.Fatalf("no underlay: got %v, want it named with NODE_IP", err)
+	}
+	if strings.Count(err.Error(), "node.underlay") != 1 {
+		t.Fatalf("no underlay: got %v, want one error for it", err)
+	}
+	// Gossip mode ignores the environment.
+	t.Setenv("NODE_IP", "192.0.2.7")
+	if _, err := Parse(strings.NewReader("cluster: {key_file: k}\n")); err == nil || !strings.Contains(err.Error(), "node.underlay") {
+		t.Fatalf("gossip mode without underlay: got %v, want an error", err)
 	}
 }
