@@ -409,7 +409,6 @@ func NetworkUnavailable(n *corev1.Node) bool {
 	return false
 }
 
-
 // LogTo sends client-go's own logging (klog: reflector errors while the
 // API server is away, and the like) to log instead of stderr. Global, as
 // klog is: the daemon calls it once.
