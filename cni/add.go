@@ -54,6 +54,10 @@ func natKeep(c *config, bridgeSubnet netip.Prefix) []netip.Prefix {
 // daemon notice. Whatever fails, everything done for this attachment is
 // undone in reverse; the bridge stays, it is the node's.
 func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *types100.Result, err error) {
+	pod, e := podFromArgs(args.Args)
+	if e != nil {
+		return nil, e
+	}
 	ctrNS, e := openNetNS(args.Netns)
 	if e != nil {
 		return nil, e
@@ -109,7 +113,7 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 		return nil, invalid("ipam", "network %q already holds %s of %s on this host: give each network its own ipam.subnet or rangeStart/rangeEnd", other, a, pl.pool)
 	}
 	owner := ipam.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
-	ip, err := store.Allocate(pl.pool, owner)
+	ip, err := store.AllocateFor(pl.pool, owner, pod)
 	if errors.Is(err, ipam.ErrFull) {
 		return nil, types.NewError(types.ErrTryAgainLater, strings.TrimPrefix(err.Error(), "ipam: "), "delete containers, or let the runtime GC stale ones")
 	}
@@ -192,7 +196,8 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 	}
 
 	if pl.daemon != nil {
-		l := Local{Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName, IP: ip.String(), MAC: mac.String(), Bridge: c.Bridge, DataDir: c.dataDir}
+		l := Local{Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName, IP: ip.String(), MAC: mac.String(), Bridge: c.Bridge, DataDir: c.dataDir,
+			PodNamespace: pod.Namespace, PodName: pod.Name}
 		err := d.addLocal(ctx, l)
 		switch {
 		case err == nil:

@@ -100,6 +100,25 @@ type Local struct {
 	// DataDir is ipam.dataDir, where the network's reservation directory
 	// lives: the daemon rereads it after a restart (Reserved).
 	DataDir string `json:"data_dir,omitempty"`
+	// PodNamespace and PodName: the Kubernetes pod holding the address
+	// (CNI_ARGS K8S_POD_NAMESPACE, K8S_POD_NAME); empty outside Kubernetes.
+	PodNamespace string `json:"pod_namespace,omitempty"`
+	PodName      string `json:"pod_name,omitempty"`
+}
+
+// CheckPod reports what is wrong with l's pod fields, as podFromArgs
+// checks them ("" if nothing): the daemon applies the same rule to
+// notices.
+func (l Local) CheckPod() string {
+	switch {
+	case (l.PodNamespace == "") != (l.PodName == ""):
+		return "pod_namespace and pod_name come together"
+	case l.PodNamespace != "" && !dnsName(l.PodNamespace, maxPodNamespace, false):
+		return fmt.Sprintf("pod_namespace %q is not a DNS label", clip([]byte(l.PodNamespace)))
+	case l.PodName != "" && !dnsName(l.PodName, maxPodName, true):
+		return fmt.Sprintf("pod_name %q is not a DNS subdomain", clip([]byte(l.PodName)))
+	}
+	return ""
 }
 
 type daemonClient struct {

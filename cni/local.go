@@ -65,7 +65,7 @@ func Networks(dataDir string) ([]string, error) {
 // Reserved returns the attachments network's reservation directory under
 // dataDir holds, in address order, as the notices ADD sends for them:
 // network, container ID, interface name, address, the MAC ADD derived from
-// it, and DataDir. Bridge is empty: the directory does not record it.
+// it, DataDir and the pod. Bridge is empty: the directory does not record it.
 // Reservations whose owner is unreadable are left out (GC releases them).
 // A directory that does not exist holds none.
 func Reserved(dataDir, network string) ([]Local, error) {
@@ -93,12 +93,14 @@ func Reserved(dataDir, network string) ([]Local, error) {
 			continue
 		}
 		out = append(out, Local{
-			Network:     network,
-			ContainerID: r.Owner.ContainerID,
-			IfName:      r.Owner.IfName,
-			IP:          r.Addr.String(),
-			MAC:         containerMAC(r.Addr).String(),
-			DataDir:     filepath.Clean(dataDir),
+			Network:      network,
+			ContainerID:  r.Owner.ContainerID,
+			IfName:       r.Owner.IfName,
+			IP:           r.Addr.String(),
+			MAC:          containerMAC(r.Addr).String(),
+			DataDir:      filepath.Clean(dataDir),
+			PodNamespace: r.Pod.Namespace,
+			PodName:      r.Pod.Name,
 		})
 	}
 	return out, nil

@@ -567,3 +567,34 @@ func TestAddBeforeJoined(t *testing.T) {
 	_, err := h.add(t, "c1", ctr, h.conf(nil))
 	wantCNIError(t, err, types.ErrTryAgainLater, "no block: not joined to any member yet")
 }
+
+// ADD with Kubernetes' CNI_ARGS records the pod with the reservation and in
+// the daemon's notice; Reserved (the daemon's rebuild after a restart)
+// reads it back; bad pod arguments fail ADD before anything is set up.
+func TestAddRecordsPod(t *testing.T) {
+	h := newTestHost(t)
+	ctr := testenv.NewNetNS(t, "cnic")
+	b := mustJSON(t, h.conf(nil))
+	a := args("c1", ctr, b)
+	a.Args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=a;K8S_POD_INFRA_CONTAINER_ID=c1"
+	if _, err := h.p.add(context.Background(), parse(t, b), a); err != nil {
+		t.Fatal(err)
+	}
+	added, _ := h.daemon.notices()
+	if len(added) != 1 || added[0].PodNamespace != "x" || added[0].PodName != "a" {
+		t.Fatalf("notices: got %+v, want one for pod x/a", added)
+	}
+	ls, err := Reserved(h.dataDir, "drvtest")
+	if err != nil || len(ls) != 1 || ls[0].PodNamespace != "x" || ls[0].PodName != "a" || ls[0].IP != added[0].IP {
+		t.Fatalf("Reserved: got %+v %v, want %s held by pod x/a", ls, err, added[0].IP)
+	}
+
+	ctr2 := testenv.NewNetNS(t, "cnic")
+	a2 := args("c2", ctr2, b)
+	a2.Args = "K8S_POD_NAMESPACE=x;K8S_POD_NAME=../etc"
+	_, err = h.p.add(context.Background(), parse(t, b), a2)
+	wantCNIError(t, err, types.ErrInvalidEnvironmentVariables, "K8S_POD_NAME")
+	if rs, _ := h.store(t).List(); len(rs) != 1 {
+		t.Fatalf("reservations after a refused ADD: got %v, want only c1's", rs)
+	}
+}

@@ -286,6 +286,9 @@ func (s *localSet) add(l cni.Local) error {
 	case len(l.Bridge) > maxIfNameLen:
 		return fmt.Errorf("bridge: %d bytes, at most %d", len(l.Bridge), maxIfNameLen)
 	}
+	if why := l.CheckPod(); why != "" {
+		return errors.New(why)
+	}
 	if _, err := cni.StoreDir(l.DataDir, l.Network); err != nil {
 		return err
 	}

@@ -51,10 +51,26 @@ func (o Owner) validate() error {
 	return nil
 }
 
+// Pod is the Kubernetes pod an attachment belongs to, as the runtime
+// passes it in CNI_ARGS (K8S_POD_NAMESPACE, K8S_POD_NAME); zero outside
+// Kubernetes. Recorded beside the owner, never matched on: network policy
+// asks which pod holds an address.
+type Pod struct {
+	Namespace string `json:"podNamespace,omitempty"`
+	Name      string `json:"podName,omitempty"`
+}
+
+// record is a reservation file's content.
+type record struct {
+	Owner
+	Pod
+}
+
 // Reservation is one reserved address and its owner.
 type Reservation struct {
 	Addr  netip.Addr
 	Owner Owner
+	Pod   Pod
 	// Unreadable is set when the file could not be parsed (written by
 	// hand or by another tool: the store itself never publishes a partial
 	// file). Its owner is unknown, so it matches no attachment and GC
@@ -133,6 +149,11 @@ func (s *Store) lock(how int) (func(), error) {
 // (an ADD retried after a crash), that address is returned again. It returns
 // an error wrapping ErrFull when the pool is exhausted.
 func (s *Store) Allocate(pool Pool, o Owner) (netip.Addr, error) {
+	return s.AllocateFor(pool, o, Pod{})
+}
+
+// AllocateFor is Allocate recording the pod the attachment belongs to.
+func (s *Store) AllocateFor(pool Pool, o Owner, pod Pod) (netip.Addr, error) {
 	if err := o.validate(); err != nil {
 		return netip.Addr{}, err
 	}
@@ -168,7 +189,7 @@ func (s *Store) Allocate(pool Pool, o Owner) (netip.Addr, error) {
 	a := first
 	for {
 		if !taken[a] {
-			ok, err := s.reserve(a, o)
+			ok, err := s.reserve(a, record{o, pod})
 			if err != nil {
 				return netip.Addr{}, err
 			}
@@ -191,8 +212,8 @@ func (s *Store) Allocate(pool Pool, o Owner) (netip.Addr, error) {
 // reserve publishes the reservation of a for o: temporary file, fsync, link
 // into place (fails if the name exists), fsync the directory. It returns
 // false if the address turned out to be taken.
-func (s *Store) reserve(a netip.Addr, o Owner) (bool, error) {
-	body, err := json.Marshal(o)
+func (s *Store) reserve(a netip.Addr, rec record) (bool, error) {
+	body, err := json.Marshal(rec)
 	if err != nil {
 		return false, err
 	}
@@ -384,8 +405,11 @@ func (s *Store) read(a netip.Addr) (Reservation, bool, error) {
 	}
 	r := Reservation{Addr: a}
 	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&r.Owner); err != nil || r.Owner.validate() != nil {
-		r.Owner, r.Unreadable = Owner{}, true
+	var rec record
+	if err := dec.Decode(&rec); err != nil || rec.Owner.validate() != nil {
+		r.Unreadable = true
+	} else {
+		r.Owner, r.Pod = rec.Owner, rec.Pod
 	}
 	return r, true, nil
 }

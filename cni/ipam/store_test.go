@@ -477,3 +477,41 @@ func BenchmarkAllocateRelease(b *testing.B) {
 		}
 	}
 }
+
+// The pod an attachment belongs to is recorded beside its owner, read back
+// by List, and not part of the owner: a retried ADD without it gets the
+// same address. Files written before pods were recorded still read.
+func TestAllocateForPod(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Owner{ContainerID: "c1", IfName: "eth0"}
+	pod := Pod{Namespace: "x", Name: "a-7f9c"}
+	ip, err := s.AllocateFor(testPool, o, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s.Allocate(testPool, o); err != nil || again != ip {
+		t.Fatalf("retried ADD: got %v %v, want %v", again, err, ip)
+	}
+	old := netip.MustParseAddr("10.42.7.200")
+	if err := os.WriteFile(filepath.Join(dir, old.String()), []byte(`{"containerID":"c0","ifname":"eth0"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[netip.Addr]Pod{}
+	for _, r := range rs {
+		if r.Unreadable {
+			t.Fatalf("%v unreadable", r.Addr)
+		}
+		got[r.Addr] = r.Pod
+	}
+	if got[ip] != pod || got[old] != (Pod{}) || len(got) != 2 {
+		t.Fatalf("pods: got %v, want %v: %v and %v: none", got, ip, pod, old)
+	}
+}
