@@ -43,6 +43,15 @@ type ClusterOptions struct {
 	// ConvergeTimeout bounds NewLab's wait for every router to see every
 	// other one. Default 30 s.
 	ConvergeTimeout time.Duration
+	// Kubeconfig, when set, runs the routers with the kubernetes datastore
+	// (cluster.datastore kubernetes) against the API server it names, as
+	// seen from inside each host's namespace (Kube.ServeIn): hosts join no
+	// one, and each is the Node named as the host (h1, h2, …), which the
+	// test creates.
+	Kubeconfig string
+	// PodCIDR is cluster.kubernetes.pod_cidr with Kubeconfig: "node"
+	// (default: the Nodes' spec.podCIDR) or "claim".
+	PodCIDR string
 }
 
 func (o *ClusterOptions) defaults() {
@@ -128,6 +137,10 @@ func (l *Lab) clusterConfigs() ([]*config.Config, error) {
 				Timing:           o.ClusterOptions.Timing,
 			},
 		}
+		if k := o.ClusterOptions.Kubeconfig; k != "" {
+			c.Cluster.Datastore = config.DatastoreKubernetes
+			c.Cluster.Kubernetes = config.Kubernetes{Kubeconfig: k, PodCIDR: o.ClusterOptions.PodCIDR}
+		}
 		// Where StartRouter would put them, but known before the first
 		// start (StateDir), so a test can prepare a host's state.
 		c.ControlSocket = filepath.Join(l.Dir, c.Node.Name+".sock")
@@ -159,8 +172,8 @@ func (l *Lab) seedAddr(h *Host) string {
 // the first hosts whose routers run, host 1 included when it runs, so that
 // host 1 too finds its way back.
 func (l *Lab) seedsFor(h *Host) []string {
-	if !l.opts.Cluster {
-		return nil
+	if !l.opts.Cluster || l.opts.ClusterOptions.Kubeconfig != "" {
+		return nil // the kubernetes datastore joins no one
 	}
 	if h.runs == 0 {
 		if h.Index == 1 {
