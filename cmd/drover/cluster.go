@@ -147,7 +147,7 @@ func claimSettle(gc gossip.Config) time.Duration {
 func (c *cluster) health() (last time.Time, joined bool) {
 	last, joined = c.ag.Health()
 	if c.kube != nil {
-		joined = c.kube.m.Synced() && c.kube.m.Published()
+		joined = c.kube.ready()
 	}
 	return last, joined
 }

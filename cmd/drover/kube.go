@@ -1,3 +1,5 @@
+//go:build !nokube
+
 package main
 
 import (
@@ -23,6 +25,9 @@ type kubeStore struct {
 }
 
 func (k *kubeStore) stop() { k.cancel(); <-k.done }
+
+// ready: the Nodes are listed and our info is on our Node.
+func (k *kubeStore) ready() bool { return k.m.Synced() && k.m.Published() }
 
 // waitLog is how often startKube says what it still waits for.
 const waitLog = 10 * time.Second
