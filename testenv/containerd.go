@@ -108,8 +108,11 @@ func StartContainerd(t testing.TB, ns *NetNS, o ContainerdOptions) *Containerd {
 	}
 	c := &Containerd{NS: ns, Dir: dir, Socket: filepath.Join(dir, "containerd.sock"),
 		CNIBinDir: o.CNIBinDir, CNIConfDir: o.CNIConfDir, crictl: crictl, ctr: ctr}
+	ctdHostAcquire()
 	t.Cleanup(func() {
-		if err := c.stop(); err != nil {
+		err := c.stop()
+		ctdHostRelease()
+		if err != nil {
 			t.Errorf("containerd in %s: %v", ns.Name, err)
 		}
 	})
@@ -195,6 +198,44 @@ func (c *Containerd) stop() error {
 		errs = append(errs, fmt.Errorf("remove %s: %w", c.Dir, err))
 	}
 	return errors.Join(errs...)
+}
+
+// Host directories containerd and the CNI library use whatever containerd's
+// root and state: the shims' sockets and the CNI result cache. Each holds a
+// pod's files only while the pod exists; the directories themselves stay.
+// Those that were not there before the first containerd of the process are
+// removed after the last one stops, when empty. Deepest first.
+var ctdHostDirs = []string{"/run/containerd/s", "/run/containerd", "/var/lib/cni/results", "/var/lib/cni"}
+
+var ctdHost struct {
+	mu      sync.Mutex
+	running int
+	created []string
+}
+
+func ctdHostAcquire() {
+	ctdHost.mu.Lock()
+	defer ctdHost.mu.Unlock()
+	if ctdHost.running == 0 {
+		ctdHost.created = nil
+		for _, d := range ctdHostDirs {
+			if _, err := os.Lstat(d); errors.Is(err, os.ErrNotExist) {
+				ctdHost.created = append(ctdHost.created, d)
+			}
+		}
+	}
+	ctdHost.running++
+}
+
+func ctdHostRelease() {
+	ctdHost.mu.Lock()
+	defer ctdHost.mu.Unlock()
+	ctdHost.running--
+	if ctdHost.running == 0 {
+		for _, d := range ctdHost.created {
+			_ = os.Remove(d) // only when empty: another runtime may use it
+		}
+	}
 }
 
 // cgroupParent is the cgroup (in every hierarchy) under which RunPod's

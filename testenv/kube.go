@@ -359,6 +359,7 @@ func (k *Kube) stop() error {
 	if k.etcd != nil {
 		errs = append(errs, k.etcd.stop(10*time.Second))
 	}
+	k.client.CloseIdleConnections()
 	return errors.Join(errs...)
 }
 

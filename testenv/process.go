@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -128,11 +129,7 @@ func inCI() bool {
 }
 
 // needTool skips (or, in CI, fails) the test with why when err is not nil.
-func needTool(t interface {
-	Helper()
-	Skipf(string, ...any)
-	Fatalf(string, ...any)
-}, err error, why string) {
+func needTool(t testing.TB, err error, why string) {
 	t.Helper()
 	if err == nil {
 		return
