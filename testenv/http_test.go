@@ -88,7 +88,7 @@ func startPrometheus(t *testing.T, ns *NetNS, targets []string, dir string) *pro
 	t.Helper()
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
-		if os.Getenv("CI") != "" {
+		if inCI() {
 			t.Fatalf("prometheus not installed; .ci/run installs it (APT_PKGS): %v", err)
 		}
 		t.Skip("needs Debian's prometheus: apt-get install --no-install-recommends prometheus (.ci/run installs it)")
