@@ -2,6 +2,7 @@ package cni
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -75,4 +76,30 @@ func TestParseConfListInjects(t *testing.T) {
 	if _, err := ParseConfList([]byte(in)); err != nil {
 		t.Fatalf("entry's own name and version should be overridden by the list's: %v", err)
 	}
+}
+
+// FuzzParseConfList: whatever install-cni is handed, the parser answers
+// without panicking, and what it accepts has a drover entry and a version
+// drover supports.
+func FuzzParseConfList(f *testing.F) {
+	for _, file := range []string{"../examples/drover.conflist", "../examples/drover-flat.conflist"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"drover","ipam":{"type":"drover","subnet":"10.42.1.0/24"}},{"type":"portmap"}]}`))
+	f.Add([]byte(`{"cniVersion":"1.1.0","cniVersions":["1.0.0"],"name":"n","disableGC":true,"plugins":[null]}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l, err := ParseConfList(b)
+		if err != nil {
+			return
+		}
+		if l.Name == "" || l.CNIVersion == "" || !slices.Contains(l.Types, PluginType) {
+			t.Fatalf("accepted %q as %+v", b, l)
+		}
+	})
 }
