@@ -23,11 +23,13 @@ func Configure(name string, mtu int, addrs []netip.Addr) error {
 	}
 	// No IPv6 link-local address (addr_gen_mode 1 = none): without one the
 	// kernel sends no router solicitations or MLD reports into the tunnel,
-	// which no peer could route and drover would count as no_route. Absent
-	// when IPv6 is off, which is fine.
-	err = os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/addr_gen_mode", []byte("1"), 0)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("link %s: addr_gen_mode: %w", name, err)
+	// which no peer could route and drover would count as no_route. Set
+	// over rtnetlink (IFLA_INET6_ADDR_GEN_MODE, as `ip link set NAME
+	// addrgenmode none`), not through /proc/sys, which a container runtime
+	// mounts read-only in a pod even with hostNetwork and NET_ADMIN.
+	// Before the link goes up, so no address is ever generated.
+	if err := netlink.LinkSetIP6AddrGenMode(l, addrGenModeNone); err != nil && !ipv6Off(err) {
+		return fmt.Errorf("link %s: addrgenmode none: %w", name, err)
 	}
 	for _, a := range addrs {
 		ipn := &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
@@ -43,6 +45,20 @@ func Configure(name string, mtu int, addrs []netip.Addr) error {
 		return fmt.Errorf("link %s: up: %w", name, err)
 	}
 	return nil
+}
+
+// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE (include/uapi/linux/if_link.h).
+const addrGenModeNone = 1
+
+// ipv6Off reports whether err is the kernel's answer to an IPv6 setting on
+// a host without IPv6 (ipv6.disable=1: no AF_INET6 link data, EAFNOSUPPORT;
+// older kernels answer EOPNOTSUPP or EINVAL): then no link-local address is
+// generated anyway.
+func ipv6Off(err error) bool {
+	if _, statErr := os.Stat("/proc/sys/net/ipv6"); !errors.Is(statErr, os.ErrNotExist) {
+		return false
+	}
+	return errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)
 }
 
 // Route is one route through the TUN device.

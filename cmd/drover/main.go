@@ -32,6 +32,8 @@ Usage:
   drover routes [-o json]          routes the daemon installed through its TUN
   drover forget NODE               unpin NODE's identity key (a reinstalled host)
   drover keygen                    print a new cluster key (for cluster.key_file)
+  drover install-cni --conflist F  install this binary and a conflist for the node's
+                                   container runtime (Kubernetes init container; docs/cni.md)
   drover lab [flags]               build a namespace lab, show reachability, tear it down
   drover version                   print the version
 
@@ -109,6 +111,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdForget(args[1:], stdout)
 	case "keygen":
 		err = cmdKeygen(args[1:], stdout)
+	case "install-cni":
+		err = cmdInstallCNI(args[1:], stderr)
 	case "netns-exec":
 		err = cmdNetnsExec(args[1:])
 	case "lab":

@@ -134,9 +134,12 @@ func TestSeqStoreRenewFailureFlood(t *testing.T) {
 		if err := sa.Resume(seqBlock/2 + 10); err != nil { // half the block used
 			t.Fatal(err)
 		}
-		// A directory where writeDurable puts its temporary file: the
-		// open fails, for root too (file modes would not stop root).
-		if err := os.Mkdir(st.fileFor(spi, key)+".tmp", 0o700); err != nil {
+		// A directory where the record belongs: the rename over it
+		// fails, for root too (file modes would not stop root).
+		if err := os.Remove(st.fileFor(spi, key)); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(st.fileFor(spi, key), 0o700); err != nil {
 			t.Fatal(err)
 		}
 		keys = append(keys, key)
@@ -154,7 +157,7 @@ func TestSeqStoreRenewFailureFlood(t *testing.T) {
 		t.Fatalf("log lines for %d failing renewals of %d SAs: got %d, want %d", ticks, len(spis), got, want)
 	}
 	for i, spi := range spis {
-		if err := os.Remove(st.fileFor(spi, keys[i]) + ".tmp"); err != nil {
+		if err := os.Remove(st.fileFor(spi, keys[i])); err != nil {
 			t.Fatal(err)
 		}
 	}
