@@ -33,15 +33,14 @@ const namespace = "drover-system"
 // for a listed key that config accepts, so the list cannot go stale.
 var pendingKeys = []string{"cluster.datastore", "cluster.kubernetes"}
 
-// pendingEnv are the node fields the Kubernetes mode takes from the
-// environment (NODE_NAME, NODE_IP from the downward API) when drover.yaml
-// leaves them unset. Until config does that, the test puts them in as the
-// daemon will. Delete this map once config fills them from the environment:
-// TestConfigMapDroverYAML fails when it does.
-var pendingEnv = map[string]string{"NODE_NAME": "drv-node-1", "NODE_IP": "192.0.2.10"}
+// downwardEnv stands in for what the DaemonSet's downward API gives the
+// daemon (TestDaemonSet checks the DaemonSet sets exactly these).
+var downwardEnv = map[string]string{"NODE_NAME": "drv-node-1", "NODE_IP": "192.0.2.10"}
 
-// pendingEnvFields says which drover.yaml field each pendingEnv variable
-// stands in for.
+// pendingEnvFields are the drover.yaml fields the Kubernetes mode fills
+// from downwardEnv when drover.yaml leaves them unset. Until config does
+// that, the test puts the values in itself. Delete this map once config
+// fills them: TestConfigMapDroverYAML fails when it does.
 var pendingEnvFields = map[string]string{"NODE_NAME": "node.name", "NODE_IP": "node.underlay"}
 
 // manifests are the files kustomization.yaml lists, with their kinds.
@@ -296,14 +295,24 @@ func parseTree(t *testing.T, tree map[string]any) (*config.Config, error) {
 	return config.Parse(bytes.NewReader(b))
 }
 
-// droverConfig parses the ConfigMap's drover.yaml as the daemon will: the
-// pending keys removed, the pending environment put in.
+// setDownwardEnv puts downwardEnv into the test's environment.
+func setDownwardEnv(t *testing.T) {
+	t.Helper()
+	for k, v := range downwardEnv {
+		t.Setenv(k, v)
+	}
+}
+
+// droverConfig parses the ConfigMap's drover.yaml as the daemon will, with
+// the DaemonSet's environment: the pending keys removed, the pending
+// fields put in.
 func droverConfig(t *testing.T) *config.Config {
 	t.Helper()
+	setDownwardEnv(t)
 	_, tree := configMap(t)
 	tree = without(t, tree, pendingKeys...)
-	for env, v := range pendingEnv {
-		set(tree, pendingEnvFields[env], v)
+	for env, field := range pendingEnvFields {
+		set(tree, field, downwardEnv[env])
 	}
 	c, err := parseTree(t, tree)
 	if err != nil {
@@ -341,8 +350,8 @@ func TestConfigMapDroverYAML(t *testing.T) {
 	// Each pending key is still refused by config (else: delete it from
 	// pendingKeys), and is in drover.yaml (else: the list is stale).
 	base := without(t, tree, pendingKeys...)
-	for env, v := range pendingEnv {
-		set(base, pendingEnvFields[env], v)
+	for env, field := range pendingEnvFields {
+		set(base, field, downwardEnv[env])
 	}
 	for _, k := range pendingKeys {
 		v, ok := lookup(tree, k)
@@ -358,13 +367,12 @@ func TestConfigMapDroverYAML(t *testing.T) {
 			t.Errorf("%s: config refuses it, but not as an unknown key: %v", k, err)
 		}
 	}
-	// The pending environment: once config reads NODE_NAME and NODE_IP,
-	// drover.yaml parses without the stand-ins.
-	for env, v := range pendingEnv {
-		t.Setenv(env, v)
-	}
-	if _, err := parseTree(t, without(t, tree, pendingKeys...)); err == nil {
-		t.Errorf("config fills node.name and node.underlay from NODE_NAME and NODE_IP now: delete pendingEnv")
+	// The pending fields: once config fills them from NODE_NAME and
+	// NODE_IP, drover.yaml parses without the stand-ins.
+	if len(pendingEnvFields) > 0 {
+		if _, err := parseTree(t, without(t, tree, pendingKeys...)); err == nil {
+			t.Errorf("config fills %v from the environment now: delete pendingEnvFields", pendingEnvFields)
+		}
 	}
 }
 
@@ -594,7 +602,13 @@ func TestDaemonSet(t *testing.T) {
 	}
 
 	// The daemon's environment: the downward API for kubernetes mode.
-	for name, field := range map[string]string{"NODE_NAME": "spec.nodeName", "NODE_IP": "status.hostIP"} {
+	downward := map[string]string{"NODE_NAME": "spec.nodeName", "NODE_IP": "status.hostIP"}
+	for name := range downwardEnv {
+		if _, ok := downward[name]; !ok {
+			t.Errorf("downwardEnv %s: not a variable the DaemonSet is checked to set", name)
+		}
+	}
+	for name, field := range downward {
 		i := slices.IndexFunc(dc.Env, func(e corev1.EnvVar) bool { return e.Name == name })
 		if i < 0 || dc.Env[i].ValueFrom == nil || dc.Env[i].ValueFrom.FieldRef == nil || dc.Env[i].ValueFrom.FieldRef.FieldPath != field {
 			t.Errorf("env %s: want valueFrom fieldRef %s", name, field)
