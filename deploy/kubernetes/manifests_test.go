@@ -26,22 +26,9 @@ import (
 
 const namespace = "drover-system"
 
-// pendingKeys are keys of the ConfigMap's drover.yaml that the config
-// parser of this branch does not know yet: the Kubernetes datastore mode
-// (package kube) adds them. They are removed before drover.yaml is parsed.
-// Delete each entry once config accepts it: TestConfigMapDroverYAML fails
-// for a listed key that config accepts, so the list cannot go stale.
-var pendingKeys = []string{"cluster.datastore", "cluster.kubernetes"}
-
 // downwardEnv stands in for what the DaemonSet's downward API gives the
 // daemon (TestDaemonSet checks the DaemonSet sets exactly these).
 var downwardEnv = map[string]string{"NODE_NAME": "drv-node-1", "NODE_IP": "192.0.2.10"}
-
-// pendingEnvFields are the drover.yaml fields the Kubernetes mode fills
-// from downwardEnv when drover.yaml leaves them unset. Until config does
-// that, the test puts the values in itself. Delete this map once config
-// fills them: TestConfigMapDroverYAML fails when it does.
-var pendingEnvFields = map[string]string{"NODE_NAME": "node.name", "NODE_IP": "node.underlay"}
 
 // manifests are the files kustomization.yaml lists, with their kinds.
 var manifests = map[string]string{
@@ -168,7 +155,7 @@ func TestRBAC(t *testing.T) {
 	var role rbacv1.ClusterRole
 	decode(t, "20-clusterrole.yaml", &role)
 	want := map[string][]string{
-		"nodes":        {"get", "list", "watch", "patch"},
+		"nodes":        {"list", "watch", "patch"},
 		"nodes/status": {"patch"},
 		"pods":         {"get", "list", "watch"},
 	}
@@ -249,43 +236,6 @@ func lookup(tree map[string]any, path string) (any, bool) {
 	return cur, true
 }
 
-// without returns a deep copy of tree with the dotted paths removed.
-func without(t *testing.T, tree map[string]any, paths ...string) map[string]any {
-	t.Helper()
-	b, err := yaml3.Marshal(tree)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c map[string]any
-	if err := yaml3.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range paths {
-		parts := strings.Split(p, ".")
-		m := c
-		for _, k := range parts[:len(parts)-1] {
-			m, _ = m[k].(map[string]any)
-		}
-		delete(m, parts[len(parts)-1])
-	}
-	return c
-}
-
-// set puts v at a dotted path, creating maps on the way.
-func set(tree map[string]any, path string, v any) {
-	parts := strings.Split(path, ".")
-	m := tree
-	for _, k := range parts[:len(parts)-1] {
-		next, ok := m[k].(map[string]any)
-		if !ok {
-			next = map[string]any{}
-			m[k] = next
-		}
-		m = next
-	}
-	m[parts[len(parts)-1]] = v
-}
-
 func parseTree(t *testing.T, tree map[string]any) (*config.Config, error) {
 	t.Helper()
 	b, err := yaml3.Marshal(tree)
@@ -304,26 +254,20 @@ func setDownwardEnv(t *testing.T) {
 }
 
 // droverConfig parses the ConfigMap's drover.yaml as the daemon will, with
-// the DaemonSet's environment: the pending keys removed, the pending
-// fields put in.
+// the DaemonSet's environment (node.name and node.underlay come from it).
 func droverConfig(t *testing.T) *config.Config {
 	t.Helper()
 	setDownwardEnv(t)
 	_, tree := configMap(t)
-	tree = without(t, tree, pendingKeys...)
-	for env, field := range pendingEnvFields {
-		set(tree, field, downwardEnv[env])
-	}
 	c, err := parseTree(t, tree)
 	if err != nil {
-		t.Fatalf("drover.yaml (without %q): %v", pendingKeys, err)
+		t.Fatalf("drover.yaml: %v", err)
 	}
 	return c
 }
 
 // TestConfigMapDroverYAML: the daemon's config passes drover's own parser,
-// modulo the keys the Kubernetes mode has yet to add, and says what the
-// manifests rely on.
+// with the DaemonSet's environment, and says what the manifests rely on.
 func TestConfigMapDroverYAML(t *testing.T) {
 	_, tree := configMap(t)
 	c := droverConfig(t)
@@ -347,32 +291,11 @@ func TestConfigMapDroverYAML(t *testing.T) {
 		}
 	}
 
-	// Each pending key is still refused by config (else: delete it from
-	// pendingKeys), and is in drover.yaml (else: the list is stale).
-	base := without(t, tree, pendingKeys...)
-	for env, field := range pendingEnvFields {
-		set(base, field, downwardEnv[env])
+	if c.Node.Name != downwardEnv["NODE_NAME"] || c.Node.Underlay != downwardEnv["NODE_IP"] {
+		t.Errorf("node: got name %q underlay %q, want them from NODE_NAME and NODE_IP (%v)", c.Node.Name, c.Node.Underlay, downwardEnv)
 	}
-	for _, k := range pendingKeys {
-		v, ok := lookup(tree, k)
-		if !ok {
-			t.Errorf("pending key %s is not in drover.yaml: delete it from pendingKeys", k)
-			continue
-		}
-		one := without(t, base)
-		set(one, k, v)
-		if _, err := parseTree(t, one); err == nil {
-			t.Errorf("config accepts %s now: delete it from pendingKeys", k)
-		} else if !strings.Contains(err.Error(), "unknown key") {
-			t.Errorf("%s: config refuses it, but not as an unknown key: %v", k, err)
-		}
-	}
-	// The pending fields: once config fills them from NODE_NAME and
-	// NODE_IP, drover.yaml parses without the stand-ins.
-	if len(pendingEnvFields) > 0 {
-		if _, err := parseTree(t, without(t, tree, pendingKeys...)); err == nil {
-			t.Errorf("config fills %v from the environment now: delete pendingEnvFields", pendingEnvFields)
-		}
+	if !c.Cluster.IsKubernetes() {
+		t.Errorf("cluster.datastore: got %q, want kubernetes", c.Cluster.Datastore)
 	}
 }
 
