@@ -79,8 +79,10 @@ type Kube struct {
 	tokens  map[string]string // user -> token (admin included)
 	client  *http.Client
 
-	mu  sync.Mutex // guards api
+	mu  sync.Mutex // guards api and served
 	api *process   // nil while stopped
+	// served: the namespaces ServeIn relays into.
+	served map[string]bool
 	// etcd is never restarted: StopAPIServer keeps it.
 	etcd *process
 }

@@ -130,8 +130,22 @@ func (r *Relay) Close() error {
 // admin kubeconfig (or any other) unchanged. The relay is closed when the
 // test ends. While the API server is stopped, connections through the relay
 // are accepted and closed at once (instead of refused).
+//
+// Serving a namespace that is served already does nothing (the kubelet's
+// and drover's tests both need the server in a lab host).
 func (k *Kube) ServeIn(t testing.TB, ns *NetNS) {
 	t.Helper()
+	k.mu.Lock()
+	if k.served == nil {
+		k.served = map[string]bool{}
+	}
+	if k.served[ns.Name] {
+		k.mu.Unlock()
+		return
+	}
+	k.served[ns.Name] = true
+	k.mu.Unlock()
+	t.Cleanup(func() { k.mu.Lock(); delete(k.served, ns.Name); k.mu.Unlock() })
 	hostport := strings.TrimPrefix(k.Server, "https://")
 	r, err := StartRelay(ns, hostport, hostport)
 	if err != nil {
