@@ -32,6 +32,14 @@ type Membership interface {
 	Update(gossip.NodeInfo) error
 }
 
+// Confirmer is a Membership whose Update reaches the others later, or not
+// while a server is away (kube: a request to the API server). Published
+// reports whether the last Update has landed. After a rotation the agent
+// keeps sending with its previous key, and keeps it, until the new one is
+// published: peers derive their inbound SAs from the key they know, and a
+// switch to one they have never seen would cut every flow.
+type Confirmer interface{ Published() bool }
+
 // Router is the data plane the agent programs (*router.Router).
 type Router interface {
 	SetPeers([]*router.Peer) error
@@ -188,6 +196,9 @@ type Agent struct {
 	// prev (peers must first learn our new public key).
 	switchAt time.Time
 	eraseAt  time.Time
+	// awaiting: our rotated key is not published yet (Confirmer); until it
+	// is, the switch delay and grace period do not start.
+	awaiting bool
 	// rotating is set while a rotation installs its SAs: a collision
 	// inside it is the rotation's to retry, not a reason to rotate again.
 	rotating       bool

@@ -38,6 +38,11 @@ type rotation struct {
 }
 
 func (a *Agent) rotate(now time.Time) {
+	if a.awaiting {
+		// Erasing prev now would drop the only key peers know.
+		a.log.Warn("key rotation deferred: the previous rotated key is not published yet", "epoch", a.epoch)
+		return
+	}
 	// A rotation inside the grace period drops the oldest key now.
 	a.erasePrev()
 	a.rotating = true
@@ -64,6 +69,9 @@ func (a *Agent) rotate(now time.Time) {
 			} else {
 				a.unpublished = false
 			}
+			if c, ok := a.m.(Confirmer); ok && !c.Published() {
+				a.awaiting = true
+			}
 			a.log.Info("ephemeral key rotated", "epoch", a.epoch)
 			return
 		}
@@ -85,6 +93,7 @@ func (a *Agent) rotate(now time.Time) {
 func (a *Agent) step(now time.Time) (collided bool, err error) {
 	// Ended, failed or not: the loop is alive (Health).
 	defer func() { a.stepped.Store(a.clock.Now().UnixNano()) }()
+	a.confirm(now)
 	a.erase(now)
 	self := a.cfg.Name
 	members := a.m.Members()
@@ -275,7 +284,7 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 	// Work that only time completes: our previous key's switch delay and
 	// grace, a member's previous key's grace, retries, and our new claim's
 	// settle time (it is handed out once that passes).
-	a.timed = a.prev != nil || theirsPrev || a.unpublished || routesFailed || collided || !a.settled(now)
+	a.timed = a.prev != nil || theirsPrev || a.unpublished || routesFailed || collided || !a.settled(now) || a.awaiting
 	a.viewMu.Lock()
 	a.view = view
 	a.viewMu.Unlock()
@@ -285,6 +294,19 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 		a.rotate(now)
 	}
 	return collided, nil
+}
+
+// confirm starts the switch delay and grace period of a rotation once its
+// key is published (Confirmer); until then it holds them off.
+func (a *Agent) confirm(now time.Time) {
+	if !a.awaiting {
+		return
+	}
+	a.switchAt, a.eraseAt = now.Add(a.cfg.SwitchDelay), now.Add(a.cfg.Grace)
+	if c, ok := a.m.(Confirmer); !ok || c.Published() {
+		a.awaiting = false
+		a.log.Info("rotated key published; switching after the switch delay", "epoch", a.epoch)
+	}
 }
 
 // mayClaim says why this host may not claim a new block now ("" if it

@@ -54,6 +54,16 @@ func Acquire(dir string) (*Lock, error) {
 		f.Close()
 		return nil, fmt.Errorf("state_dir %s: lock %s: %w", dir, path, err)
 	}
+	// Ours now: make it 0700 if something else made it wider (the kubelet
+	// creates a DaemonSet's hostPath 0755). The files in it are 0600, but
+	// their names and sizes would show others the pinned nodes and when
+	// keys change.
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("state_dir %s: mode %o, and chmod 700 failed: %w", dir, fi.Mode().Perm(), err)
+		}
+	}
 	return &Lock{f: f}, nil
 }
 

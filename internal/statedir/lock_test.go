@@ -110,3 +110,27 @@ func TestKilledHolder(t *testing.T) {
 	}
 	l.Release()
 }
+
+// A state_dir made wider by someone else (a hostPath the kubelet created
+// 0755) is 0700 once the daemon holds it.
+func TestAcquireTightens(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	l, err := Acquire(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o700 {
+		t.Fatalf("mode: got %o, want 700", got)
+	}
+}
