@@ -14,6 +14,14 @@
 // sources (SendRawUDP), and capture the underlay's ESP packets to check
 // that no (SA, sequence number) pair is ever sent twice (Lab.CaptureESP).
 //
+// For Kubernetes mode it runs real components (docs/testing.md): StartKube
+// (etcd and kube-apiserver on the test process's loopback; Kube.ServeIn
+// relays the same URL into a lab namespace), StartContainerd (containerd's
+// CRI inside a lab namespace, with locally built images and RunPod) and
+// StartKubelet (a kubelet beside that containerd, registering a Node with
+// the namespace's address). WriteBridgeConflist gives them a pod network of
+// the reference plugins, to test the infrastructure without drover.
+//
 // Everything it creates in the kernel is named with the prefix "drv-" and is
 // removed when the lab closes (tests: through t.Cleanup, also on failure;
 // `drover lab`: also on Ctrl-C). Sweep removes leftovers of a crashed run.
