@@ -183,21 +183,76 @@ state = %q
 }
 
 // stop removes every pod sandbox (ending their shims), stops containerd,
-// kills any shim of this containerd still running (by PID, found by its
-// -address argument), unmounts what is left under Dir and removes it.
+// and then removes by itself what a sandbox that could not be removed left
+// (its CNI DEL failing, say): it kills the processes in the pods' cgroups
+// and any shim of this containerd (by PID), unmounts and deletes the
+// sandboxes' network namespaces, unmounts what is left under Dir and
+// removes it.
 func (c *Containerd) stop() error {
 	var errs []error
+	var netnsPaths []string
 	if c.proc != nil && !c.proc.exited() {
-		if _, err := c.Crictl("rmp", "--all", "--force"); err != nil {
-			errs = append(errs, fmt.Errorf("remove pods: %w", err))
-		}
+		netnsPaths = c.sandboxNetNS()
+		// A failure here (a CNI DEL that fails) is not reported: what
+		// the sandbox left is removed below, and reported if it cannot be.
+		_, _ = c.Crictl("rmp", "--all", "--force")
 		errs = append(errs, c.proc.stop(15*time.Second))
 	}
-	errs = append(errs, killShims(c.Socket), removeCgroups(c.cgroupParent()), unmountUnder(c.Dir))
+	errs = append(errs, killCgroup(c.cgroupParent()), killShims(c.Socket), removeCgroups(c.cgroupParent()))
+	for _, p := range netnsPaths {
+		if _, err := os.Lstat(p); err == nil {
+			_ = unix.Unmount(p, unix.MNT_DETACH)
+			if err := os.Remove(p); err != nil {
+				errs = append(errs, fmt.Errorf("pod netns: %w", err))
+			}
+		}
+	}
+	errs = append(errs, unmountUnder(c.Dir))
 	if err := os.RemoveAll(c.Dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove %s: %w", c.Dir, err))
 	}
 	return errors.Join(errs...)
+}
+
+// sandboxNetNS returns the network namespace paths of every sandbox.
+func (c *Containerd) sandboxNetNS() []string {
+	out, err := c.Crictl("pods", "-q")
+	if err != nil {
+		return nil
+	}
+	var paths []string
+	for _, id := range strings.Fields(out) {
+		p := &CRIPod{ID: id, c: c}
+		_ = p.inspect() // NetNS is filled in even for a sandbox that is not ready
+		if strings.HasPrefix(p.NetNS, "/var/run/netns/") || strings.HasPrefix(p.NetNS, "/run/netns/") {
+			paths = append(paths, p.NetNS)
+		}
+	}
+	return paths
+}
+
+// killCgroup SIGKILLs every process in the cgroup root and below (pids
+// hierarchy): the pods' processes, which normally end with their pods.
+func killCgroup(root string) error {
+	top := filepath.Join("/sys/fs/cgroup/pids", root)
+	var pids []string
+	_ = filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Name() == "cgroup.procs" {
+			if b, err := os.ReadFile(p); err == nil {
+				pids = append(pids, strings.Fields(string(b))...)
+			}
+		}
+		return nil
+	})
+	for _, s := range pids {
+		if pid, err := strconv.Atoi(s); err == nil {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	if len(pids) > 0 {
+		return fmt.Errorf("killed processes still in cgroup %s after the pods were removed: pids %s", root, strings.Join(pids, ", "))
+	}
+	return nil
 }
 
 // Host directories containerd and the CNI library use whatever containerd's
@@ -351,10 +406,12 @@ type CRIPod struct {
 }
 
 // RunPod makes a pod sandbox (`crictl runp`) named name in namespace and
-// reads its address and network namespace (`crictl inspectp`). A sandbox
-// whose network setup failed is removed again and the error carries
-// crictl's message (the CNI plugin's). The pod is removed when the
-// Containerd stops, if not before by Remove.
+// reads its address and network namespace (`crictl inspectp`). When the
+// network setup fails the error carries crictl's message (the CNI
+// plugin's), and the NotReady sandbox is removed again, which needs the
+// plugin's DEL to work; if it does not, the sandbox and its network
+// namespace stay until the Containerd stops, whose cleanup removes them.
+// The pod is removed when the Containerd stops, if not before by Remove.
 func (c *Containerd) RunPod(name, namespace string) (*CRIPod, error) {
 	n := c.seq.next()
 	uid := fmt.Sprintf("drv-%d-%d-%s", os.Getpid(), n, randomToken()[:8])

@@ -400,3 +400,58 @@ spec:
 		t.Errorf("pod IP %q, want one in 10.88.8.0/24", podIP)
 	}
 }
+
+// TestKubeContainerdFailedPod: when the CNI ADD fails, RunPod returns the
+// plugin's error and leaves neither a sandbox nor a network namespace; when
+// the DEL fails too (a plugin that is missing), the sandbox stays until the
+// Containerd's cleanup, which removes its network namespace itself.
+func TestKubeContainerdFailedPod(t *testing.T) {
+	NeedRoot(t)
+	ref := ReferenceCNIPlugins(t)
+	bin := t.TempDir()
+	if err := os.Symlink(filepath.Join(ref, "loopback"), filepath.Join(bin, "loopback")); err != nil {
+		t.Fatal(err)
+	}
+	// A plugin whose ADD fails and whose DEL succeeds.
+	plugin := `#!/bin/sh
+case "$CNI_COMMAND" in
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}' ;;
+ADD) echo '{"cniVersion":"1.0.0","code":100,"msg":"drv-refuse: no address today"}'; exit 1 ;;
+esac
+`
+	if err := os.WriteFile(filepath.Join(bin, "drv-refuse"), []byte(plugin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	netnsBefore, _ := filepath.Glob("/run/netns/cni-*")
+	for _, tc := range []struct{ name, plugin, want string }{
+		{"add-fails", "drv-refuse", "no address today"},
+		{"add-and-del-fail", "drv-missing", "failed to find plugin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := NewNetNS(t, "ctf")
+			conf := t.TempDir()
+			cl := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "drv-broken", "plugins": [{"type": %q}]}`, tc.plugin)
+			if err := os.WriteFile(filepath.Join(conf, "broken.conflist"), []byte(cl), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ctd := StartContainerd(t, ns, ContainerdOptions{CNIBinDir: bin, CNIConfDir: conf})
+			p, err := ctd.RunPod("drv-fail", "default")
+			if err == nil {
+				t.Fatalf("RunPod: pod %s, no error", p.IP)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("RunPod error %q, want it to say %q", err, tc.want)
+			}
+			out, err := ctd.Crictl("pods", "-q")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if left := strings.TrimSpace(out) != ""; left != (tc.plugin == "drv-missing") {
+				t.Errorf("sandboxes after the failed RunPod: %q", out)
+			}
+		})
+		if after, _ := filepath.Glob("/run/netns/cni-*"); len(after) > len(netnsBefore) {
+			t.Errorf("%s: network namespaces after the cleanup: %v, before: %v", tc.name, after, netnsBefore)
+		}
+	}
+}

@@ -106,7 +106,7 @@ func StartKubelet(t testing.TB, kube *Kube, ctd *Containerd, o KubeletOptions) *
 		if _, err := ctd.Crictl("rmp", "--all", "--force"); err != nil {
 			errs = append(errs, fmt.Errorf("remove pods: %w", err))
 		}
-		errs = append(errs, removeCgroups(k.CgroupRoot))
+		errs = append(errs, killCgroup(k.CgroupRoot), removeCgroups(k.CgroupRoot))
 		if hostSaved {
 			errs = append(errs, kubeletHostRelease(dir))
 		}
