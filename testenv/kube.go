@@ -350,7 +350,7 @@ func (k *Kube) StopAPIServer() error {
 	if k.api == nil {
 		return nil
 	}
-	err := k.api.stop(20 * time.Second)
+	err := k.api.stopAfter(3*time.Second, 20*time.Second)
 	k.api = nil
 	return err
 }

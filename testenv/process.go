@@ -83,11 +83,25 @@ func (p *process) exited() bool {
 // stop sends SIGTERM (to the process only, never its group) and waits up to
 // grace, then SIGKILLs and waits. It returns an error only when the process
 // had to be killed.
-func (p *process) stop(grace time.Duration) error {
+func (p *process) stop(grace time.Duration) error { return p.stopAfter(0, grace) }
+
+// stopAfter is stop that sends a second SIGTERM after first if the process
+// is still there: kube-apiserver's graceful shutdown waits for its open
+// watches (drover's informers hold some), and a second SIGTERM ends it at
+// once (../shared/kubernetes/README.md).
+func (p *process) stopAfter(first, grace time.Duration) error {
 	if p.exited() {
 		return nil
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if first > 0 {
+		select {
+		case <-p.done:
+			return nil
+		case <-time.After(first):
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
 	select {
 	case <-p.done:
 		return nil
