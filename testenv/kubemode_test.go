@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/drovernet/drover/gossip"
+	"github.com/drovernet/drover/kube"
 )
 
 // The acceptance tests of drover's kubernetes datastore (issue 11): real
@@ -529,4 +535,131 @@ func testKubeManifests(t *testing.T, k *Kube) {
 		t.Fatal(err)
 	}
 	t.Logf("RESULT manifests accepted by kube-apiserver %s (dry-run and applied): %s; DaemonSet drover capabilities %s", KubeVersion, strings.Join(applied, ", "), out)
+}
+
+// TestKubeHostileAnnotation: a member with the cluster key and drover's
+// service-account token (the ClusterRole may patch any Node) rewrites
+// another Node's drover.network/node-info: once with another identity key
+// and the other host's underlay address pointed elsewhere, once claiming
+// the first host's block. The victim's daemon publishes its own info again
+// at once; the others refuse the forged identity (pinned) and never route
+// a block but the Node's podCIDR to it; a flow to the victim resumes.
+func TestKubeHostileAnnotation(t *testing.T) {
+	NeedRoot(t)
+	k := StartKube(t)
+	kc := droverIdentity(t, k)
+	lab := kubeLab(t, k, kc, LabOptions{Hosts: 2, Containers: 1, Tag: "kh"}, "node")
+	// Before the lab's goroutine check: GetNode below keeps a connection.
+	t.Cleanup(k.client.CloseIdleConnections)
+	for _, h := range lab.Hosts {
+		createNode(t, k, h, true)
+	}
+	ctx := t.Context()
+	if err := lab.StartRouters(ctx, lab.Hosts); err != nil {
+		t.Fatal(err)
+	}
+	h1, h2 := lab.Hosts[0], lab.Hosts[1]
+	hostile, err := kube.NewClient(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hostile.Close)
+	node, err := k.GetNode(h2.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := node.Metadata.Annotations["drover.network/node-info"]
+	raw, err := base64.StdEncoding.DecodeString(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info gossip.NodeInfo
+	if err := info.UnmarshalBinary(raw); err != nil {
+		t.Fatal(err)
+	}
+	s, err := lab.StartStream(ctx, ContainerRef{1, 1}, ContainerRef{2, 1}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop(0) })
+	trafficFor(t, time.Now().Add(time.Second))
+
+	forge := func(what string, f func(in *gossip.NodeInfo)) {
+		t.Helper()
+		in := info
+		f(&in)
+		b, err := in.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := time.Now()
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{"drover.network/node-info":%q}}}`, base64.StdEncoding.EncodeToString(b))
+		// As a hostile daemon would: drover's own client, the service
+		// account's token (kubectl patch reads the Node first, which the
+		// ClusterRole does not allow).
+		if err := hostile.PatchNode(ctx, h2.Name, types.MergePatchType, []byte(patch), ""); err != nil {
+			t.Fatalf("%s: the service account may patch any Node, yet: %v", what, err)
+		}
+		// h2 sees its annotation changed and publishes its own again.
+		err = Poll(ctx, 10*time.Second, 5*time.Millisecond, func() error {
+			n, err := k.GetNode(h2.Name)
+			if err != nil {
+				return err
+			}
+			if n.Metadata.Annotations["drover.network/node-info"] != real {
+				return errors.New("still forged")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: h2 did not publish its info again: %v", what, err)
+		}
+		restored := time.Since(at)
+		// h1 never routes anything to h2 but h2's podCIDR, and routes that
+		// again once the real info is back.
+		err = Poll(ctx, 10*time.Second, 10*time.Millisecond, func() error {
+			v, err := h1.Router.Cluster()
+			if err != nil {
+				return err
+			}
+			for _, r := range v.Routes {
+				if r.Peer == h2.Name && r.Prefix != hostBlock(h2) {
+					t.Errorf("%s: h1 routes %s to h2", what, r.Prefix)
+				}
+			}
+			if len(v.Routes) != 1 || v.Routes[0].Prefix != hostBlock(h2) {
+				return fmt.Errorf("h1 routes %v", v.Routes)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !s.ArrivedSince(time.Now()) {
+			if err := Poll(ctx, 10*time.Second, 20*time.Millisecond, func() error {
+				if !s.ArrivedSince(at.Add(restored)) {
+					return errors.New("nothing arrived since the real info was back")
+				}
+				return nil
+			}); err != nil {
+				t.Fatalf("%s: flow h1c1 → h2c1: %v", what, err)
+			}
+		}
+		t.Logf("RESULT forged node-info on h2 (%s): h2 published its own again %v later; h1 routes only h2's podCIDR %s", what, restored.Round(time.Millisecond), hostBlock(h2))
+	}
+	forge("another identity key, underlay 192.0.2.99", func(in *gossip.NodeInfo) {
+		in.Identity[0] ^= 0xff
+		in.Underlay = netip.MustParseAddrPort("192.0.2.99:4500")
+	})
+	forge("h2's identity claiming h1's block", func(in *gossip.NodeInfo) {
+		in.Block = netip.MustParsePrefix(hostBlock(h1))
+		in.Prefixes = []netip.Prefix{netip.MustParsePrefix(hostBlock(h1))}
+	})
+	trafficFor(t, time.Now().Add(time.Second))
+	s.Stop(time.Second)
+	w := s.Window(time.Time{}, time.Time{})
+	t.Logf("RESULT flow h1c1 → h2c1 at 100/s across both forgeries: %s", w)
+	if !strings.Contains(h1.Router.LogTail(200), "differs from the one pinned for h2") {
+		t.Errorf("h1 did not log the forged identity as refused:\n%s", h1.Router.LogTail(30))
+	}
 }

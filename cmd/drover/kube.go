@@ -47,7 +47,7 @@ func startKube(ctx context.Context, cfg *config.Config, acfg agent.Config, r *ro
 	}
 	kctx, cancel := context.WithCancel(context.Background())
 	k := &kubeStore{m: m, cancel: cancel, done: make(chan struct{}), log: ratelog.New(log.With("component", "kubernetes"), 0, 0)}
-	go func() { defer close(k.done); m.Run(kctx) }()
+	go func() { defer close(k.done); defer client.Close(); m.Run(kctx) }()
 	ok := false
 	defer func() {
 		if !ok {
