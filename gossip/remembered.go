@@ -55,9 +55,16 @@ type remembered struct {
 }
 
 // appendRemembered encodes rs (at most maxRemembered of them; the rest are
-// left out) to b.
+// left out, as are entries whose name or meta the format cannot carry:
+// a name of 1..255 bytes, a meta of 1..maxMetaLen) to b.
 func appendRemembered(b []byte, rs []remembered) []byte {
-	rs = rs[:min(len(rs), maxRemembered)]
+	ok := make([]remembered, 0, min(len(rs), maxRemembered))
+	for _, r := range rs {
+		if len(ok) < maxRemembered && len(r.name) > 0 && len(r.name) <= 255 && len(r.meta) > 0 && len(r.meta) <= maxMetaLen {
+			ok = append(ok, r)
+		}
+	}
+	rs = ok
 	b = append(b, rememberedV1)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(rs)))
 	for _, r := range rs {
@@ -102,8 +109,11 @@ func decodeRemembered(b []byte) ([]remembered, error) {
 		if len(b) < 1 || b[0] == 0 || len(b) < 1+int(b[0])+4+1 {
 			return nil, fmt.Errorf("%w: entry %d: name truncated", errRemembered, i)
 		}
-		r.name = string(b[1 : 1+b[0]])
-		b = b[1+b[0]:]
+		// As an int: 1+b[0] in byte arithmetic wraps to 0 for a
+		// 255-byte name (found by FuzzRemembered).
+		nl := int(b[0])
+		r.name = string(b[1 : 1+nl])
+		b = b[1+nl:]
 		r.deadFor = time.Duration(binary.BigEndian.Uint32(b)) * time.Second
 		b = b[4:]
 		var alen int

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -152,5 +153,31 @@ func TestNewMemberLearnsTheDead(t *testing.T) {
 	ma, _ := member(a, "c")
 	if diff := m.Since.Sub(ma.Since); diff < -1500*time.Millisecond || diff > 1500*time.Millisecond {
 		t.Fatalf("d has c dead since %v, a since %v: want about the same time", m.Since, ma.Since)
+	}
+}
+
+// Names of 255 bytes round-trip (the decoder once computed 1+255 in byte
+// arithmetic and panicked: FuzzRemembered's seed 5af55000c299f250); names
+// and metas the format cannot carry are left out, not mangled.
+func TestRememberedLimits(t *testing.T) {
+	meta := []byte{1}
+	long := strings.Repeat("n", 255)
+	rs := []remembered{
+		{name: long, addr: netip.MustParseAddrPort("192.0.2.1:7946"), meta: meta},
+		{name: long + "x", addr: netip.MustParseAddrPort("192.0.2.2:7946"), meta: meta},
+		{name: "", addr: netip.MustParseAddrPort("192.0.2.3:7946"), meta: meta},
+		{name: "nometa", addr: netip.MustParseAddrPort("192.0.2.4:7946")},
+		{name: "ok", addr: netip.MustParseAddrPort("192.0.2.5:7946"), meta: meta},
+	}
+	back, err := decodeRemembered(appendRemembered(nil, rs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range back {
+		names = append(names, r.name)
+	}
+	if len(back) != 2 || back[0].name != long || back[1].name != "ok" {
+		t.Fatalf("decoded names %q, want the 255-byte one and ok", names)
 	}
 }
