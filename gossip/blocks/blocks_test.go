@@ -120,8 +120,9 @@ func TestChooseSpreadsSmallCluster(t *testing.T) {
 func TestChooseAvoidsClaims(t *testing.T) {
 	cidr := pfx("10.42.0.0/16")
 	start, _ := Choose(cidr, 24, "me", nil)
+	_, step := probe("me", 256)
 	next := func(p netip.Prefix, k int) netip.Prefix {
-		return blockAt(cidr, 24, (blockIndex(cidr, 24, p.Addr())+k)%256)
+		return blockAt(cidr, 24, (blockIndex(cidr, 24, p.Addr())+k*step)%256)
 	}
 	tests := []struct {
 		name   string
@@ -151,22 +152,70 @@ func TestChooseAvoidsClaims(t *testing.T) {
 	}
 }
 
+// TestChooseWraps: the probe visits every block, wrapping around; with all
+// but the last block of its order held, that one is chosen.
 func TestChooseWraps(t *testing.T) {
 	cidr := pfx("10.42.0.0/24")
 	bits := 28 // 16 blocks
-	start, _ := Choose(cidr, bits, "me", nil)
-	si := blockIndex(cidr, bits, start.Addr())
+	start, step := probe("me", 16)
+	seen := map[int]bool{}
 	var claims []Claim
-	for i := si; i < 16; i++ { // hold the start and everything after it
-		claims = append(claims, Claim{Node: fmt.Sprint("x", i), Block: blockAt(cidr, bits, i)})
+	for k := range 16 {
+		i := (start + k*step) & 15
+		seen[i] = true
+		if k < 15 {
+			claims = append(claims, Claim{Node: fmt.Sprint("x", i), Block: blockAt(cidr, bits, i)})
+		}
 	}
-	want := blockAt(cidr, bits, 0)
-	if si == 0 {
-		claims = claims[:len(claims)-1] // all but block 15
-		want = blockAt(cidr, bits, 15)
+	if len(seen) != 16 {
+		t.Fatalf("probe order of me (start %d, step %d) visits %d of 16 blocks", start, step, len(seen))
 	}
+	want := blockAt(cidr, bits, (start+15*step)&15)
 	if got, ok := Choose(cidr, bits, "me", claims); !ok || got != want {
-		t.Errorf("start %v: got %v, %v; want %v, true", start, got, ok, want)
+		t.Errorf("start %d step %d: got %v, %v; want %v, true", start, step, got, ok, want)
+	}
+}
+
+// TestChooseStormRounds: a simulated start-up storm (every host without a
+// block chooses with the blocks settled so far; of hosts that chose the
+// same block one keeps it) settles in few rounds. Each round costs a
+// claim's settle time in a real cluster.
+func TestChooseStormRounds(t *testing.T) {
+	cidr := pfx("10.42.0.0/16")
+	for _, tc := range []struct {
+		hosts     int
+		maxRounds float64
+	}{{100, 3.2}, {200, 4.5}} {
+		const trials = 50
+		rounds := 0
+		for trial := range trials {
+			var settled []Claim
+			var pending []string
+			for i := 1; i <= tc.hosts; i++ {
+				pending = append(pending, fmt.Sprintf("t%d-h%d", trial, i))
+			}
+			for len(pending) > 0 {
+				rounds++
+				pick := map[netip.Prefix][]string{}
+				for _, n := range pending {
+					p, ok := Choose(cidr, 24, n, settled)
+					if !ok {
+						t.Fatalf("%d hosts: no free block", tc.hosts)
+					}
+					pick[p] = append(pick[p], n)
+				}
+				pending = pending[:0]
+				for p, ns := range pick {
+					settled = append(settled, Claim{Node: ns[0], Block: p})
+					pending = append(pending, ns[1:]...)
+				}
+			}
+		}
+		mean := float64(rounds) / trials
+		t.Logf("%d hosts in 256 blocks: %.2f rounds on average", tc.hosts, mean)
+		if mean > tc.maxRounds {
+			t.Errorf("%d hosts: %.2f rounds on average, want at most %.1f", tc.hosts, mean, tc.maxRounds)
+		}
 	}
 }
 

@@ -23,9 +23,10 @@
 // Whenever its view of the membership changes, a host runs Decide: it keeps
 // its block if Owners of its view gives the block to it, and otherwise picks a
 // free block with Choose and claims it with Since = now. Choose starts at a
-// block derived from a hash of the node name and probes forward, so hosts
-// that start together mostly try different blocks instead of racing for the
-// first one. The claims of dead hosts stay in the view and keep their blocks
+// block derived from a hash of the node name and probes with a stride
+// derived from it too, so hosts that start together mostly try different
+// blocks instead of racing for the first one, and losers of a collision do
+// not all move to the same next block. The claims of dead hosts stay in the view and keep their blocks
 // (a dead host is expected back); only hosts that left release theirs, and
 // callers drop their claims. Owners ignores liveness; Routes, the subset of
 // Owners with a live owner, is what gets routed.
