@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -355,24 +356,12 @@ func (m *Membership) publish(ctx context.Context) {
 		}
 		wait = retryFirst
 		m.mu.Lock()
-		if equalMaps(m.want, want) {
+		if maps.Equal(m.want, want) {
 			m.published = true
 		}
 		m.mu.Unlock()
 		m.log.Debug("node info published", "node", m.cfg.Node)
 	}
-}
-
-func equalMaps(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // NetworkAvailable sets the Node's NetworkUnavailable condition to False,
