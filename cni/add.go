@@ -95,11 +95,21 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 	if err != nil {
 		return nil, cniErr(types.ErrInternal, "bridge", err)
 	}
-	// The host routes between the bridge, the TUN and (hostNat) the uplink.
+	// The host routes between the bridge, the TUN and (hostNat) the
+	// uplink, and between the bridge's isolated ports: proxy_arp_pvlan
+	// makes it answer a container's ARP for another container on the same
+	// bridge (RFC 3069's private VLAN) - for remote addresses it stays off
+	// (the route is via the TUN: the daemon answers in the flat model).
 	if err := inNS(p.hostNS, func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0)
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
+			return fmt.Errorf("enable net.ipv4.ip_forward: %w", err)
+		}
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+c.Bridge+"/proxy_arp_pvlan", []byte("1"), 0); err != nil {
+			return fmt.Errorf("enable proxy_arp_pvlan on %s: %w", c.Bridge, err)
+		}
+		return nil
 	}); err != nil {
-		return nil, cniErr(types.ErrInternal, "enable net.ipv4.ip_forward", err)
+		return nil, cniErr(types.ErrInternal, "host sysctl", err)
 	}
 	if err := p.step("bridge"); err != nil {
 		return nil, err
@@ -145,6 +155,14 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 	}
 	if err := hostNL.LinkSetMaster(hostLink, br); err != nil {
 		return nil, cniErr(types.ErrInternal, fmt.Sprintf("attach %s to %s", hostName, c.Bridge), err)
+	}
+	// Isolated ports (IFLA_BRPORT_ISOLATED) reach only the bridge itself,
+	// never each other: the host routes container to container (proxy ARP
+	// for private VLANs on the bridge answers for local containers), so
+	// every flow passes the forward hook, where network policy and the
+	// forward filter apply, and no container can ARP-spoof another.
+	if err := hostNL.LinkSetIsolated(hostLink, true); err != nil {
+		return nil, cniErr(types.ErrInternal, "isolate bridge port "+hostName, err)
 	}
 	if c.HairpinMode {
 		if err := hostNL.LinkSetHairpin(hostLink, true); err != nil {

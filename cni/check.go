@@ -173,6 +173,9 @@ func (p *plugin) check(c *config, args *skel.CmdArgs) error {
 	if err != nil {
 		return cniErr(types.ErrInternal, "bridge port "+hostName, err)
 	}
+	if !pi.Isolated {
+		return checkFailed("host end %s is not an isolated bridge port (attached by an older drover? DEL and ADD again)", hostName)
+	}
 	if pi.Hairpin != c.HairpinMode {
 		return checkFailed("host end %s has hairpin %v, want %v", hostName, pi.Hairpin, c.HairpinMode)
 	}

@@ -7,7 +7,8 @@
 // reserved on disk first (package ipam, from the daemon's block unless the
 // config names a subnet), then a veth pair whose container end is created
 // directly in the container's namespace, the address, the routes and the
-// MTU (the daemon's tun_mtu unless configured), hairpin on the bridge port,
+// MTU (the daemon's tun_mtu unless configured), the bridge port isolated
+// (the host routes container to container, so policy sees every flow), hairpin,
 // an nftables masquerade rule with hostNat, and a notice to the daemon.
 // Whatever fails, ADD undoes what it did for the attachment, in reverse.
 // DEL removes it all and is idempotent; CHECK verifies it against
