@@ -12,6 +12,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -79,12 +80,27 @@ type Enforcer struct {
 	// installed is what the kernel holds; nil makes the next Apply
 	// rebuild the table (first use, or after a failed transaction).
 	installed *Ruleset
+	// stats of the last Apply.
+	stats Stats
+}
+
+// Stats says what the last Apply changed.
+type Stats struct {
+	Rebuilt        bool
+	Added, Deleted int // set elements
+}
+
+// LastApply returns what the last Apply changed.
+func (e *Enforcer) LastApply() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.stats
 }
 
 // New returns an enforcer for the calling process's network namespace.
 // Nothing is written until Apply.
 func New() (*Enforcer, error) {
-	c, err := nftables.New()
+	c, err := nftables.New(nftables.WithSockOptions(bigSendBuffer))
 	if err != nil {
 		return nil, fmt.Errorf("policy: nftables: %w", err)
 	}
@@ -93,11 +109,38 @@ func New() (*Enforcer, error) {
 
 // NewIn is New for the namespace ns.
 func NewIn(ns netns.NsHandle) (*Enforcer, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)), nftables.WithSockOptions(bigSendBuffer))
 	if err != nil {
 		return nil, fmt.Errorf("policy: nftables: %w", err)
 	}
 	return newEnforcer(c), nil
+}
+
+// sendBuffer bounds one transaction: netlink refuses a message larger
+// than the socket's send buffer (EMSGSIZE), and a first install of 1000
+// pods and 200 policies is a few MB. Like nft, which sizes it to the batch,
+// force it past net.core.wmem_max (SO_SNDBUFFORCE, CAP_NET_ADMIN).
+const sendBuffer = 64 << 20
+
+func bigSendBuffer(c *netlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer)
+		if serr == nil {
+			// The kernel acknowledges every message of the batch.
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, sendBuffer)
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("netlink socket buffers: %w", serr)
+	}
+	return nil
 }
 
 func newEnforcer(c conn) *Enforcer {
@@ -132,6 +175,7 @@ func (e *Enforcer) Apply(rs *Ruleset) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var err error
+	e.stats = Stats{Rebuilt: e.installed == nil}
 	if e.installed == nil {
 		err = e.rebuild(rs)
 	} else {
@@ -357,6 +401,8 @@ func (e *Enforcer) diffElements(old, rs *Ruleset) error {
 	}
 	for _, ch := range changes {
 		del, add := elemDiff(ch.old, ch.new)
+		e.stats.Added += len(add)
+		e.stats.Deleted += len(del)
 		s := e.sets[ch.set]
 		for part := range slices.Chunk(del, chunkSize) {
 			if err := e.c.SetDeleteElements(s, part); err != nil {
