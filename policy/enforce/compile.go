@@ -1,7 +1,6 @@
 package enforce
 
 import (
-	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -16,57 +15,49 @@ import (
 
 // Ruleset is what one host enforces, as set contents: the kernel's lookup
 // cost per packet depends on the sets' types, not on how many pods or
-// policies filled them. Build it with Compile; package-level Install
-// writes it to nftables.
+// policies filled them. Build it with Compile; Enforcer.Apply writes it to
+// nftables.
 type Ruleset struct {
-	// Local are the addresses of this host's pods: flows from them are
-	// checked for egress, flows to them for ingress.
-	Local []netip.Addr
 	// Idents maps every pod address in the cluster to its identity: pods
 	// with the same namespace, labels and named ports share one, since
 	// selectors and named ports cannot tell them apart.
 	Idents map[netip.Addr]uint32
-	// Open are the local pods no policy isolates, per direction.
-	Open [2][]netip.Addr
-	// Ident are the allowed (local pod, peer identity, protocols, ports)
-	// boxes per direction; CIDR the allowed (local pod, peer address
-	// range, protocols, ports) boxes (ipBlock peers, rules without peers).
-	// Within a set and a local pod the boxes are disjoint, as the
-	// kernel's concatenated-range sets require.
-	Ident [2][]IdentElem
-	CIDR  [2][]CIDRElem
-	// Drops are the groups of isolated local pods by the policies that
-	// isolate them, per direction: a denied packet is counted under each
-	// of the group's policies.
-	Drops [2][]DropGroup
+	// Groups are this host's isolated pods by identity, per direction
+	// (pods of one identity are selected by the same policies, so they
+	// share one chain and its sets). A local pod in no group is open.
+	Groups [2][]Group
 }
 
-// IdentElem allows traffic between the local pod Self and pods of
-// identity Ident on protocols ProtoLo..ProtoHi, ports PortLo..PortHi
-// (destination ports).
+// Group is the local pods of one identity that policies isolate in one
+// direction, and what those policies allow them.
+type Group struct {
+	Ident uint32
+	Pods  []netip.Addr
+	// Policies are the isolating policies: a denied packet is counted
+	// under each.
+	Policies []policy.Ref
+	// Peers are the allowed (peer identity, protocols, ports) boxes;
+	// Ranges the allowed (peer address range, protocols, ports) boxes
+	// (ipBlock peers, rules without peers). Within a set the boxes are
+	// disjoint, as the kernel's concatenated-range sets require.
+	Peers  []IdentElem
+	Ranges []CIDRElem
+}
+
+// IdentElem allows traffic with pods of identity Ident on protocols
+// ProtoLo..ProtoHi, ports PortLo..PortHi (destination ports).
 type IdentElem struct {
-	Self             netip.Addr
 	Ident            uint32
 	ProtoLo, ProtoHi uint8
 	PortLo, PortHi   uint16
 }
 
-// CIDRElem allows traffic between the local pod Self and the addresses
-// Lo..Hi on protocols ProtoLo..ProtoHi, ports PortLo..PortHi.
+// CIDRElem allows traffic with the addresses Lo..Hi on protocols
+// ProtoLo..ProtoHi, ports PortLo..PortHi.
 type CIDRElem struct {
-	Self             netip.Addr
 	Lo, Hi           netip.Addr
 	ProtoLo, ProtoHi uint8
 	PortLo, PortHi   uint16
-}
-
-// DropGroup is the local pods one set of policies isolates in one
-// direction.
-type DropGroup struct {
-	// Chain is the name of the chain that counts and drops for the group.
-	Chain    string
-	Policies []policy.Ref
-	Pods     []netip.Addr
 }
 
 // Idents numbers identities across compilations, so that a pod's change
@@ -94,29 +85,94 @@ func (id *Idents) retain(used map[string]bool) {
 }
 
 // identity is the identity of pods sharing a key, with one pod standing
-// for them all.
+// for them all: the key holds everything selectors and named ports can
+// see, so any of them decides as all would.
 type identity struct {
 	id  uint32
 	rep *policy.Pod
 }
 
-func identKey(p *policy.Pod) string {
+// relevance is what of a pod can change a decision: the label keys some
+// pod selector names and the port names some policy names. Identities are
+// computed over these alone (as Cilium's "identity-relevant labels", but
+// exact: a label no selector mentions cannot change a verdict), so a
+// label unique to each pod (a StatefulSet's pod name, a template hash)
+// does not give every pod an identity of its own.
+//
+// Values too: a selector's outcome depends only on whether the key is
+// absent, has one of the values some selector names, or has any other
+// value, so all "other" values are one.
+type relevance struct {
+	keys  map[string]map[string]bool // key -> the values selectors name
+	ports map[string]bool
+}
+
+func relevanceOf(w *policy.World) relevance {
+	r := relevance{keys: map[string]map[string]bool{}, ports: map[string]bool{}}
+	add := func(k string, vals ...string) {
+		if r.keys[k] == nil {
+			r.keys[k] = map[string]bool{}
+		}
+		for _, v := range vals {
+			r.keys[k][v] = true
+		}
+	}
+	addSel := func(s *policy.Selector) {
+		for k, v := range s.MatchLabels {
+			add(k, v)
+		}
+		for _, m := range s.MatchExpressions {
+			add(m.Key, m.Values...)
+		}
+	}
+	for _, p := range w.Policies() {
+		addSel(&p.Selector)
+		for d := range p.Rules {
+			for _, rule := range p.Rules[d] {
+				for _, peer := range rule.Peers {
+					if peer.Pods != nil {
+						addSel(peer.Pods)
+					}
+				}
+				for _, rp := range rule.Ports {
+					if rp.Name != "" {
+						r.ports[rp.Name] = true
+					}
+				}
+			}
+		}
+	}
+	return r
+}
+
+func (r relevance) key(p *policy.Pod) string {
 	var b strings.Builder
 	b.WriteString(p.Namespace)
 	b.WriteByte(0)
 	for _, k := range slices.Sorted(maps.Keys(p.Labels)) {
+		vals, ok := r.keys[k]
+		if !ok {
+			continue
+		}
 		b.WriteString(k)
-		b.WriteByte('=')
-		b.WriteString(p.Labels[k])
+		if v := p.Labels[k]; vals[v] {
+			b.WriteByte('=')
+			b.WriteString(v)
+		} else {
+			b.WriteByte('*') // a value no selector names
+		}
 		b.WriteByte(0)
 	}
-	ports := slices.Clone(p.Ports)
-	slices.SortFunc(ports, func(a, b policy.ContainerPort) int {
-		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port))
-	})
-	for _, cp := range ports {
+	var ports []string
+	for _, cp := range p.Ports {
+		if r.ports[cp.Name] {
+			ports = append(ports, cp.Name+"/"+string(cp.Protocol)+"/"+strconv.Itoa(int(cp.Port)))
+		}
+	}
+	slices.Sort(ports)
+	for _, s := range ports {
 		b.WriteByte(1)
-		b.WriteString(cp.Name + "/" + string(cp.Protocol) + "/" + strconv.Itoa(int(cp.Port)))
+		b.WriteString(s)
 	}
 	return b.String()
 }
@@ -130,10 +186,11 @@ func Compile(w *policy.World, node string, ids *Idents) *Ruleset {
 		idents []identity
 		seen   = map[string]int{}
 		used   = map[string]bool{}
-		local  []*policy.Pod
+		local  = map[int][]netip.Addr{} // identity index -> local addresses
 	)
+	rel := relevanceOf(w)
 	for _, p := range w.Pods() {
-		k := identKey(p)
+		k := rel.key(p)
 		used[k] = true
 		i, ok := seen[k]
 		if !ok {
@@ -141,47 +198,41 @@ func Compile(w *policy.World, node string, ids *Idents) *Ruleset {
 			seen[k] = i
 			idents = append(idents, identity{id: ids.get(k), rep: p})
 		}
-		for _, a := range p.Addrs {
-			if a.Is4() && w.PodAt(a) == p {
-				rs.Idents[a] = idents[i].id
-			}
+		addrs := ipv4Of(w, p)
+		for _, a := range addrs {
+			rs.Idents[a] = idents[i].id
 		}
 		if p.Node == node {
-			local = append(local, p)
+			local[i] = append(local[i], addrs...)
 		}
 	}
 	ids.retain(used)
 
-	for _, p := range local {
-		addrs := ipv4Of(w, p)
-		rs.Local = append(rs.Local, addrs...)
+	for _, i := range slices.Sorted(maps.Keys(local)) {
+		id, addrs := idents[i], local[i]
+		slices.SortFunc(addrs, netip.Addr.Compare)
 		for d := range policy.Dir(2) {
-			pols := w.Selecting(p, d)
+			pols := w.Selecting(id.rep, d)
 			if len(pols) == 0 {
-				rs.Open[d] = append(rs.Open[d], addrs...)
 				continue
 			}
-			identBoxes, cidrBoxes := allowed(w, p, d, pols, idents)
-			for _, self := range addrs {
-				for _, id := range slices.Sorted(maps.Keys(identBoxes)) {
-					for _, b := range identBoxes[id].boxes() {
-						rs.Ident[d] = append(rs.Ident[d], IdentElem{Self: self, Ident: id,
-							ProtoLo: b.protoLo, ProtoHi: b.protoHi, PortLo: b.portLo, PortHi: b.portHi})
-					}
-				}
-				for _, r := range disjoint(cidrBoxes) {
-					for _, b := range r.ps.boxes() {
-						rs.CIDR[d] = append(rs.CIDR[d], CIDRElem{Self: self, Lo: u32addr(r.lo), Hi: u32addr(r.hi),
-							ProtoLo: b.protoLo, ProtoHi: b.protoHi, PortLo: b.portLo, PortHi: b.portHi})
-					}
+			g := Group{Ident: id.id, Pods: addrs}
+			for _, p := range pols {
+				g.Policies = append(g.Policies, p.Ref)
+			}
+			identBoxes, cidrBoxes := allowed(w, id.rep, d, pols, idents)
+			for _, peer := range slices.Sorted(maps.Keys(identBoxes)) {
+				for _, b := range identBoxes[peer].boxes() {
+					g.Peers = append(g.Peers, IdentElem{Ident: peer, ProtoLo: b.protoLo, ProtoHi: b.protoHi, PortLo: b.portLo, PortHi: b.portHi})
 				}
 			}
-			rs.addDrop(d, pols, addrs)
+			for _, r := range disjoint(cidrBoxes) {
+				for _, b := range r.ps.boxes() {
+					g.Ranges = append(g.Ranges, CIDRElem{Lo: u32addr(r.lo), Hi: u32addr(r.hi), ProtoLo: b.protoLo, ProtoHi: b.protoHi, PortLo: b.portLo, PortHi: b.portHi})
+				}
+			}
+			rs.Groups[d] = append(rs.Groups[d], g)
 		}
-	}
-	slices.SortFunc(rs.Local, netip.Addr.Compare)
-	for d := range rs.Drops {
-		slices.SortFunc(rs.Drops[d], func(a, b DropGroup) int { return cmp.Compare(a.Chain, b.Chain) })
 	}
 	return rs
 }
@@ -194,25 +245,6 @@ func ipv4Of(w *policy.World, p *policy.Pod) []netip.Addr {
 		}
 	}
 	return out
-}
-
-func (rs *Ruleset) addDrop(d policy.Dir, pols []*policy.Policy, addrs []netip.Addr) {
-	refs := make([]policy.Ref, len(pols))
-	var key strings.Builder
-	for i, p := range pols {
-		refs[i] = p.Ref
-		key.WriteString(p.Ref.String())
-		key.WriteByte(0)
-	}
-	sum := sha256.Sum256([]byte(key.String()))
-	chain := "drop_" + d.String() + "_" + hex.EncodeToString(sum[:6])
-	for i := range rs.Drops[d] {
-		if rs.Drops[d][i].Chain == chain {
-			rs.Drops[d][i].Pods = append(rs.Drops[d][i].Pods, addrs...)
-			return
-		}
-	}
-	rs.Drops[d] = append(rs.Drops[d], DropGroup{Chain: chain, Policies: refs, Pods: slices.Clone(addrs)})
 }
 
 // CounterName is the name of the nftables counter that counts policy
@@ -419,18 +451,20 @@ func disjoint(boxes []cidrBox) []cidrBox {
 // lets a new flow through at the local pod self with peer on proto/port
 // (the destination port). self must be local.
 func (rs *Ruleset) Allows(d policy.Dir, self, peer netip.Addr, proto uint8, port uint16) bool {
-	if slices.Contains(rs.Open[d], self) {
-		return true
+	i := slices.IndexFunc(rs.Groups[d], func(g Group) bool { return slices.Contains(g.Pods, self) })
+	if i < 0 {
+		return true // open
 	}
+	g := &rs.Groups[d][i]
 	if id, ok := rs.Idents[peer]; ok {
-		for _, e := range rs.Ident[d] {
-			if e.Self == self && e.Ident == id && e.ProtoLo <= proto && proto <= e.ProtoHi && e.PortLo <= port && port <= e.PortHi {
+		for _, e := range g.Peers {
+			if e.Ident == id && e.ProtoLo <= proto && proto <= e.ProtoHi && e.PortLo <= port && port <= e.PortHi {
 				return true
 			}
 		}
 	}
-	for _, e := range rs.CIDR[d] {
-		if e.Self == self && e.Lo.Compare(peer) <= 0 && peer.Compare(e.Hi) <= 0 && e.ProtoLo <= proto && proto <= e.ProtoHi && e.PortLo <= port && port <= e.PortHi {
+	for _, e := range g.Ranges {
+		if e.Lo.Compare(peer) <= 0 && peer.Compare(e.Hi) <= 0 && e.ProtoLo <= proto && proto <= e.ProtoHi && e.PortLo <= port && port <= e.PortHi {
 			return true
 		}
 	}

@@ -184,21 +184,23 @@ func TestCompileAgreesWithEvaluate(t *testing.T) {
 func checkDisjoint(t *testing.T, rs *Ruleset) {
 	t.Helper()
 	for d := range 2 {
-		el := rs.Ident[d]
-		for i := range el {
-			for j := i + 1; j < len(el); j++ {
-				a, b := el[i], el[j]
-				if a.Self == b.Self && a.Ident == b.Ident && a.ProtoLo <= b.ProtoHi && b.ProtoLo <= a.ProtoHi && a.PortLo <= b.PortHi && b.PortLo <= a.PortHi {
-					t.Fatalf("ident elements overlap: %+v and %+v", a, b)
+		for _, g := range rs.Groups[d] {
+			el := g.Peers
+			for i := range el {
+				for j := i + 1; j < len(el); j++ {
+					a, b := el[i], el[j]
+					if a.Ident == b.Ident && a.ProtoLo <= b.ProtoHi && b.ProtoLo <= a.ProtoHi && a.PortLo <= b.PortHi && b.PortLo <= a.PortHi {
+						t.Fatalf("group %d: peer elements overlap: %+v and %+v", g.Ident, a, b)
+					}
 				}
 			}
-		}
-		cl := rs.CIDR[d]
-		for i := range cl {
-			for j := i + 1; j < len(cl); j++ {
-				a, b := cl[i], cl[j]
-				if a.Self == b.Self && a.Lo.Compare(b.Hi) <= 0 && b.Lo.Compare(a.Hi) <= 0 && a.ProtoLo <= b.ProtoHi && b.ProtoLo <= a.ProtoHi && a.PortLo <= b.PortHi && b.PortLo <= a.PortHi {
-					t.Fatalf("cidr elements overlap: %+v and %+v", a, b)
+			cl := g.Ranges
+			for i := range cl {
+				for j := i + 1; j < len(cl); j++ {
+					a, b := cl[i], cl[j]
+					if a.Lo.Compare(b.Hi) <= 0 && b.Lo.Compare(a.Hi) <= 0 && a.ProtoLo <= b.ProtoHi && b.ProtoLo <= a.ProtoHi && a.PortLo <= b.PortHi && b.PortLo <= a.PortHi {
+						t.Fatalf("group %d: range elements overlap: %+v and %+v", g.Ident, a, b)
+					}
 				}
 			}
 		}
