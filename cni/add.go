@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -57,6 +58,16 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 	pod, e := podFromArgs(args.Args)
 	if e != nil {
 		return nil, e
+	}
+	// Labels: the network's args.cni.labels, then CNI_ARGS DROVER_LABELS
+	// over them key by key.
+	netLabels, err := argsLabels(c.Args)
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	if len(netLabels) > 0 || len(pod.Labels) > 0 {
+		maps.Copy(netLabels, pod.Labels)
+		pod.Labels = netLabels
 	}
 	ctrNS, e := openNetNS(args.Netns)
 	if e != nil {
@@ -215,7 +226,7 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 
 	if pl.daemon != nil {
 		l := Local{Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName, IP: ip.String(), MAC: mac.String(), Bridge: c.Bridge, DataDir: c.dataDir,
-			PodNamespace: pod.Namespace, PodName: pod.Name}
+			PodNamespace: pod.Namespace, PodName: pod.Name, Labels: pod.Labels}
 		err := d.addLocal(ctx, l)
 		switch {
 		case err == nil:

@@ -104,6 +104,9 @@ type Local struct {
 	// (CNI_ARGS K8S_POD_NAMESPACE, K8S_POD_NAME); empty outside Kubernetes.
 	PodNamespace string `json:"pod_namespace,omitempty"`
 	PodName      string `json:"pod_name,omitempty"`
+	// Labels select the attachment in network policies off Kubernetes
+	// (docs/policy.md).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // CheckPod reports what is wrong with l's pod fields, as podFromArgs
@@ -117,6 +120,9 @@ func (l Local) CheckPod() string {
 		return fmt.Sprintf("pod_namespace %q is not a DNS label", clip([]byte(l.PodNamespace)))
 	case l.PodName != "" && !dnsName(l.PodName, maxPodName, true):
 		return fmt.Sprintf("pod_name %q is not a DNS subdomain", clip([]byte(l.PodName)))
+	}
+	if err := checkLabels(l.Labels); err != nil {
+		return "labels: " + err.Error()
 	}
 	return ""
 }

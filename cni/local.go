@@ -101,6 +101,7 @@ func Reserved(dataDir, network string) ([]Local, error) {
 			DataDir:      filepath.Clean(dataDir),
 			PodNamespace: r.Pod.Namespace,
 			PodName:      r.Pod.Name,
+			Labels:       r.Pod.Labels,
 		})
 	}
 	return out, nil

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -78,7 +79,7 @@ func TestReservedAndNetworks(t *testing.T) {
 		{Network: "net1", ContainerID: "a", IfName: "eth0", IP: "10.42.5.2", MAC: "0a:58:0a:2a:05:02", DataDir: dataDir},
 		{Network: "net1", ContainerID: "b", IfName: "eth0", IP: "10.42.5.3", MAC: "0a:58:0a:2a:05:03", DataDir: dataDir},
 	}
-	if !slices.Equal(ls, want) {
+	if !reflect.DeepEqual(ls, want) {
 		t.Fatalf("Reserved: got %+v, want %+v", ls, want)
 	}
 	if ns, err := Networks(dataDir); err != nil || !slices.Equal(ns, []string{"net1"}) {

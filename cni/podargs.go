@@ -1,12 +1,14 @@
 package cni
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/drovernet/drover/cni/ipam"
+	"github.com/drovernet/drover/policy"
 )
 
 // Bounds on the pod names CNI_ARGS may carry: Kubernetes namespaces are
@@ -18,7 +20,9 @@ const (
 
 // podFromArgs reads the pod an attachment belongs to from CNI_ARGS
 // ("K8S_POD_NAMESPACE=x;K8S_POD_NAME=a;…", as the kubelet's runtimes pass
-// it; CNI spec §3, "CNI_ARGS"). Other keys are ignored, as every runtime
+// it; CNI spec §3, "CNI_ARGS"), and its labels for network policy from
+// DROVER_LABELS ("app:web,tier:db": CNI_ARGS reserves ';' and '=', and
+// neither ',' nor ':' can occur in a label key or value). Other keys are ignored, as every runtime
 // adds some (K8S_POD_UID, K8S_POD_INFRA_CONTAINER_ID, IgnoreUnknown). A
 // namespace without a name, or a value Kubernetes would never send, is an
 // error naming the key: what is recorded is what network policy matches.
@@ -41,6 +45,12 @@ func podFromArgs(args string) (ipam.Pod, *types.Error) {
 				return ipam.Pod{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS: K8S_POD_NAMESPACE %q is not a DNS label (RFC 1123, at most %d characters)", clip([]byte(v)), maxPodNamespace), "")
 			}
 			pod.Namespace = v
+		case "DROVER_LABELS":
+			l, err := parseLabels(v)
+			if err != nil {
+				return ipam.Pod{}, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: DROVER_LABELS: "+err.Error(), "")
+			}
+			pod.Labels = l
 		case "K8S_POD_NAME":
 			if !dnsName(v, maxPodName, true) {
 				return ipam.Pod{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS: K8S_POD_NAME %q is not a DNS subdomain (RFC 1123, at most %d characters)", clip([]byte(v)), maxPodName), "")
@@ -72,4 +82,83 @@ func dnsName(s string, max int, dots bool) bool {
 		}
 	}
 	return true
+}
+
+// maxLabels bounds the labels one attachment may carry.
+const maxLabels = 64
+
+// parseLabels reads "key:value,key:value" and checks every key and value
+// as the API server does (policy.ValidLabelKey, ValidLabelValue).
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if s == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, ":")
+		if !ok {
+			return nil, fmt.Errorf("%q is not key:value", clip([]byte(kv)))
+		}
+		if err := policy.ValidLabelKey(k); err != nil {
+			return nil, err
+		}
+		if err := policy.ValidLabelValue(v); err != nil {
+			return nil, err
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("label %q given twice", k)
+		}
+		out[k] = v
+	}
+	if len(out) > maxLabels {
+		return nil, fmt.Errorf("%d labels, at most %d", len(out), maxLabels)
+	}
+	return out, nil
+}
+
+// checkLabels checks labels from the network config's args.cni.labels.
+func checkLabels(l map[string]string) error {
+	if len(l) > maxLabels {
+		return fmt.Errorf("%d labels, at most %d", len(l), maxLabels)
+	}
+	for k, v := range l {
+		if err := policy.ValidLabelKey(k); err != nil {
+			return err
+		}
+		if err := policy.ValidLabelValue(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// argsLabels reads the labels of the network config's "args" (CNI
+// CONVENTIONS.md, "args in network config": {"cni": {"labels": [{"key":
+// "app", "value": "web"}]}}); other keys of args are not drover's.
+func argsLabels(raw json.RawMessage) (map[string]string, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	var a struct {
+		CNI struct {
+			Labels []struct {
+				Key   string `json:"key"`
+				Value string `json:"value"`
+			} `json:"labels"`
+		} `json:"cni"`
+	}
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, fmt.Errorf("args: %w", err)
+	}
+	out := map[string]string{}
+	for _, l := range a.CNI.Labels {
+		if _, dup := out[l.Key]; dup {
+			return nil, fmt.Errorf("args.cni.labels: label %q given twice", l.Key)
+		}
+		out[l.Key] = l.Value
+	}
+	if err := checkLabels(out); err != nil {
+		return nil, fmt.Errorf("args.cni.labels: %w", err)
+	}
+	return out, nil
 }

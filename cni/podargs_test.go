@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -26,6 +27,12 @@ func TestPodFromArgs(t *testing.T) {
 		{"K8S_POD_NAMESPACE=x;K8S_POD_NAME=" + strings.Repeat("a", 254), ipam.Pod{}, "at most 253"},
 		{"K8S_POD_NAMESPACE=x;K8S_POD_NAME=a/../b", ipam.Pod{}, "not a DNS subdomain"},
 		{"garbage", ipam.Pod{}, `"garbage" is not KEY=VALUE`},
+		{"DROVER_LABELS=app:web,example.com/tier:db,empty:", ipam.Pod{Labels: map[string]string{"app": "web", "example.com/tier": "db", "empty": ""}}, ""},
+		{"DROVER_LABELS=", ipam.Pod{Labels: map[string]string{}}, ""},
+		{"DROVER_LABELS=app", ipam.Pod{}, `DROVER_LABELS: "app" is not key:value`},
+		{"DROVER_LABELS=app:a b", ipam.Pod{}, "label value"},
+		{"DROVER_LABELS=-x:a", ipam.Pod{}, "label key"},
+		{"DROVER_LABELS=a:1,a:2", ipam.Pod{}, "given twice"},
 	} {
 		got, err := podFromArgs(tc.args)
 		switch {
@@ -33,7 +40,7 @@ func TestPodFromArgs(t *testing.T) {
 			t.Errorf("%q: got error %v, want %+v", tc.args, err, tc.want)
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || err.Code != types.ErrInvalidEnvironmentVariables):
 			t.Errorf("%q: got %+v %v, want error code %d containing %q", tc.args, got, err, types.ErrInvalidEnvironmentVariables, tc.err)
-		case got != tc.want:
+		case !reflect.DeepEqual(got, tc.want):
 			t.Errorf("%q: got %+v, want %+v", tc.args, got, tc.want)
 		}
 	}
@@ -68,6 +75,31 @@ func TestLocalCheckPod(t *testing.T) {
 	} {
 		if got := tc.l.CheckPod(); (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
 			t.Errorf("%+v: got %q, want %q", tc.l, got, tc.want)
+		}
+	}
+}
+
+func TestArgsLabels(t *testing.T) {
+	for _, tc := range []struct {
+		args string
+		want map[string]string
+		err  string
+	}{
+		{``, nil, ""},
+		{`{"other": 1}`, map[string]string{}, ""},
+		{`{"cni": {"labels": [{"key": "project", "value": "a"}, {"key": "app", "value": "web"}]}}`, map[string]string{"project": "a", "app": "web"}, ""},
+		{`{"cni": {"labels": [{"key": "project", "value": "a b"}]}}`, nil, "label value"},
+		{`{"cni": {"labels": [{"key": "p", "value": "a"}, {"key": "p", "value": "b"}]}}`, nil, "given twice"},
+		{`{"cni": {"labels": "x"}}`, nil, "args:"},
+	} {
+		got, err := argsLabels([]byte(tc.args))
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: got error %v, want %v", tc.args, err, tc.want)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: got %v, %v; want an error containing %q", tc.args, got, err, tc.err)
+		case tc.err == "" && !reflect.DeepEqual(got, tc.want):
+			t.Errorf("%s: got %v, want %v", tc.args, got, tc.want)
 		}
 	}
 }

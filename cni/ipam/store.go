@@ -58,6 +58,9 @@ func (o Owner) validate() error {
 type Pod struct {
 	Namespace string `json:"podNamespace,omitempty"`
 	Name      string `json:"podName,omitempty"`
+	// Labels are what network policy selects the attachment by off
+	// Kubernetes (CNI_ARGS DROVER_LABELS, the network's args.cni.labels).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // record is a reservation file's content.

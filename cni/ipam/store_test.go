@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -488,7 +489,7 @@ func TestAllocateForPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := Owner{ContainerID: "c1", IfName: "eth0"}
-	pod := Pod{Namespace: "x", Name: "a-7f9c"}
+	pod := Pod{Namespace: "x", Name: "a-7f9c", Labels: map[string]string{"app": "web", "example.com/tier": ""}}
 	ip, err := s.AllocateFor(testPool, o, pod)
 	if err != nil {
 		t.Fatal(err)
@@ -511,7 +512,7 @@ func TestAllocateForPod(t *testing.T) {
 		}
 		got[r.Addr] = r.Pod
 	}
-	if got[ip] != pod || got[old] != (Pod{}) || len(got) != 2 {
+	if !reflect.DeepEqual(got[ip], pod) || !reflect.DeepEqual(got[old], Pod{}) || len(got) != 2 {
 		t.Fatalf("pods: got %v, want %v: %v and %v: none", got, ip, pod, old)
 	}
 }
