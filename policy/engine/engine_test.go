@@ -1,0 +1,175 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/drovernet/drover/policy"
+	"github.com/drovernet/drover/policy/enforce"
+)
+
+// fakeEnforcer records what it was given; failing makes Apply fail.
+type fakeEnforcer struct {
+	mu      sync.Mutex
+	last    *enforce.Ruleset
+	applies int
+	failing int // fail this many more applies
+	removed bool
+}
+
+func (f *fakeEnforcer) Apply(rs *enforce.Ruleset) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applies++
+	if f.failing > 0 {
+		f.failing--
+		return errors.New("netlink: device or resource busy")
+	}
+	f.last = rs
+	return nil
+}
+
+func (f *fakeEnforcer) Drops() (map[string]uint64, error) {
+	return map[string]uint64{"ingress:x/deny": 3}, nil
+}
+
+func (f *fakeEnforcer) Remove() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removed = true
+	return nil
+}
+
+func startEngine(t *testing.T, f *fakeEnforcer) *Engine {
+	t.Helper()
+	e := New("h1", f, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if !f.removed {
+			t.Error("Run returned without removing the table")
+		}
+	})
+	return e
+}
+
+func waitApplied(t *testing.T, e *Engine) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.WaitApplied(ctx); err != nil {
+		t.Fatalf("changes not applied: %v", err)
+	}
+}
+
+const denyX = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec: {podSelector: {}}\n"
+
+func pods() []policy.Pod {
+	return []policy.Pod{{Namespace: "x", Name: "a", Labels: map[string]string{"app": "a"}, Addrs: []netip.Addr{netip.MustParseAddr("10.42.1.2")}}}
+}
+
+func TestEngineAppliesAndExplains(t *testing.T) {
+	f := &fakeEnforcer{}
+	e := startEngine(t, f)
+	set, err := policy.Parse([]byte(denyX), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetPolicies(set)
+	e.SetLocal(pods())
+	e.SetRemote("h2", []policy.Pod{{Namespace: "y", Name: "b", Addrs: []netip.Addr{netip.MustParseAddr("10.42.2.2")}}})
+	waitApplied(t, e)
+	f.mu.Lock()
+	rs := f.last
+	f.mu.Unlock()
+	if len(rs.Groups[policy.DirIngress]) != 1 || rs.Groups[policy.DirIngress][0].Pods[0] != netip.MustParseAddr("10.42.1.2") {
+		t.Fatalf("ingress groups: got %+v, want x/a isolated", rs.Groups[policy.DirIngress])
+	}
+	if _, ok := rs.Idents[netip.MustParseAddr("10.42.2.2")]; !ok {
+		t.Errorf("remote pod y/b has no identity: %v", rs.Idents)
+	}
+
+	x, err := e.Explain("y/b", "x/a", policy.TCP, 80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Allowed || !strings.Contains(x.Ingress.Why, "isolated by x/deny") {
+		t.Errorf("explain y/b -> x/a: got allowed %v (%s), want denied by x/deny", x.Allowed, x.Ingress.Why)
+	}
+	if x, err := e.Explain("10.42.1.2", "10.42.2.2", policy.UDP, 53); err != nil || !x.Allowed {
+		t.Errorf("explain by address x/a -> y/b: got %+v, %v; want allowed", x, err)
+	}
+	if _, err := e.Explain("x/nope", "x/a", policy.TCP, 80); !errors.Is(err, ErrNoEndpoint) {
+		t.Errorf("explain an unknown pod: got %v, want ErrNoEndpoint", err)
+	}
+
+	st := e.Status()
+	if len(st.Policies) != 1 || st.Policies[0].DroppedIngress != 3 || len(st.Policies[0].Local) != 1 || len(st.Pods) != 1 || st.Pods[0].Ingress[0] != "x/deny" {
+		t.Errorf("status: got %+v", st)
+	}
+}
+
+func TestEngineRetriesFailedApply(t *testing.T) {
+	f := &fakeEnforcer{failing: 2}
+	e := startEngine(t, f)
+	e.SetLocal(pods())
+	waitApplied(t, e)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.applies < 3 || f.last == nil {
+		t.Errorf("got %d applies, last %v; want the third to succeed", f.applies, f.last)
+	}
+}
+
+func TestWatchFile(t *testing.T) {
+	f := &fakeEnforcer{}
+	e := startEngine(t, f)
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	write := func(s string) {
+		t.Helper()
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil { // as editors and ConfigMaps do
+			t.Fatal(err)
+		}
+	}
+	write(denyX)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.WatchFile(ctx, path, "default", nil, 10*time.Millisecond)
+	policies := func() int { return len(e.World().Policies()) }
+	eventually(t, func() bool { return policies() == 1 }, "the file's policy enforced")
+
+	write(denyX + "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad}\nspec: {podSelector: {}, ingres: []}\n")
+	eventually(t, func() bool { return strings.Contains(e.Status().Source, "ingres") }, "the broken file reported")
+	if policies() != 1 {
+		t.Errorf("a broken file changed what is enforced: %d policies", policies())
+	}
+
+	write(denyX + "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: two, namespace: x}\nspec: {podSelector: {}}\n")
+	eventually(t, func() bool { return policies() == 2 && e.Status().Source == "" }, "the fixed file enforced")
+}
+
+func eventually(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
