@@ -66,8 +66,10 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
 	if len(netLabels) > 0 || len(pod.Labels) > 0 {
-		maps.Copy(netLabels, pod.Labels)
-		pod.Labels = netLabels
+		l := map[string]string{}
+		maps.Copy(l, netLabels)
+		maps.Copy(l, pod.Labels)
+		pod.Labels = l
 	}
 	ctrNS, e := openNetNS(args.Netns)
 	if e != nil {

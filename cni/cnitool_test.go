@@ -126,6 +126,7 @@ type cniEnv struct {
 	confDir string
 	network string
 	capArgs string
+	args    string // CNI_ARGS
 }
 
 func newCNIEnv(t *testing.T, host *testenv.NetNS, conflist map[string]any) *cniEnv {
@@ -159,6 +160,9 @@ func (e *cniEnv) run(cmd string, ctr *testenv.NetNS) (string, error) {
 	c.Env = append(c.Env, "CNI_PATH="+e.path, "NETCONFPATH="+e.confDir, envPlugin+"=1")
 	if e.capArgs != "" {
 		c.Env = append(c.Env, "CAP_ARGS="+e.capArgs)
+	}
+	if e.args != "" {
+		c.Env = append(c.Env, "CNI_ARGS="+e.args)
 	}
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb

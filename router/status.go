@@ -44,6 +44,18 @@ type Status struct {
 	// of a cluster met): another host now hands those addresses out, so
 	// these containers must be recreated (filled by the control layer).
 	Stranded []StrandedAddr `json:"stranded,omitempty"`
+	// PolicyDrops are network policy's drop counters, per policy and
+	// direction it isolates (filled by the control layer).
+	PolicyDrops []PolicyDrop `json:"policy_drops,omitempty"`
+}
+
+// PolicyDrop is the packets one policy denied on this host in one
+// direction.
+type PolicyDrop struct {
+	Namespace string `json:"namespace"`
+	Policy    string `json:"policy"`
+	Direction string `json:"direction"` // ingress or egress
+	Packets   uint64 `json:"packets"`
 }
 
 // StrandedAddr is one stranded container address.

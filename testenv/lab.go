@@ -65,6 +65,10 @@ type LabOptions struct {
 	Cluster bool
 	// ClusterOptions tune cluster mode.
 	ClusterOptions ClusterOptions
+	// PolicyFile, when set, is every router's policy.file (network
+	// policy, docs/policy.md). The routers know only the containers the
+	// CNI plugin attaches: the lab's own containers are not pods.
+	PolicyFile string
 	// HostOptions are per host: HostOptions[i] is host i+1; hosts beyond
 	// the slice get the zero value.
 	HostOptions []HostOptions
@@ -351,6 +355,9 @@ func (l *Lab) build(ctx context.Context) error {
 		}
 	}
 
+	for _, c := range cfgs {
+		c.Policy.File = l.opts.PolicyFile
+	}
 	if err := l.buildUnderlay(); err != nil {
 		return err
 	}

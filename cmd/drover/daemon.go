@@ -237,9 +237,22 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		log.Info("routes removed", "count", len(d.routes))
 	})
 
+	// Network policy, before containers are attached: with policy on, no
+	// pod is reachable before its policies are enforced.
+	pol, err := startPolicy(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if pol != nil {
+		d.undo = append(d.undo, pol.stop)
+	}
+
 	// fill adds to the router's status what it does not know, for the
 	// control socket and the metrics on TCP alike.
 	fill := fwd.fill
+	if pol != nil {
+		fill = func(st *router.Status) { fwd.fill(st); pol.fill(st) }
+	}
 	if cfg.ControlSocket != "none" {
 		views := func() gossip.View {
 			if cl != nil {
@@ -266,9 +279,15 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		if cl != nil {
 			register = func(mux *http.ServeMux) { locals.register(mux); cl.register(mux) }
 		}
+		if pol != nil {
+			pol.follow(locals, cfg.Policy.DefaultNamespace)
+			inner := register
+			register = func(mux *http.ServeMux) { inner(mux); pol.register(mux) }
+		}
 		if cl != nil {
+			base := fill
 			fill = func(st *router.Status) {
-				fwd.fill(st)
+				base(st)
 				st.BlockNote = cl.ag.Snapshot().BlockNote
 				st.Stranded = locals.strandedList()
 			}

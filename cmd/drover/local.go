@@ -104,6 +104,9 @@ type localSet struct {
 	// reserved address inside it but outside this node's prefixes is a
 	// container left with an address of a block the node lost (stranded).
 	cluster netip.Prefix
+	// onChange, when set, runs after every change of the list (network
+	// policy follows this host's pods), outside the lock.
+	onChange func()
 
 	scanMu sync.Mutex // one reconcile at a time
 
@@ -344,17 +347,25 @@ func (s *localSet) add(l cni.Local) error {
 			s.log.Warn("reading the CNI reservation directories", "err", err)
 		}
 	}
+	s.changed()
 	return nil
+}
+
+func (s *localSet) changed() {
+	if s.onChange != nil {
+		s.onChange()
+	}
 }
 
 // remove records that a is gone; removing an address the list does not
 // hold succeeds (DEL and GC repeat).
 func (s *localSet) remove(a netip.Addr) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.seq++
 	s.deleted[a] = s.seq
 	delete(s.entries, a)
+	s.mu.Unlock()
+	s.changed()
 }
 
 func (s *localSet) len() int {
@@ -386,6 +397,7 @@ func (s *localSet) list() []localEntry {
 // could not be read, or that no notice named (an older plugin), stay. The
 // errors of unreadable directories are returned together.
 func (s *localSet) reconcile() error {
+	defer s.changed()
 	ps := s.prefixes()
 	if len(ps) == 0 && !s.cluster.IsValid() {
 		return nil // nothing can be told local yet

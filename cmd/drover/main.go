@@ -31,6 +31,9 @@ Usage:
   drover peers [-o json]           cluster members, blocks, SAs with age and counters
   drover routes [-o json]          routes the daemon installed through its TUN
   drover forget NODE               unpin NODE's identity key (a reinstalled host)
+  drover policy list               network policies this host enforces (docs/policy.md)
+  drover policy explain FROM TO [PORT[/PROTO]]
+                                   would FROM reach TO, and by which policy and rule
   drover keygen                    print a new cluster key (for cluster.key_file)
   drover install-cni --conflist F  install this binary and a conflist for the node's
                                    container runtime (Kubernetes init container; docs/cni.md)
@@ -109,6 +112,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRoutes(args[1:], stdout)
 	case "forget":
 		err = cmdForget(args[1:], stdout)
+	case "policy":
+		err = cmdPolicy(args[1:], stdout)
 	case "keygen":
 		err = cmdKeygen(args[1:], stdout)
 	case "install-cni":

@@ -61,7 +61,13 @@ func fetch(sock, path string, v any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("control socket %s: GET %s: %s", sock, path, resp.Status)
+		// The daemon's own refusals carry a message; a route it does
+		// not serve (an older daemon, a feature off) is the mux's 404.
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		if m := strings.TrimSpace(string(msg)); m != "" && m != "404 page not found" {
+			return fmt.Errorf("%s", m)
+		}
+		return fmt.Errorf("control socket %s: GET %s: %s (not served by this daemon: feature off or an older version)", sock, path, resp.Status)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		return fmt.Errorf("control socket %s: bad answer: %w", sock, err)

@@ -22,6 +22,7 @@ const ContentType = "text/plain; version=0.0.4; charset=utf-8"
 //	drover_forward_filter_drop_bytes_total    counter, likewise
 //	drover_stranded_addresses                 gauge
 //	drover_peer_packets_total{peer,direction} counter, per peer, tx and rx
+//	drover_policy_drops_total{namespace,policy,direction} counter, per policy and direction it isolates
 //
 // The text is built whole and written with one Write, so a failed client
 // never sees half a family.
@@ -64,6 +65,12 @@ func Write(w io.Writer, st router.Status) error {
 	for _, p := range st.Peers {
 		sample(&b, "drover_peer_packets_total", p.TxPackets, "peer", p.Name, "direction", "tx")
 		sample(&b, "drover_peer_packets_total", p.RxPackets, "peer", p.Name, "direction", "rx")
+	}
+	if len(st.PolicyDrops) > 0 {
+		family(&b, "drover_policy_drops_total", "counter", "Packets network policy denied on this host, by the policy isolating the pod (a pod isolated by several counts under each).")
+		for _, d := range st.PolicyDrops {
+			sample(&b, "drover_policy_drops_total", d.Packets, "namespace", d.Namespace, "policy", d.Policy, "direction", d.Direction)
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

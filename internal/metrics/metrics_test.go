@@ -23,6 +23,10 @@ func status() router.Status {
 		ICMPSent: 1, Keepalives: 2, NonESP: 3, ARPReplies: 4,
 		ForwardFilter: &router.ForwardFilterStatus{Table: "inet drover_filter", DropPackets: 5, DropBytes: 500},
 		Stranded:      []router.StrandedAddr{{IP: "10.42.1.5"}, {IP: "10.42.1.6"}},
+		PolicyDrops: []router.PolicyDrop{
+			{Namespace: "x", Policy: "deny", Direction: "ingress", Packets: 6},
+			{Namespace: "x", Policy: "deny", Direction: "egress", Packets: 2},
+		},
 		Peers: []router.PeerStatus{
 			{Name: "h2", TxPackets: 7, RxPackets: 8},
 			{Name: `h"3\x`, TxPackets: 9, RxPackets: 10},
@@ -65,6 +69,7 @@ func TestWriteParses(t *testing.T) {
 		"drover_forward_filter_drop_bytes_total": dto.MetricType_COUNTER,
 		"drover_stranded_addresses":              dto.MetricType_GAUGE,
 		"drover_peer_packets_total":              dto.MetricType_COUNTER,
+		"drover_policy_drops_total":              dto.MetricType_COUNTER,
 	}
 	for name, typ := range want {
 		f, ok := fams[name]
@@ -125,6 +130,8 @@ func TestWriteParses(t *testing.T) {
 		{"drover_forward_filter_drop_bytes_total", nil, 500},
 		{"drover_stranded_addresses", nil, 2},
 		{"drover_peer_packets_total", map[string]string{"peer": "h2", "direction": "rx"}, 8},
+		{"drover_policy_drops_total", map[string]string{"namespace": "x", "policy": "deny", "direction": "ingress"}, 6},
+		{"drover_policy_drops_total", map[string]string{"namespace": "x", "policy": "deny", "direction": "egress"}, 2},
 		{"drover_peer_packets_total", map[string]string{"peer": `h"3\x`, "direction": "tx"}, 9},
 		{"drover_peer_packets_total", map[string]string{"peer": "h\n4\t", "direction": "rx"}, 12},
 		{"drover_peer_packets_total", map[string]string{"peer": "caf\uFFFD", "direction": "tx"}, 13},

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -25,6 +26,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/drovernet/drover/crypto/esp"
+	"github.com/drovernet/drover/policy"
 	"github.com/drovernet/drover/router/packet"
 	"github.com/drovernet/drover/router/vxlan"
 )
@@ -106,6 +108,8 @@ type Config struct {
 	Cluster *Cluster `yaml:"cluster"`
 	// Firewall configures the nftables filter drover installs.
 	Firewall Firewall `yaml:"firewall"`
+	// Policy configures network policy (docs/policy.md).
+	Policy Policy `yaml:"policy"`
 
 	// Resolved by Validate.
 	CipherID esp.Cipher `yaml:"-"`
@@ -218,6 +222,24 @@ type Firewall struct {
 
 // ForwardOn reports whether the forward filter is to be installed.
 func (f Firewall) ForwardOn() bool { return f.Forward == nil || *f.Forward }
+
+// Policy configures network policy enforcement (docs/policy.md): table
+// inet drover_policy, one chain per isolated identity.
+type Policy struct {
+	// File is a policy file: NetworkPolicy and Namespace objects in
+	// Kubernetes YAML, reread every reload_interval. Empty: no policy
+	// from a file (in Kubernetes mode the API server's policies apply).
+	File string `yaml:"file"`
+	// DefaultNamespace is the namespace of a policy or container that
+	// names none. Default "default".
+	DefaultNamespace string `yaml:"default_namespace"`
+	// ReloadInterval is how often the file is checked for changes.
+	// Default 1s.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+}
+
+// Enabled reports whether policy is enforced.
+func (p Policy) Enabled() bool { return p.File != "" }
 
 // Log configures log/slog output on stderr.
 type Log struct {
@@ -459,6 +481,12 @@ func (c *Config) Default() {
 		on := true
 		c.Firewall.Forward = &on
 	}
+	if c.Policy.DefaultNamespace == "" {
+		c.Policy.DefaultNamespace = "default"
+	}
+	if c.Policy.ReloadInterval == 0 {
+		c.Policy.ReloadInterval = time.Second
+	}
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
@@ -548,6 +576,18 @@ func (c *Config) Validate() error {
 		add("cipher", "%q is not one of aes-128-gcm, aes-256-gcm, chacha20-poly1305", c.Cipher)
 	} else {
 		c.CipherID = id
+	}
+	if c.Policy.File != "" && c.ControlSocket == "none" {
+		add("policy.file", "network policy needs the control socket (control_socket: none): the CNI plugin's notices tell the daemon which pods are local")
+	}
+	if c.Policy.File != "" && !filepath.IsAbs(c.Policy.File) {
+		add("policy.file", "%q is not an absolute path", c.Policy.File)
+	}
+	if err := policyNamespaceErr(c.Policy.DefaultNamespace); err != "" {
+		add("policy.default_namespace", "%s", err)
+	}
+	if c.Policy.ReloadInterval < 100*time.Millisecond || c.Policy.ReloadInterval > time.Hour {
+		add("policy.reload_interval", "%v is outside 100ms..1h", c.Policy.ReloadInterval)
 	}
 	if c.VNI >= 1<<24 {
 		add("vni", "%d does not fit in 24 bits (RFC 7348 §5)", c.VNI)
@@ -860,4 +900,13 @@ func TunnelMTU(encap string, underlayMTU int, underlayIs6 bool) int {
 		return underlayMTU - ipudp - vxlan.HeaderLen - packet.EthHeaderLen
 	}
 	return esp.MaxInner(underlayMTU - ipudp)
+}
+
+// policyNamespaceErr checks a namespace name as Kubernetes does (an RFC
+// 1123 label); "" if valid.
+func policyNamespaceErr(ns string) string {
+	if err := policy.ValidNamespace(ns); err != nil {
+		return err.Error()
+	}
+	return ""
 }
