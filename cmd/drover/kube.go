@@ -13,6 +13,7 @@ import (
 	"github.com/drovernet/drover/gossip/blocks"
 	"github.com/drovernet/drover/internal/ratelog"
 	"github.com/drovernet/drover/kube"
+	"github.com/drovernet/drover/policy/engine"
 	"github.com/drovernet/drover/router"
 )
 
@@ -154,4 +155,18 @@ func (k *kubeStore) keepNetworkAvailable(ctx context.Context, ag *agent.Agent) {
 		case <-t.C:
 		}
 	}
+}
+
+// startKubePolicy returns the loop that feeds the policy engine from the
+// API server (Pods, Namespaces, NetworkPolicies), until its ctx ends.
+func startKubePolicy(cfg *config.Config, e *engine.Engine, log *slog.Logger) (func(context.Context), error) {
+	client, err := kube.NewClient(cfg.Cluster.Kubernetes.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	src := kube.NewPolicySource(client, e, log)
+	return func(ctx context.Context) {
+		defer client.Close()
+		src.Run(ctx)
+	}, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/drovernet/drover/agent"
 	"github.com/drovernet/drover/cmd/drover/config"
+	"github.com/drovernet/drover/policy/engine"
 	"github.com/drovernet/drover/router"
 )
 
@@ -23,4 +24,8 @@ func (k *kubeStore) keepNetworkAvailable(context.Context, *agent.Agent) {}
 
 func startKube(context.Context, *config.Config, agent.Config, *router.Router, *agent.Pins, *slog.Logger) (*cluster, error) {
 	return nil, errors.New("cluster.datastore kubernetes: this drover was built without Kubernetes support (-tags nokube)")
+}
+
+func startKubePolicy(*config.Config, *engine.Engine, *slog.Logger) (func(context.Context), error) {
+	return nil, errors.New("policy.kubernetes: this drover was built without Kubernetes support (-tags nokube)")
 }

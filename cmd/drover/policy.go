@@ -30,34 +30,61 @@ type policyEngine struct {
 	stop func()
 }
 
-// startPolicy reads the policy file (a file that does not parse stops the
-// start, naming every error), installs table inet drover_policy and keeps
-// it following the file and this host's pods.
+// startPolicy installs table inet drover_policy and keeps it following
+// the policy source - the policy file (one that does not parse stops the
+// start, naming every error) or, in Kubernetes mode, the API server's
+// NetworkPolicies, Namespaces and Pods - and this host's pods.
 func startPolicy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*policyEngine, error) {
 	pc := cfg.Policy
-	if !pc.Enabled() {
+	if !cfg.PolicyOn() {
 		return nil, nil
 	}
-	b, err := os.ReadFile(pc.File)
-	if err != nil {
-		return nil, fmt.Errorf("policy.file: %w", err)
-	}
-	set, err := policy.Parse(b, pc.DefaultNamespace)
-	if err != nil {
-		return nil, &exitError{code: 2, err: fmt.Errorf("policy.file %s:\n%w", pc.File, err)}
+	var (
+		set *policy.Set
+		b   []byte
+		err error
+	)
+	if pc.File != "" {
+		if b, err = os.ReadFile(pc.File); err != nil {
+			return nil, fmt.Errorf("policy.file: %w", err)
+		}
+		if set, err = policy.Parse(b, pc.DefaultNamespace); err != nil {
+			return nil, &exitError{code: 2, err: fmt.Errorf("policy.file %s:\n%w", pc.File, err)}
+		}
 	}
 	enf, err := enforce.New()
 	if err != nil {
 		return nil, err
 	}
 	e := engine.New(cfg.Node.Name, enf, log)
-	e.SetPolicies(set)
 	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{}, 2)
-	go func() { _ = e.Run(ctx); done <- struct{}{} }()
-	go func() { e.WatchFile(ctx, pc.File, pc.DefaultNamespace, b, pc.ReloadInterval); done <- struct{}{} }()
-	log.Info("network policy on", "file", pc.File, "policies", len(set.Policies), "table", "inet "+enforce.Table)
-	return &policyEngine{e: e, stop: func() { cancel(); <-done; <-done }}, nil
+	var stops []func()
+	run := func(f func()) {
+		done := make(chan struct{})
+		go func() { f(); close(done) }()
+		stops = append(stops, func() { <-done })
+	}
+	if set != nil {
+		e.SetPolicies(set)
+		run(func() { e.WatchFile(ctx, pc.File, pc.DefaultNamespace, b, pc.ReloadInterval) })
+		log.Info("network policy on", "file", pc.File, "policies", len(set.Policies), "table", "inet "+enforce.Table)
+	} else {
+		e.HoldForPods()
+		src, err := startKubePolicy(cfg, e, log)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		run(func() { src(ctx) })
+		log.Info("network policy on", "source", "kubernetes", "table", "inet "+enforce.Table)
+	}
+	run(func() { _ = e.Run(ctx) })
+	return &policyEngine{e: e, stop: func() {
+		cancel()
+		for _, s := range stops {
+			s()
+		}
+	}}, nil
 }
 
 // follow makes the engine enforce for the pods locals lists.

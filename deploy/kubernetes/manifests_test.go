@@ -155,14 +155,19 @@ func TestRBAC(t *testing.T) {
 	var role rbacv1.ClusterRole
 	decode(t, "20-clusterrole.yaml", &role)
 	want := map[string][]string{
-		"nodes":        {"list", "watch", "patch"},
-		"nodes/status": {"patch"},
-		"pods":         {"get", "list", "watch"},
+		"nodes":           {"list", "watch", "patch"},
+		"nodes/status":    {"patch"},
+		"pods":            {"get", "list", "watch"},
+		"namespaces":      {"list", "watch"},
+		"networkpolicies": {"list", "watch"},
 	}
+	groups := map[string]string{"networkpolicies": "networking.k8s.io"}
 	got := map[string][]string{}
 	for i, r := range role.Rules {
-		if !slices.Equal(r.APIGroups, []string{""}) {
-			t.Errorf("rules[%d]: apiGroups %q, want only the core group", i, r.APIGroups)
+		for _, res := range r.Resources {
+			if !slices.Equal(r.APIGroups, []string{groups[res]}) {
+				t.Errorf("rules[%d]: %s in apiGroups %q, want only %q", i, res, r.APIGroups, groups[res])
+			}
 		}
 		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
 			t.Errorf("rules[%d]: unexpected resourceNames/nonResourceURLs", i)

@@ -47,6 +47,11 @@ type Engine struct {
 	namespaces []policy.Namespace
 	local      []policy.Pod
 	remote     map[string][]policy.Pod // by node
+	// api, once SetPods was called, are every pod of the cluster as the
+	// API server lists them (Kubernetes mode); local and remote are then
+	// used only to find local pods the API does not show yet (pending).
+	api    []policy.Pod
+	useAPI bool
 	sourceErr  error                   // the policy source's last error, if any
 	gen        uint64                  // bumped by every change
 	applied    uint64                  // the gen the kernel holds
@@ -55,6 +60,17 @@ type Engine struct {
 	applyErr   error
 	kick       chan struct{}
 	ids        enforce.Idents
+	// holding: nothing is applied until the first SetPods (HoldForPods).
+	holding bool
+}
+
+// HoldForPods makes the engine apply nothing until the first SetPods: a
+// Kubernetes source has not listed anything yet, and an empty first
+// apply would replace the table a previous daemon left with nothing.
+func (e *Engine) HoldForPods() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.holding = true
 }
 
 // New returns an engine for node. It enforces nothing until Run.
@@ -99,6 +115,25 @@ func (e *Engine) SetLocal(pods []policy.Pod) {
 	e.local = pods
 	e.changed()
 }
+
+// SetPods replaces every pod of the cluster with what the API server
+// lists (Kubernetes mode).
+func (e *Engine) SetPods(pods []policy.Pod) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.api, e.useAPI, e.holding = pods, true, false
+	e.changed()
+}
+
+// PendingPolicy names the policy that isolates a pending pod: one the CNI
+// plugin attached here that the API server does not list with its address
+// yet. It is denied all ingress until its labels are known (fail closed,
+// as Calico does): otherwise a pod that policies isolate would be open for
+// the second or so before the kubelet reports its address.
+const PendingPolicy = "drover-pending"
+
+// pendingLabel marks pending pods for PendingPolicy's selector.
+const pendingLabel = "drover.network/pending"
 
 // SetRemote replaces the pods of another host; none forgets it.
 func (e *Engine) SetRemote(node string, pods []policy.Pod) {
@@ -156,12 +191,43 @@ func (e *Engine) Run(ctx context.Context) error {
 
 func (e *Engine) applyOnce() error {
 	e.mu.Lock()
-	gen := e.gen
-	pods := slices.Clone(e.local)
-	for _, n := range slices.Sorted(maps.Keys(e.remote)) {
-		pods = append(pods, e.remote[n]...)
+	if e.holding {
+		e.mu.Unlock()
+		return nil
 	}
-	w := policy.NewWorld(e.policies, e.namespaces, pods)
+	gen := e.gen
+	pols := e.policies
+	var pods []policy.Pod
+	if e.useAPI {
+		pods = slices.Clone(e.api)
+		known := map[netip.Addr]bool{}
+		for _, p := range pods {
+			for _, a := range p.Addrs {
+				known[a] = true
+			}
+		}
+		pending := map[string]bool{}
+		for _, l := range e.local {
+			if len(l.Addrs) == 0 || known[l.Addrs[0]] {
+				continue
+			}
+			l.Labels = map[string]string{pendingLabel: "true"}
+			pods = append(pods, l)
+			pending[l.Namespace] = true
+		}
+		if len(pending) > 0 {
+			pols = slices.Clone(pols)
+			for _, ns := range slices.Sorted(maps.Keys(pending)) {
+				pols = append(pols, pendingPolicy(ns))
+			}
+		}
+	} else {
+		pods = slices.Clone(e.local)
+		for _, n := range slices.Sorted(maps.Keys(e.remote)) {
+			pods = append(pods, e.remote[n]...)
+		}
+	}
+	w := policy.NewWorld(pols, e.namespaces, pods)
 	rs := enforce.Compile(w, e.node, &e.ids)
 	e.mu.Unlock()
 
@@ -335,4 +401,11 @@ func endpoint(w *policy.World, s string) (policy.Endpoint, error) {
 		return policy.Endpoint{}, fmt.Errorf("%s: %w", s, ErrNoEndpoint)
 	}
 	return policy.Endpoint{Pod: p, Addr: p.Addrs[0]}, nil
+}
+
+func pendingPolicy(ns string) *policy.Policy {
+	p := &policy.Policy{Ref: policy.Ref{Namespace: ns, Name: PendingPolicy},
+		Selector: policy.Selector{MatchExpressions: []policy.Requirement{{Key: pendingLabel, Operator: policy.Exists}}}}
+	p.Isolates[policy.DirIngress] = true
+	return p
 }

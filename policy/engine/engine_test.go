@@ -173,3 +173,36 @@ func eventually(t *testing.T, cond func() bool, what string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// In Kubernetes mode a local pod the API server does not list yet is
+// denied all ingress until it does (fail closed), and then gets its own.
+func TestEnginePendingPods(t *testing.T) {
+	f := &fakeEnforcer{}
+	e := startEngine(t, f)
+	e.SetPods(pods()) // x/a, 10.42.1.2, no policy: open
+	e.SetLocal([]policy.Pod{
+		{Namespace: "x", Name: "a", Addrs: []netip.Addr{netip.MustParseAddr("10.42.1.2")}},
+		{Namespace: "x", Name: "new", Addrs: []netip.Addr{netip.MustParseAddr("10.42.1.3")}},
+	})
+	waitApplied(t, e)
+	isolated := func() []netip.Addr {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		var out []netip.Addr
+		for _, g := range f.last.Groups[policy.DirIngress] {
+			out = append(out, g.Pods...)
+		}
+		return out
+	}
+	if got := isolated(); len(got) != 1 || got[0] != netip.MustParseAddr("10.42.1.3") {
+		t.Fatalf("ingress-isolated: got %v, want only the pending x/new", got)
+	}
+	if x, err := e.Explain("10.42.1.2", "10.42.1.3", policy.TCP, 80); err != nil || x.Allowed || !strings.Contains(x.Ingress.Why, PendingPolicy) {
+		t.Errorf("explain to a pending pod: got %+v, %v; want denied by %s", x, err, PendingPolicy)
+	}
+	e.SetPods(append(pods(), policy.Pod{Namespace: "x", Name: "new", Node: "h1", Addrs: []netip.Addr{netip.MustParseAddr("10.42.1.3")}}))
+	waitApplied(t, e)
+	if got := isolated(); len(got) != 0 {
+		t.Errorf("once listed, x/new is still isolated: %v", got)
+	}
+}

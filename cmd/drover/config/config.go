@@ -236,10 +236,19 @@ type Policy struct {
 	// ReloadInterval is how often the file is checked for changes.
 	// Default 1s.
 	ReloadInterval time.Duration `yaml:"reload_interval"`
+	// Kubernetes enforces the API server's NetworkPolicies (with Pods and
+	// Namespaces from it) when cluster.datastore is kubernetes. Default
+	// true there; false leaves policy to another component.
+	Kubernetes *bool `yaml:"kubernetes"`
 }
 
-// Enabled reports whether policy is enforced.
-func (p Policy) Enabled() bool { return p.File != "" }
+// PolicyFromKubernetes reports whether policies come from the API server.
+func (c *Config) PolicyFromKubernetes() bool {
+	return c.Cluster.IsKubernetes() && (c.Policy.Kubernetes == nil || *c.Policy.Kubernetes)
+}
+
+// PolicyOn reports whether network policy is enforced.
+func (c *Config) PolicyOn() bool { return c.Policy.File != "" || c.PolicyFromKubernetes() }
 
 // Log configures log/slog output on stderr.
 type Log struct {
@@ -577,8 +586,14 @@ func (c *Config) Validate() error {
 	} else {
 		c.CipherID = id
 	}
-	if c.Policy.File != "" && c.ControlSocket == "none" {
-		add("policy.file", "network policy needs the control socket (control_socket: none): the CNI plugin's notices tell the daemon which pods are local")
+	if c.PolicyOn() && c.ControlSocket == "none" {
+		add("control_socket", "network policy needs the control socket: the CNI plugin's notices tell the daemon which pods are local (policy.file, or policy.kubernetes in Kubernetes mode)")
+	}
+	if c.Policy.File != "" && c.PolicyFromKubernetes() {
+		add("policy.file", "policies come from the API server in Kubernetes mode; set policy.kubernetes: false to use a file instead")
+	}
+	if c.Policy.Kubernetes != nil && *c.Policy.Kubernetes && !c.Cluster.IsKubernetes() {
+		add("policy.kubernetes", "needs cluster.datastore: kubernetes")
 	}
 	if c.Policy.File != "" && !filepath.IsAbs(c.Policy.File) {
 		add("policy.file", "%q is not an absolute path", c.Policy.File)
