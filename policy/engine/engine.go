@@ -50,16 +50,16 @@ type Engine struct {
 	// api, once SetPods was called, are every pod of the cluster as the
 	// API server lists them (Kubernetes mode); local and remote are then
 	// used only to find local pods the API does not show yet (pending).
-	api    []policy.Pod
-	useAPI bool
-	sourceErr  error                   // the policy source's last error, if any
-	gen        uint64                  // bumped by every change
-	applied    uint64                  // the gen the kernel holds
-	world      *policy.World           // the World of applied
-	appliedAt  time.Time
-	applyErr   error
-	kick       chan struct{}
-	ids        enforce.Idents
+	api       []policy.Pod
+	useAPI    bool
+	sourceErr error         // the policy source's last error, if any
+	gen       uint64        // bumped by every change
+	applied   uint64        // the gen the kernel holds
+	world     *policy.World // the World of applied
+	appliedAt time.Time
+	applyErr  error
+	kick      chan struct{}
+	ids       enforce.Idents
 	// holding: nothing is applied until the first SetPods (HoldForPods).
 	holding bool
 }
