@@ -214,19 +214,29 @@ func Diff(want, got Table, loopback bool) []string {
 	return out
 }
 
-// Render turns a step's policy into a NetworkPolicy, replacing "{ip
-// ns/pod}" with the pod's address from ips.
-func Render(n *yaml.Node, ips map[string]netip.Addr) (*policy.NetworkPolicy, error) {
+// RenderYAML is a step's policy as YAML, with "{ip ns/pod}" replaced by
+// the pod's address from ips: what a test applies to the API server.
+func RenderYAML(n *yaml.Node, ips map[string]netip.Addr) (string, error) {
 	b, err := yaml.Marshal(n)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	s := string(b)
 	for _, k := range slices.Sorted(maps.Keys(ips)) {
 		s = strings.ReplaceAll(s, "{ip "+k+"}", ips[k].String())
 	}
 	if strings.Contains(s, "{ip ") {
-		return nil, fmt.Errorf("unresolved placeholder in %s", s)
+		return "", fmt.Errorf("unresolved placeholder in %s", s)
+	}
+	return s, nil
+}
+
+// Render turns a step's policy into a NetworkPolicy, replacing "{ip
+// ns/pod}" with the pod's address from ips.
+func Render(n *yaml.Node, ips map[string]netip.Addr) (*policy.NetworkPolicy, error) {
+	s, err := RenderYAML(n, ips)
+	if err != nil {
+		return nil, err
 	}
 	set, err := policy.Parse([]byte(s), "default")
 	if err != nil {
