@@ -239,7 +239,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 
 	// Network policy, before containers are attached: with policy on, no
 	// pod is reachable before its policies are enforced.
-	pol, err := startPolicy(ctx, cfg, log)
+	pol, err := startPolicy(ctx, cfg, cl, log)
 	if err != nil {
 		return err
 	}

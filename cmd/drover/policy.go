@@ -12,29 +12,35 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/drovernet/drover/cmd/drover/config"
+	"github.com/drovernet/drover/gossip"
+	"github.com/drovernet/drover/internal/ratelog"
 	"github.com/drovernet/drover/policy"
 	"github.com/drovernet/drover/policy/enforce"
 	"github.com/drovernet/drover/policy/engine"
+	"github.com/drovernet/drover/policy/share"
 	"github.com/drovernet/drover/router"
 )
 
 // policyEngine is the daemon's network policy (package policy/engine);
 // nil when policy.file is empty.
 type policyEngine struct {
-	e    *engine.Engine
-	stop func()
+	e     *engine.Engine
+	stop  func()
+	share *share.Server // gossip mode: this host's pods for the others
 }
 
 // startPolicy installs table inet drover_policy and keeps it following
 // the policy source - the policy file (one that does not parse stops the
 // start, naming every error) or, in Kubernetes mode, the API server's
 // NetworkPolicies, Namespaces and Pods - and this host's pods.
-func startPolicy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*policyEngine, error) {
+func startPolicy(ctx context.Context, cfg *config.Config, cl *cluster, log *slog.Logger) (*policyEngine, error) {
 	pc := cfg.Policy
 	if !cfg.PolicyOn() {
 		return nil, nil
@@ -78,13 +84,103 @@ func startPolicy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*po
 		run(func() { src(ctx) })
 		log.Info("network policy on", "source", "kubernetes", "table", "inet "+enforce.Table)
 	}
+	pe := &policyEngine{e: e}
+	if set != nil && cl != nil && cl.kube == nil {
+		// Gossip mode: selectors need the other hosts' pods.
+		srv, stopShare, err := startShare(ctx, cfg, cl, e, log)
+		if err != nil {
+			cancel()
+			for _, s := range stops {
+				s()
+			}
+			return nil, err
+		}
+		pe.share = srv
+		stops = append(stops, stopShare)
+	}
 	run(func() { _ = e.Run(ctx) })
-	return &policyEngine{e: e, stop: func() {
+	pe.stop = func() {
 		cancel()
 		for _, s := range stops {
 			s()
 		}
-	}}, nil
+	}
+	return pe, nil
+}
+
+// routerAddr is the overlay address of the router owning block: its
+// first host address, as every cluster-mode host gives its TUN.
+func routerAddr(block netip.Prefix) netip.Addr { return block.Masked().Addr().Next() }
+
+// sharePeers are the members whose pods this host fetches: alive, with a
+// block, and the prefixes routed to them.
+func sharePeers(v gossip.View, self string) []share.Peer {
+	var out []share.Peer
+	for _, m := range v.Members {
+		if m.Name == self || m.State != "alive" || m.Block == "" {
+			continue
+		}
+		b, err := netip.ParsePrefix(m.Block)
+		if err != nil {
+			continue
+		}
+		p := share.Peer{Name: m.Name, Addr: routerAddr(b)}
+		for _, r := range v.Routes {
+			if r.Peer == m.Name && r.Note == "" {
+				if rp, err := netip.ParsePrefix(r.Prefix); err == nil {
+					p.Blocks = append(p.Blocks, rp)
+				}
+			}
+		}
+		if len(p.Blocks) > 0 {
+			slices.SortFunc(p.Blocks, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// startShare serves this host's pods on the overlay (policy.share_port,
+// bound to the TUN) to the members' routers only, and keeps a long poll
+// open to every member's, feeding the engine.
+func startShare(ctx context.Context, cfg *config.Config, cl *cluster, e *engine.Engine, log *slog.Logger) (*share.Server, func(), error) {
+	ln, err := share.Listen(ctx, cfg.Node.TUN, cfg.Policy.SharePort)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := share.NewServer(func(a netip.Addr) bool {
+		for _, p := range sharePeers(cl.view(), cfg.Node.Name) {
+			if p.Addr == a {
+				return true
+			}
+		}
+		return false
+	})
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	go func() { _ = hs.Serve(ln) }()
+	f := &share.Fetcher{Port: cfg.Policy.SharePort, Sink: e.SetRemote, Log: ratelog.New(log.With("component", "policy"), 0, 0),
+		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute, ResponseHeaderTimeout: 40 * time.Second}}}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			f.SetPeers(ctx, sharePeers(cl.view(), cfg.Node.Name))
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return srv, func() {
+		cancel()
+		<-done
+		f.Stop()
+		_ = hs.Close()
+	}, nil
 }
 
 // follow makes the engine enforce for the pods locals lists.
@@ -105,6 +201,9 @@ func (p *policyEngine) follow(locals *localSet, defaultNS string) {
 			pods = append(pods, pod)
 		}
 		p.e.SetLocal(pods)
+		if p.share != nil {
+			p.share.Set(share.FromPods(pods))
+		}
 	}
 	locals.onChange = update
 	update()

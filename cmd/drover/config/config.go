@@ -240,6 +240,10 @@ type Policy struct {
 	// Namespaces from it) when cluster.datastore is kubernetes. Default
 	// true there; false leaves policy to another component.
 	Kubernetes *bool `yaml:"kubernetes"`
+	// SharePort is the TCP port, on the overlay only, where a gossip-mode
+	// host serves its pods to the others (policy selectors need every
+	// host's pods). Default 7947.
+	SharePort uint16 `yaml:"share_port"`
 }
 
 // PolicyFromKubernetes reports whether policies come from the API server.
@@ -495,6 +499,9 @@ func (c *Config) Default() {
 	}
 	if c.Policy.ReloadInterval == 0 {
 		c.Policy.ReloadInterval = time.Second
+	}
+	if c.Policy.SharePort == 0 {
+		c.Policy.SharePort = 7947
 	}
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
