@@ -228,7 +228,7 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 
 	if pl.daemon != nil {
 		l := Local{Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName, IP: ip.String(), MAC: mac.String(), Bridge: c.Bridge, DataDir: c.dataDir,
-			PodNamespace: pod.Namespace, PodName: pod.Name, Labels: pod.Labels}
+			PodNamespace: pod.Namespace, PodName: pod.Name, Labels: pod.Labels, Ports: pod.Ports}
 		err := d.addLocal(ctx, l)
 		switch {
 		case err == nil:

@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/drovernet/drover/cni/ipam"
 )
 
 // The plugin talks to the drover daemon over its control socket (HTTP on a
@@ -107,6 +109,9 @@ type Local struct {
 	// Labels select the attachment in network policies off Kubernetes
 	// (docs/policy.md).
 	Labels map[string]string `json:"labels,omitempty"`
+	// Ports are the container's named ports, for policies off
+	// Kubernetes.
+	Ports []ipam.NamedPort `json:"ports,omitempty"`
 }
 
 // CheckPod reports what is wrong with l's pod fields, as podFromArgs

@@ -102,6 +102,7 @@ func Reserved(dataDir, network string) ([]Local, error) {
 			PodNamespace: r.Pod.Namespace,
 			PodName:      r.Pod.Name,
 			Labels:       r.Pod.Labels,
+			Ports:        r.Pod.Ports,
 		})
 	}
 	return out, nil

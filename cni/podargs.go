@@ -3,6 +3,7 @@ package cni
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -45,6 +46,12 @@ func podFromArgs(args string) (ipam.Pod, *types.Error) {
 				return ipam.Pod{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS: K8S_POD_NAMESPACE %q is not a DNS label (RFC 1123, at most %d characters)", clip([]byte(v)), maxPodNamespace), "")
 			}
 			pod.Namespace = v
+		case "DROVER_PORTS":
+			ps, err := parsePorts(v)
+			if err != nil {
+				return ipam.Pod{}, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: DROVER_PORTS: "+err.Error(), "")
+			}
+			pod.Ports = ps
 		case "DROVER_LABELS":
 			l, err := parseLabels(v)
 			if err != nil {
@@ -159,6 +166,47 @@ func argsLabels(raw json.RawMessage) (map[string]string, error) {
 	}
 	if err := checkLabels(out); err != nil {
 		return nil, fmt.Errorf("args.cni.labels: %w", err)
+	}
+	return out, nil
+}
+
+// parsePorts reads "http:8080/tcp,dns:53/udp": a container's named ports
+// (name as Kubernetes checks container port names, RFC 6335; protocol
+// tcp, udp or sctp, default tcp).
+func parsePorts(s string) ([]ipam.NamedPort, error) {
+	var out []ipam.NamedPort
+	if s == "" {
+		return out, nil
+	}
+	for _, item := range strings.Split(s, ",") {
+		name, rest, ok := strings.Cut(item, ":")
+		if !ok {
+			return nil, fmt.Errorf("%q is not name:port[/protocol]", clip([]byte(item)))
+		}
+		if err := policy.ValidPortName(name); err != nil {
+			return nil, err
+		}
+		num, proto, _ := strings.Cut(rest, "/")
+		if proto == "" {
+			proto = "tcp"
+		}
+		p, err := policy.ParseProtocol(proto)
+		if err != nil {
+			return nil, err
+		}
+		n, err := strconv.ParseUint(num, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("port %q of %s: want 1-65535", clip([]byte(num)), name)
+		}
+		for _, o := range out {
+			if o.Name == name && o.Protocol == string(p) {
+				return nil, fmt.Errorf("port %s/%s given twice", name, p)
+			}
+		}
+		out = append(out, ipam.NamedPort{Name: name, Port: uint16(n), Protocol: string(p)})
+	}
+	if len(out) > maxLabels {
+		return nil, fmt.Errorf("%d ports, at most %d", len(out), maxLabels)
 	}
 	return out, nil
 }

@@ -33,6 +33,12 @@ func TestPodFromArgs(t *testing.T) {
 		{"DROVER_LABELS=app:a b", ipam.Pod{}, "label value"},
 		{"DROVER_LABELS=-x:a", ipam.Pod{}, "label key"},
 		{"DROVER_LABELS=a:1,a:2", ipam.Pod{}, "given twice"},
+		{"DROVER_PORTS=http:8080,dns:53/udp,serve-80-sctp:80/SCTP", ipam.Pod{Ports: []ipam.NamedPort{{Name: "http", Port: 8080, Protocol: "TCP"}, {Name: "dns", Port: 53, Protocol: "UDP"}, {Name: "serve-80-sctp", Port: 80, Protocol: "SCTP"}}}, ""},
+		{"DROVER_PORTS=http", ipam.Pod{}, "not name:port"},
+		{"DROVER_PORTS=HTTP:80", ipam.Pod{}, "not a port name"},
+		{"DROVER_PORTS=http:0", ipam.Pod{}, "want 1-65535"},
+		{"DROVER_PORTS=http:80/icmp", ipam.Pod{}, "want TCP, UDP or SCTP"},
+		{"DROVER_PORTS=http:80,http:81", ipam.Pod{}, "given twice"},
 	} {
 		got, err := podFromArgs(tc.args)
 		switch {

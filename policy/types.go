@@ -230,7 +230,7 @@ const NameLabel = "kubernetes.io/metadata.name"
 // ContainerPort is a named port of a pod, what a named policy port
 // resolves to.
 type ContainerPort struct {
-	Name     string
-	Port     uint16
-	Protocol Protocol
+	Name     string   `json:"name"`
+	Port     uint16   `json:"port"`
+	Protocol Protocol `json:"protocol"`
 }

@@ -202,7 +202,7 @@ func compileRule(path, peersKey string, peers []Peer, ports []Port) (Rule, []err
 				errs = append(errs, fieldErr(pp+".endPort", "needs a numeric port, not the named port %q", po.Port.Name))
 				continue
 			}
-			if err := validPortName(po.Port.Name); err != nil {
+			if err := ValidPortName(po.Port.Name); err != nil {
 				errs = append(errs, fieldErr(pp+".port", "%v", err))
 				continue
 			}
@@ -250,11 +250,11 @@ func compileBlock(path string, b *IPBlock) (*Block, []error) {
 	return out, errs
 }
 
-// validPortName checks an IANA service name as the API does for container
+// ValidPortName checks an IANA service name as the API does for container
 // port names: at most 15 characters, lower-case alphanumerics and '-', at
 // least one letter, no '-' at either end or twice in a row (RFC 6335
 // section 5.1).
-func validPortName(s string) error {
+func ValidPortName(s string) error {
 	ok := len(s) >= 1 && len(s) <= 15 && s[0] != '-' && s[len(s)-1] != '-'
 	letter := false
 	for i := 0; ok && i < len(s); i++ {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -14,6 +15,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,16 +37,31 @@ type PolicyPod struct {
 	NS   *NetNS
 	Addr netip.Addr
 
-	mu    sync.Mutex
-	sctp  map[uint32]bool // probe tokens the SCTP listener saw
-	close []func()
+	mu       sync.Mutex
+	sctp     map[uint32]bool // probe tokens the SCTP listener saw
+	close    []func()
+	del      func() ([]byte, error)
+	detached bool
+}
+
+// Detach stops the pod's servers and removes it (CNI DEL), as deleting
+// the container would.
+func (p *PolicyPod) Detach() error {
+	if p.detached {
+		return nil
+	}
+	p.detached = true
+	p.stop()
+	_, err := p.del()
+	return err
 }
 
 // AttachPod attaches a new namespace to h as pod namespace/name (CNI ADD;
-// DEL when the test ends). labels, if set, go to DROVER_LABELS. Addresses
+// DEL when the test ends). labels, if set, go to DROVER_LABELS, ports
+// ("name:port/proto") to DROVER_PORTS. Addresses
 // come from .100 of h's block up (the lab's own containers hold the low
 // ones).
-func (l *Lab) AttachPod(t testing.TB, h *Host, namespace, name, labels string) *PolicyPod {
+func (l *Lab) AttachPod(t testing.TB, h *Host, namespace, name, labels string, ports []string) *PolicyPod {
 	t.Helper()
 	ns := NewNetNS(t, "pp")
 	dir := t.TempDir()
@@ -64,6 +82,9 @@ func (l *Lab) AttachPod(t testing.TB, h *Host, namespace, name, labels string) *
 	if labels != "" {
 		args += ";DROVER_LABELS=" + labels
 	}
+	if len(ports) > 0 {
+		args += ";DROVER_PORTS=" + strings.Join(ports, ",")
+	}
 	cni := func(cmd string) ([]byte, error) {
 		c := exec.Command(filepath.Join(dir, "drover"))
 		c.Env = []string{"CNI_COMMAND=" + cmd, "CNI_CONTAINERID=" + ns.Name, "CNI_NETNS=" + ns.Path(), "CNI_IFNAME=eth0",
@@ -80,7 +101,6 @@ func (l *Lab) AttachPod(t testing.TB, h *Host, namespace, name, labels string) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = cni("DEL") })
 	var res struct {
 		IPs []struct{ Address string } `json:"ips"`
 	}
@@ -91,8 +111,9 @@ func (l *Lab) AttachPod(t testing.TB, h *Host, namespace, name, labels string) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod := &PolicyPod{Key: namespace + "/" + name, Host: h, NS: ns, Addr: p.Addr(), sctp: map[uint32]bool{}}
-	t.Cleanup(pod.stop)
+	pod := &PolicyPod{Key: namespace + "/" + name, Host: h, NS: ns, Addr: p.Addr(), sctp: map[uint32]bool{},
+		del: func() ([]byte, error) { return cni("DEL") }}
+	t.Cleanup(func() { _ = pod.Detach() })
 	return pod
 }
 
@@ -100,6 +121,7 @@ func (p *PolicyPod) stop() {
 	for _, f := range p.close {
 		f()
 	}
+	p.close = nil
 }
 
 // Serve answers on each port: TCP (writes "ok"), UDP (echoes), and SCTP,
@@ -284,4 +306,37 @@ func (h *Host) controlGet(path string, v any) error {
 		return fmt.Errorf("%s GET %s: %s: %s", h.Name, path, resp.Status, b.String())
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// caseSelected: DROVER_NETPOL_CASES ("3,17,23") runs only those cases of
+// the upstream file, to chase one.
+func caseSelected(i int) bool {
+	sel := os.Getenv("DROVER_NETPOL_CASES")
+	if sel == "" {
+		return true
+	}
+	for _, f := range strings.Split(sel, ",") {
+		if strings.TrimSpace(f) == fmt.Sprint(i) {
+			return true
+		}
+	}
+	return false
+}
+
+// logPodNet logs every pod's address, neighbours and routes, and its
+// host's bridge ports: what a failed probe needs to be understood.
+func logPodNet(t testing.TB, pods map[string]*PolicyPod) {
+	t.Helper()
+	hosts := map[*Host]bool{}
+	for _, k := range slices.Sorted(maps.Keys(pods)) {
+		p := pods[k]
+		hosts[p.Host] = true
+		neigh, _ := exec.Command("ip", "-n", p.NS.Name, "neigh").CombinedOutput()
+		t.Logf("%s on %s: %v\n%s", k, p.Host.Name, p.Addr, neigh)
+	}
+	for h := range hosts {
+		out, _ := exec.Command("ip", "-n", h.NS.Name, "-d", "link", "show", "master", h.Bridge).CombinedOutput()
+		rt, _ := exec.Command("ip", "-n", h.NS.Name, "route").CombinedOutput()
+		t.Logf("%s bridge ports:\n%s\nroutes:\n%s", h.Name, out, rt)
+	}
 }

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -133,10 +134,19 @@ func (l *Lab) newNS(role string, extra ...sysctl) (*NetNS, error) {
 
 // addBridge creates an up bridge named name in the handle's namespace.
 // Multicast snooping is off: the lab has no multicast, and the querier's
-// timers only add noise.
+// timers only add noise. Its MAC is set (a random locally administered
+// one), as the CNI plugin sets the bridges it creates: a bridge without one
+// takes its lowest port's, which changes as containers come and go, while
+// containers on isolated ports reach each other through the bridge's MAC
+// (docs/cni.md) and keep it in their ARP caches.
 func addBridge(h *netlink.Handle, name string) (netlink.Link, error) {
 	off := false
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}, MulticastSnooping: &off}
+	mac := make(net.HardwareAddr, 6)
+	if _, err := rand.Read(mac); err != nil {
+		return nil, err
+	}
+	mac[0] = mac[0]&^1 | 2 // unicast, locally administered
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, HardwareAddr: mac}, MulticastSnooping: &off}
 	if err := h.LinkAdd(br); err != nil {
 		return nil, fmt.Errorf("add bridge %s: %w", name, err)
 	}

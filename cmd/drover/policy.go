@@ -193,6 +193,9 @@ func (p *policyEngine) follow(locals *localSet, defaultNS string) {
 				continue
 			}
 			pod := policy.Pod{Namespace: l.PodNamespace, Name: l.PodName, Labels: l.Labels, Addrs: []netip.Addr{a}}
+			for _, np := range l.Ports {
+				pod.Ports = append(pod.Ports, policy.ContainerPort{Name: np.Name, Port: np.Port, Protocol: policy.Protocol(np.Protocol)})
+			}
 			if pod.Namespace == "" {
 				// A container outside Kubernetes: named by its
 				// attachment, in the default namespace.

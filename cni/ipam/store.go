@@ -61,6 +61,16 @@ type Pod struct {
 	// Labels are what network policy selects the attachment by off
 	// Kubernetes (CNI_ARGS DROVER_LABELS, the network's args.cni.labels).
 	Labels map[string]string `json:"labels,omitempty"`
+	// Ports are the container's named ports (CNI_ARGS DROVER_PORTS), what
+	// a policy port given by name resolves to off Kubernetes.
+	Ports []NamedPort `json:"ports,omitempty"`
+}
+
+// NamedPort is a named container port: "http", 8080, "TCP".
+type NamedPort struct {
+	Name     string `json:"name"`
+	Port     uint16 `json:"port"`
+	Protocol string `json:"protocol"`
 }
 
 // record is a reservation file's content.

@@ -63,10 +63,11 @@ const (
 
 // Record is one pod as its host shares it.
 type Record struct {
-	Namespace string            `json:"namespace"`
-	Name      string            `json:"name"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Addrs     []netip.Addr      `json:"addrs"`
+	Namespace string                 `json:"namespace"`
+	Name      string                 `json:"name"`
+	Labels    map[string]string      `json:"labels,omitempty"`
+	Addrs     []netip.Addr           `json:"addrs"`
+	Ports     []policy.ContainerPort `json:"ports,omitempty"`
 }
 
 // Snapshot is a host's pods at one version. Version changes whenever the
@@ -313,6 +314,14 @@ func Validate(p Peer, s *Snapshot) error {
 				return fmt.Errorf("%w: pods[%d]: %v", ErrInvalid, i, err)
 			}
 		}
+		if len(r.Ports) > 64 {
+			return fmt.Errorf("%w: pods[%d]: %d ports", ErrInvalid, i, len(r.Ports))
+		}
+		for _, p := range r.Ports {
+			if err := policy.ValidPortName(p.Name); err != nil || p.Protocol.Number() == 0 || p.Port == 0 {
+				return fmt.Errorf("%w: pods[%d]: port %+v", ErrInvalid, i, p)
+			}
+		}
 		if len(r.Addrs) == 0 || len(r.Addrs) > 4 {
 			return fmt.Errorf("%w: pods[%d]: %d addresses", ErrInvalid, i, len(r.Addrs))
 		}
@@ -329,7 +338,7 @@ func Validate(p Peer, s *Snapshot) error {
 func ToPods(rs []Record) []policy.Pod {
 	out := make([]policy.Pod, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, policy.Pod{Namespace: r.Namespace, Name: r.Name, Labels: r.Labels, Addrs: r.Addrs})
+		out = append(out, policy.Pod{Namespace: r.Namespace, Name: r.Name, Labels: r.Labels, Addrs: r.Addrs, Ports: r.Ports})
 	}
 	return out
 }
@@ -338,7 +347,7 @@ func ToPods(rs []Record) []policy.Pod {
 func FromPods(ps []policy.Pod) []Record {
 	out := make([]Record, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, Record{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, Addrs: p.Addrs})
+		out = append(out, Record{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, Addrs: p.Addrs, Ports: p.Ports})
 	}
 	return out
 }

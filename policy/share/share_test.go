@@ -143,7 +143,9 @@ func TestServerRefusesStrangers(t *testing.T) {
 	}
 }
 
-func itoa(p uint16) string { return netip.AddrPortFrom(netip.IPv4Unspecified(), p).String()[len("0.0.0.0:"):] }
+func itoa(p uint16) string {
+	return netip.AddrPortFrom(netip.IPv4Unspecified(), p).String()[len("0.0.0.0:"):]
+}
 
 func TestValidate(t *testing.T) {
 	p := Peer{Name: "h2", Blocks: []netip.Prefix{netip.MustParsePrefix("10.42.2.0/24")}}
