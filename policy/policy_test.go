@@ -226,3 +226,38 @@ func endpoint(t *testing.T, w *World, s string) Endpoint {
 	}
 	return Endpoint{Pod: p, Addr: p.Addrs[0]}
 }
+
+func TestProjectPolicies(t *testing.T) {
+	pods := []Pod{
+		{Namespace: "x", Name: "a", Labels: map[string]string{"project": "shop"}, Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}},
+		{Namespace: "y", Name: "b", Labels: map[string]string{"project": "shop"}, Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.2")}},
+		{Namespace: "x", Name: "c", Labels: map[string]string{"project": "Back_Office"}, Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.3")}},
+		{Namespace: "x", Name: "d", Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.4")}},
+	}
+	pols := ProjectPolicies("project", pods)
+	var names []string
+	for _, p := range pols {
+		names = append(names, p.Ref.String())
+	}
+	if len(pols) != 3 || names[1] != "x/drover-project-shop" || names[2] != "y/drover-project-shop" || !strings.HasPrefix(names[0], "x/drover-project-") {
+		t.Fatalf("policies: got %v, want x/<hash>, x/drover-project-shop, y/drover-project-shop", names)
+	}
+	w := NewWorld(pols, nil, pods)
+	ep := func(i int) Endpoint { return Endpoint{Pod: w.Pod(pods[i].Namespace, pods[i].Name), Addr: pods[i].Addrs[0]} }
+	for _, tc := range []struct {
+		from, to int
+		want     bool
+	}{
+		{0, 1, true}, {1, 0, true}, // one project across namespaces
+		{2, 0, false}, {0, 2, false}, // other projects
+		{3, 0, false}, // no project: not admitted into one
+		{0, 3, true},  // a project's pod reaches an open one
+	} {
+		if got := w.Evaluate(ep(tc.from), ep(tc.to), TCP, 80).Allowed; got != tc.want {
+			t.Errorf("%s -> %s: got %v, want %v", pods[tc.from].Key(), pods[tc.to].Key(), got, tc.want)
+		}
+	}
+	if ProjectPolicies("", pods) != nil {
+		t.Error("an empty label made policies")
+	}
+}

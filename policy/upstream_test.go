@@ -22,8 +22,15 @@ func modelIPs() (map[string]netip.Addr, func(string) string) {
 
 // TestUpstreamCases checks policy.Evaluate against every ported upstream
 // e2e case: every probe's 72 non-loopback cells on each port and protocol.
-func TestUpstreamCases(t *testing.T) {
-	f, err := policytest.Load("testdata/upstream-netpol.yaml")
+func TestUpstreamCases(t *testing.T) { runCases(t, "testdata/upstream-netpol.yaml", "") }
+
+// TestProjectCases: drover's cases for the project-isolation preset.
+func TestProjectCases(t *testing.T) {
+	runCases(t, "testdata/project-isolation.yaml", "project")
+}
+
+func runCases(t *testing.T, file, project string) {
+	f, err := policytest.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,6 +39,7 @@ func TestUpstreamCases(t *testing.T) {
 	for ci, c := range f.Cases {
 		t.Run(fmt.Sprintf("%02d", ci), func(t *testing.T) {
 			st := policytest.NewState()
+			st.ProjectLabel = project
 			ports := c.PortsOf()
 			for si := range c.Steps {
 				step := &c.Steps[si]

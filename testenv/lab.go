@@ -69,6 +69,8 @@ type LabOptions struct {
 	// policy, docs/policy.md). The routers know only the containers the
 	// CNI plugin attaches: the lab's own containers are not pods.
 	PolicyFile string
+	// PolicyProjectLabel is every router's policy.project_label.
+	PolicyProjectLabel string
 	// HostOptions are per host: HostOptions[i] is host i+1; hosts beyond
 	// the slice get the zero value.
 	HostOptions []HostOptions
@@ -357,6 +359,7 @@ func (l *Lab) build(ctx context.Context) error {
 
 	for _, c := range cfgs {
 		c.Policy.File = l.opts.PolicyFile
+		c.Policy.ProjectLabel = l.opts.PolicyProjectLabel
 	}
 	if err := l.buildUnderlay(); err != nil {
 		return err

@@ -23,18 +23,27 @@ import (
 // re-created, as a container would be) and upstream's named ports in
 // CNI_ARGS DROVER_PORTS, namespaces' labels in the file,
 // and every host learning the others' pods over the overlay. The same
-// truth tables, probes and explain checks as TestNetpolKube.
+// truth tables, probes and explain checks as TestNetpolKube, then the
+// project-isolation preset's cases (policy.project_label: project).
 func TestNetpolFile(t *testing.T) {
 	dir := t.TempDir()
 	polFile := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(polFile, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lab := newClusterLab(t, LabOptions{Hosts: 3, Containers: 1, Tag: "npf", PolicyFile: polFile})
+	lab := newClusterLab(t, LabOptions{Hosts: 3, Containers: 1, Tag: "npf", PolicyFile: polFile, PolicyProjectLabel: "project"})
+	// The upstream cases (no pod carries "project": the preset leaves
+	// them alone), then drover's own for the project-isolation preset.
 	f, err := policytest.Load("../policy/testdata/upstream-netpol.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	proj, err := policytest.Load("../policy/testdata/project-isolation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream := len(f.Cases)
+	f.Cases = append(f.Cases, proj.Cases...)
 	pods := map[string]*PolicyPod{}
 	ips := map[string]netip.Addr{}
 	// Upstream's container port names, declared through the CNI call.
@@ -76,7 +85,7 @@ func TestNetpolFile(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var cells, cases, reprobed int
+	var cells, cases, reprobed, ups int
 	var failed []string
 	for ci, c := range f.Cases {
 		if !caseSelected(ci) {
@@ -136,11 +145,14 @@ func TestNetpolFile(t *testing.T) {
 			}
 		})
 		cases++
+		if ci < upstream {
+			ups++
+		}
 		if !ok {
 			failed = append(failed, fmt.Sprintf("%02d %s", ci, c.Name))
 		}
 	}
-	t.Logf("RESULT netpol file: %d upstream cases run, %d passed; %d cells probed and explained (%d re-probed matrices)", cases, cases-len(failed), cells, reprobed)
+	t.Logf("RESULT netpol file: %d cases run (%d upstream, %d project isolation), %d passed; %d cells probed and explained (%d re-probed matrices)", cases, ups, cases-ups, cases-len(failed), cells, reprobed)
 	for _, n := range failed {
 		t.Logf("failed: %s", n)
 	}

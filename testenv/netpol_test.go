@@ -252,6 +252,9 @@ func waitPolicies(t *testing.T, lab *Lab, st *policytest.Step, steps []policytes
 			}
 			var got []string
 			for _, p := range ps.Policies {
+				if strings.HasPrefix(p.Name, policy.ProjectPrefix) {
+					continue // the project-isolation preset's own
+				}
 				got = append(got, p.Namespace+"/"+p.Name)
 			}
 			if ps.Pending || len(got) != len(want) || slices.ContainsFunc(got, func(s string) bool { return !want[s] }) {

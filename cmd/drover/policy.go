@@ -63,6 +63,9 @@ func startPolicy(ctx context.Context, cfg *config.Config, cl *cluster, log *slog
 		return nil, err
 	}
 	e := engine.New(cfg.Node.Name, enf, log)
+	if pc.ProjectLabel != "" {
+		e.SetProjectLabel(pc.ProjectLabel)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var stops []func()
 	run := func(f func()) {

@@ -62,6 +62,17 @@ type Engine struct {
 	ids       enforce.Idents
 	// holding: nothing is applied until the first SetPods (HoldForPods).
 	holding bool
+	// project is the project-isolation preset's label ("": off).
+	project string
+}
+
+// SetProjectLabel turns on the project-isolation preset with label
+// (policy.ProjectPolicies); "" turns it off.
+func (e *Engine) SetProjectLabel(label string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.project = label
+	e.changed()
 }
 
 // HoldForPods makes the engine apply nothing until the first SetPods: a
@@ -226,6 +237,9 @@ func (e *Engine) applyOnce() error {
 		for _, n := range slices.Sorted(maps.Keys(e.remote)) {
 			pods = append(pods, e.remote[n]...)
 		}
+	}
+	if e.project != "" {
+		pols = append(slices.Clone(pols), policy.ProjectPolicies(e.project, pods)...)
 	}
 	w := policy.NewWorld(pols, e.namespaces, pods)
 	rs := enforce.Compile(w, e.node, &e.ids)

@@ -251,6 +251,9 @@ func Render(n *yaml.Node, ips map[string]netip.Addr) (*policy.NetworkPolicy, err
 // State is the model as a case has changed it so far: labels and
 // policies. Steps are applied to it in order.
 type State struct {
+	// ProjectLabel turns on the project-isolation preset, as the daemon's
+	// policy.project_label does.
+	ProjectLabel    string
 	NamespaceLabels map[string]map[string]string
 	PodLabels       map[string]map[string]string
 	Policies        map[policy.Ref]*policy.NetworkPolicy
@@ -312,5 +315,6 @@ func (s *State) World(ips map[string]netip.Addr, nodeOf func(pod string) string,
 		ns, name, _ := strings.Cut(p, "/")
 		pods = append(pods, policy.Pod{Namespace: ns, Name: name, Labels: s.PodLabels[p], Addrs: []netip.Addr{ips[p]}, Node: nodeOf(p), Ports: ports})
 	}
+	pols = append(pols, policy.ProjectPolicies(s.ProjectLabel, pods)...)
 	return policy.NewWorld(pols, nss, pods), nil
 }

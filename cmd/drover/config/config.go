@@ -244,6 +244,11 @@ type Policy struct {
 	// host serves its pods to the others (policy selectors need every
 	// host's pods). Default 7947.
 	SharePort uint16 `yaml:"share_port"`
+	// ProjectLabel turns on project isolation (Rancher's project network
+	// isolation): pods carrying this label reach each other, across
+	// namespaces and hosts, and nothing else reaches them unless a policy
+	// says so. Empty: off.
+	ProjectLabel string `yaml:"project_label"`
 }
 
 // PolicyFromKubernetes reports whether policies come from the API server.
@@ -607,6 +612,14 @@ func (c *Config) Validate() error {
 	}
 	if err := policyNamespaceErr(c.Policy.DefaultNamespace); err != "" {
 		add("policy.default_namespace", "%s", err)
+	}
+	if c.Policy.ProjectLabel != "" {
+		if err := policy.ValidLabelKey(c.Policy.ProjectLabel); err != nil {
+			add("policy.project_label", "%v", err)
+		}
+		if !c.PolicyOn() {
+			add("policy.project_label", "needs a policy source: policy.file, or Kubernetes mode")
+		}
 	}
 	if c.Policy.ReloadInterval < 100*time.Millisecond || c.Policy.ReloadInterval > time.Hour {
 		add("policy.reload_interval", "%v is outside 100ms..1h", c.Policy.ReloadInterval)
