@@ -243,7 +243,9 @@ func TestProjectPolicies(t *testing.T) {
 		t.Fatalf("policies: got %v, want x/<hash>, x/drover-project-shop, y/drover-project-shop", names)
 	}
 	w := NewWorld(pols, nil, pods)
-	ep := func(i int) Endpoint { return Endpoint{Pod: w.Pod(pods[i].Namespace, pods[i].Name), Addr: pods[i].Addrs[0]} }
+	ep := func(i int) Endpoint {
+		return Endpoint{Pod: w.Pod(pods[i].Namespace, pods[i].Name), Addr: pods[i].Addrs[0]}
+	}
 	for _, tc := range []struct {
 		from, to int
 		want     bool
