@@ -276,7 +276,9 @@ func probeMatrix(t *testing.T, pods map[string]*PolicyPod, proto policy.Protocol
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, from := range policytest.Pods() {
-		got[from] = map[string]bool{}
+		got[from] = map[string]bool{} // all rows before any goroutine writes
+	}
+	for _, from := range policytest.Pods() {
 		for _, to := range policytest.Pods() {
 			if from == to {
 				continue

@@ -64,6 +64,8 @@ type Engine struct {
 	holding bool
 	// project is the project-isolation preset's label ("": off).
 	project string
+	// firstSeen is when a local pod the API does not list was first seen.
+	firstSeen map[netip.Addr]time.Time
 }
 
 // SetProjectLabel turns on the project-isolation preset with label
@@ -87,7 +89,7 @@ func (e *Engine) HoldForPods() {
 // New returns an engine for node. It enforces nothing until Run.
 func New(node string, enf Enforcer, log *slog.Logger) *Engine {
 	return &Engine{node: node, enf: enf, log: log.With("component", "policy"), settle: 20 * time.Millisecond,
-		remote: map[string][]policy.Pod{}, kick: make(chan struct{}, 1), world: policy.NewWorld(nil, nil, nil)}
+		remote: map[string][]policy.Pod{}, kick: make(chan struct{}, 1), firstSeen: map[netip.Addr]time.Time{}, world: policy.NewWorld(nil, nil, nil)}
 }
 
 func (e *Engine) changed() {
@@ -137,11 +139,19 @@ func (e *Engine) SetPods(pods []policy.Pod) {
 }
 
 // PendingPolicy names the policy that isolates a pending pod: one the CNI
-// plugin attached here that the API server does not list with its address
-// yet. It is denied all ingress until its labels are known (fail closed,
-// as Calico does): otherwise a pod that policies isolate would be open for
-// the second or so before the kubelet reports its address.
+// plugin attached here that the API server does not list, neither by
+// address nor by namespace/name (a Pod listed by name gets its labels at
+// once, with the CNI's address). It is denied all ingress until the API
+// lists it, for at most PendingGrace (fail closed, as Calico does):
+// otherwise a pod that policies isolate would be open in the moment
+// between the kubelet's sandbox and our watch seeing its Pod.
 const PendingPolicy = "drover-pending"
+
+// PendingGrace bounds how long a local pod the API server does not list
+// stays pending: a sandbox made outside the kubelet (crictl runp) never
+// gets a Pod object, and NetworkPolicy cannot select what the API does
+// not know.
+const PendingGrace = 5 * time.Second
 
 // pendingLabel marks pending pods for PendingPolicy's selector.
 const pendingLabel = "drover.network/pending"
@@ -212,19 +222,56 @@ func (e *Engine) applyOnce() error {
 	if e.useAPI {
 		pods = slices.Clone(e.api)
 		known := map[netip.Addr]bool{}
-		for _, p := range pods {
+		byKey := map[string]int{}
+		for i, p := range pods {
 			for _, a := range p.Addrs {
 				known[a] = true
 			}
+			byKey[p.Key()] = i
 		}
 		pending := map[string]bool{}
+		now := time.Now()
+		var nextExpiry time.Time
 		for _, l := range e.local {
 			if len(l.Addrs) == 0 || known[l.Addrs[0]] {
 				continue
 			}
-			l.Labels = map[string]string{pendingLabel: "true"}
+			if i, ok := byKey[l.Key()]; ok && l.Namespace != "" {
+				// The Pod is listed, its address not reported yet (the
+				// kubelet does after the CNI ADD): its labels and ports
+				// are known, the address is the CNI's.
+				pods[i].Addrs = append(slices.Clone(pods[i].Addrs), l.Addrs...)
+				continue
+			}
+			first, seen := e.firstSeen[l.Addrs[0]]
+			if !seen {
+				first = now
+				e.firstSeen[l.Addrs[0]] = now
+			}
+			if exp := first.Add(PendingGrace); now.Before(exp) {
+				l.Labels = map[string]string{pendingLabel: "true"}
+				pending[l.Namespace] = true
+				if nextExpiry.IsZero() || exp.Before(nextExpiry) {
+					nextExpiry = exp
+				}
+			}
+			// After the grace, a pod the API server never listed (a
+			// sandbox made outside the kubelet) is a pod without labels
+			// in its namespace: only policies selecting every pod there
+			// isolate it.
 			pods = append(pods, l)
-			pending[l.Namespace] = true
+		}
+		if !nextExpiry.IsZero() {
+			time.AfterFunc(time.Until(nextExpiry)+10*time.Millisecond, func() {
+				e.mu.Lock()
+				defer e.mu.Unlock()
+				e.changed()
+			})
+		}
+		for a := range e.firstSeen {
+			if !slices.ContainsFunc(e.local, func(p policy.Pod) bool { return len(p.Addrs) > 0 && p.Addrs[0] == a }) {
+				delete(e.firstSeen, a)
+			}
 		}
 		if len(pending) > 0 {
 			pols = slices.Clone(pols)
@@ -321,7 +368,13 @@ type PodStatus struct {
 }
 
 // Status reports what this host enforces.
-func (e *Engine) Status() Status {
+func (e *Engine) Status() Status { return e.status(false) }
+
+// Brief is Status without the pods and each policy's local pods: cheap
+// enough to poll.
+func (e *Engine) Brief() Status { return e.status(true) }
+
+func (e *Engine) status(brief bool) Status {
 	e.mu.Lock()
 	w, st := e.world, Status{Node: e.node, AppliedAt: e.appliedAt, Pending: e.applied < e.gen}
 	if e.applyErr != nil {
@@ -343,11 +396,14 @@ func (e *Engine) Status() Status {
 			DroppedIngress: drops[enforce.CounterName(p.Ref, policy.DirIngress)],
 			DroppedEgress:  drops[enforce.CounterName(p.Ref, policy.DirEgress)]}
 		for _, pod := range w.Pods() {
-			if pod.Node == e.node && pod.Namespace == p.Ref.Namespace && p.Selector.Matches(pod.Labels) {
+			if !brief && pod.Node == e.node && pod.Namespace == p.Ref.Namespace && p.Selector.Matches(pod.Labels) {
 				ps.Local = append(ps.Local, pod.Key())
 			}
 		}
 		st.Policies = append(st.Policies, ps)
+	}
+	if brief {
+		return st
 	}
 	for _, pod := range w.Pods() {
 		if pod.Node != e.node {

@@ -206,3 +206,25 @@ func TestEnginePendingPods(t *testing.T) {
 		t.Errorf("once listed, x/new is still isolated: %v", got)
 	}
 }
+
+// A local pod whose Pod the API lists by name, before the kubelet reports
+// its address, gets its labels at once with the CNI's address.
+func TestEngineListedByName(t *testing.T) {
+	f := &fakeEnforcer{}
+	e := startEngine(t, f)
+	set, err := policy.Parse([]byte(denyX), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetPolicies(set)
+	e.SetPods([]policy.Pod{{Namespace: "y", Name: "b", Node: "h1", Labels: map[string]string{"app": "b"}}}) // no address yet
+	e.SetLocal([]policy.Pod{{Namespace: "y", Name: "b", Addrs: []netip.Addr{netip.MustParseAddr("10.42.1.7")}}})
+	waitApplied(t, e)
+	x, err := e.Explain("10.42.1.9", "y/b", policy.TCP, 80)
+	if err != nil || !x.Allowed || strings.Contains(x.Ingress.Why, PendingPolicy) {
+		t.Errorf("explain to y/b listed by name: got %+v, %v; want allowed, not pending", x, err)
+	}
+	if p := e.World().PodAt(netip.MustParseAddr("10.42.1.7")); p == nil || p.Labels["app"] != "b" {
+		t.Errorf("10.42.1.7: got %+v, want y/b with its API labels", p)
+	}
+}
