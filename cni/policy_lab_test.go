@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -59,14 +62,20 @@ func tcpReaches(t *testing.T, from *testenv.NetNS, addr netip.Addr, port int) bo
 // TestLabPolicyFile runs network policy from a file on two lab hosts with
 // containers the CNI plugin attaches (labels through CNI_ARGS): same-host
 // and cross-host flows, a reload while traffic flows, the drop counters
-// in /metrics, and `drover policy explain` agreeing with what happens.
-// Off Kubernetes without pod distribution between hosts (not built yet),
-// a remote container is matched by ipBlock only.
+// in /metrics, and `drover policy explain` agreeing with what happens;
+// over ESP with the routed model and over VXLAN with the flat one. The
+// lab's hosts are static peers, not a gossip cluster, so they do not
+// share their pods: a remote container is matched by ipBlock only.
 func TestLabPolicyFile(t *testing.T) {
 	testenv.NeedRoot(t)
 	if !hasPacketFilter() {
 		t.Skip("needs nft")
 	}
+	t.Run("esp-routed", func(t *testing.T) { testLabPolicyFile(t, "esp", false) })
+	t.Run("vxlan-flat", func(t *testing.T) { testLabPolicyFile(t, "vxlan", true) })
+}
+
+func testLabPolicyFile(t *testing.T, encap string, flat bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
@@ -91,7 +100,7 @@ spec:
     ports: [{port: 80}]
 `
 	writePolicy(aFromB)
-	lab, err := testenv.NewLab(ctx, testenv.LabOptions{Hosts: 2, Containers: 1, Tag: "pol", PolicyFile: polFile})
+	lab, err := testenv.NewLab(ctx, testenv.LabOptions{Hosts: 2, Containers: 1, Tag: "pol" + encap[:1], PolicyFile: polFile, Encapsulation: encap, Flat: flat})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +116,7 @@ spec:
 		t.Helper()
 		h := lab.Hosts[host-1]
 		list := exampleConflist(t, "drover.conflist", "drvpol", map[string]any{
-			"bridge": h.Bridge, "daemonSocket": h.Router.Config.ControlSocket,
+			"bridge": h.Bridge, "daemonSocket": h.Router.Config.ControlSocket, "flat": flat,
 			"ipam": map[string]any{"type": "drover", "dataDir": filepath.Join(dir, h.Name), "rangeStart": fmt.Sprintf("10.42.%d.100", h.Index)},
 		})
 		withoutPlugin(list, "portmap")
@@ -211,6 +220,11 @@ spec:
 	if n == 0 {
 		t.Errorf("policy drops: got %+v, want x/a-from-b ingress counted", st.PolicyDrops)
 	}
+	// And in /metrics, as Prometheus reads it.
+	text := controlMetrics(t, lab.Hosts[0].Router.Config.ControlSocket)
+	if !regexp.MustCompile(`(?m)^drover_policy_drops_total\{namespace="x",policy="a-from-b",direction="ingress"\} [1-9][0-9]*$`).MatchString(text) {
+		t.Errorf("/metrics has no non-zero drover_policy_drops_total for x/a-from-b ingress:\n%s", grepLines(text, "drover_policy"))
+	}
 
 	// A broken file changes nothing enforced and says why.
 	writePolicy(aFromB + "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.42.2.0/33}}]}]}\n")
@@ -252,4 +266,34 @@ func testenvBin(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return bin
+}
+
+// controlMetrics reads GET /metrics from a daemon's control socket.
+func controlMetrics(t *testing.T, sock string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://drover/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
