@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -221,7 +219,11 @@ spec:
 		t.Errorf("policy drops: got %+v, want x/a-from-b ingress counted", st.PolicyDrops)
 	}
 	// And in /metrics, as Prometheus reads it.
-	text := controlMetrics(t, lab.Hosts[0].Router.Config.ControlSocket)
+	raw, err := lab.Hosts[0].ControlGet("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(raw)
 	if !regexp.MustCompile(`(?m)^drover_policy_drops_total\{namespace="x",policy="a-from-b",direction="ingress"\} [1-9][0-9]*$`).MatchString(text) {
 		t.Errorf("/metrics has no non-zero drover_policy_drops_total for x/a-from-b ingress:\n%s", grepLines(text, "drover_policy"))
 	}
@@ -266,26 +268,6 @@ func testenvBin(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return bin
-}
-
-// controlMetrics reads GET /metrics from a daemon's control socket.
-func controlMetrics(t *testing.T, sock string) string {
-	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}}
-	defer c.CloseIdleConnections()
-	resp, err := c.Get("http://drover/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 func grepLines(s, sub string) string {

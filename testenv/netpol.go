@@ -333,8 +333,18 @@ func (h *Host) Explain(from, to string, proto policy.Protocol, port uint16) (eng
 }
 
 func (h *Host) controlGet(path string, v any) error {
+	b, err := h.ControlGet(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// ControlGet GETs path from h's router's control socket: the body of a
+// 200 answer, or an error carrying the status and message.
+func (h *Host) ControlGet(path string) ([]byte, error) {
 	if h.Router == nil {
-		return errors.New(h.Name + ": router not running")
+		return nil, errors.New(h.Name + ": router not running")
 	}
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
@@ -343,15 +353,17 @@ func (h *Host) controlGet(path string, v any) error {
 	defer c.CloseIdleConnections()
 	resp, err := c.Get("http://drover" + path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var b bytes.Buffer
-		b.ReadFrom(resp.Body)
-		return fmt.Errorf("%s GET %s: %s: %s", h.Name, path, resp.Status, b.String())
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(resp.Body); err != nil {
+		return nil, err
 	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s GET %s: %s: %s", h.Name, path, resp.Status, b.String())
+	}
+	return b.Bytes(), nil
 }
 
 // caseSelected: DROVER_NETPOL_CASES ("3,17,23") runs only those cases of

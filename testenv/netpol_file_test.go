@@ -118,30 +118,8 @@ func TestNetpolFile(t *testing.T) {
 				}
 				writePolicyFile(t, polFile, st, ips)
 				waitPolicies(t, lab, step, c.Steps[:si+1])
-				for pi, pr := range step.Probes {
-					want, err := pr.Expect.Build()
-					if err != nil {
-						t.Fatal(err)
-					}
-					for _, proto := range pr.Protocols {
-						for _, port := range pr.Ports {
-							got := probeMatrix(t, pods, proto, port)
-							diff := policytest.Diff(want, got, pr.Expect.Loopback)
-							if len(diff) > 0 {
-								reprobed++
-								time.Sleep(time.Second)
-								got = probeMatrix(t, pods, proto, port)
-								diff = policytest.Diff(want, got, pr.Expect.Loopback)
-							}
-							if len(diff) > 0 {
-								logPodNet(t, pods)
-								t.Errorf("%s: step %d probe %d %d/%s: %d cells differ:\n%s", c.Name, si, pi, port, proto, len(diff), strings.Join(diff, "\n"))
-							}
-							cells += 72
-							checkExplain(t, lab, pods, got, proto, port)
-						}
-					}
-				}
+				ps := probeStep(t, lab, c.Name, si, step, pods)
+				cells, reprobed = cells+ps.cells, reprobed+ps.reprobed
 			}
 		})
 		cases++

@@ -115,31 +115,8 @@ func TestNetpolKube(t *testing.T) {
 				step := &c.Steps[si]
 				applyStep(t, k, step, ips)
 				waitPolicies(t, lab, step, c.Steps[:si+1])
-				for pi, pr := range step.Probes {
-					want, err := pr.Expect.Build()
-					if err != nil {
-						t.Fatal(err)
-					}
-					for _, proto := range pr.Protocols {
-						for _, port := range pr.Ports {
-							got := probeMatrix(t, pods, proto, port)
-							diff := policytest.Diff(want, got, pr.Expect.Loopback)
-							if len(diff) > 0 {
-								// As upstream: probe once more before failing.
-								reprobed++
-								time.Sleep(time.Second)
-								got = probeMatrix(t, pods, proto, port)
-								diff = policytest.Diff(want, got, pr.Expect.Loopback)
-							}
-							if len(diff) > 0 {
-								logPodNet(t, pods)
-								t.Errorf("%s: step %d probe %d %d/%s: %d cells differ:\n%s", c.Name, si, pi, port, proto, len(diff), strings.Join(diff, "\n"))
-							}
-							cells += 72
-							explained += checkExplain(t, lab, pods, got, proto, port)
-						}
-					}
-				}
+				ps := probeStep(t, lab, c.Name, si, step, pods)
+				cells, explained, reprobed = cells+ps.cells, explained+ps.cells, reprobed+ps.reprobed
 			}
 		})
 		cases++
@@ -322,4 +299,39 @@ func checkExplain(t *testing.T, lab *Lab, pods map[string]*PolicyPod, got policy
 		}
 	}
 	return n
+}
+
+// stepStats counts what probeStep did.
+type stepStats struct{ cells, reprobed int }
+
+// probeStep probes every matrix a step asks for, compares each with the
+// case's truth table (probing once more before failing, as upstream
+// does), and asks explain about every cell.
+func probeStep(t *testing.T, lab *Lab, name string, si int, step *policytest.Step, pods map[string]*PolicyPod) stepStats {
+	t.Helper()
+	var st stepStats
+	for pi, pr := range step.Probes {
+		want, err := pr.Expect.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, proto := range pr.Protocols {
+			for _, port := range pr.Ports {
+				got := probeMatrix(t, pods, proto, port)
+				diff := policytest.Diff(want, got, pr.Expect.Loopback)
+				if len(diff) > 0 {
+					st.reprobed++
+					time.Sleep(time.Second)
+					got = probeMatrix(t, pods, proto, port)
+					diff = policytest.Diff(want, got, pr.Expect.Loopback)
+				}
+				if len(diff) > 0 {
+					logPodNet(t, pods)
+					t.Errorf("%s: step %d probe %d %d/%s: %d cells differ:\n%s", name, si, pi, port, proto, len(diff), strings.Join(diff, "\n"))
+				}
+				st.cells += checkExplain(t, lab, pods, got, proto, port)
+			}
+		}
+	}
+	return st
 }
