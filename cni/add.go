@@ -18,6 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/drovernet/drover/cni/ipam"
+	"github.com/drovernet/drover/l2guard"
+	"github.com/drovernet/drover/router/packet"
 )
 
 func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
@@ -77,9 +79,11 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 	}
 	defer ctrNS.Close()
 	d := newDaemonClient(c.DaemonSocket)
-	pl, e := c.resolve(ctx, d)
-	if e != nil {
-		return nil, e
+	var pl *plan
+	if c.Uplink == "" {
+		if pl, e = c.resolve(ctx, d); e != nil {
+			return nil, e
+		}
 	}
 	hostNL, err := netlink.NewHandleAt(p.hostNS)
 	if err != nil {
@@ -103,47 +107,84 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 		}
 	}()
 
-	gwPrefix := netip.PrefixFrom(pl.gateway, pl.bridgeSubnet.Bits())
-	br, err := ensureBridge(hostNL, c.Bridge, gwPrefix, pl.mtu)
+	store, err := c.store()
 	if err != nil {
-		return nil, cniErr(types.ErrInternal, "bridge", err)
+		return nil, err
 	}
-	// The host routes between the bridge, the TUN and (hostNat) the
-	// uplink, and between the bridge's isolated ports: proxy_arp_pvlan
-	// makes it answer a container's ARP for another container on the same
-	// bridge (RFC 3069's private VLAN) - for remote addresses it stays off
-	// (the route is via the TUN: the daemon answers in the flat model).
-	if err := inNS(p.hostNS, func() error {
-		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
-			return fmt.Errorf("enable net.ipv4.ip_forward: %w", err)
+	var br netlink.Link
+	uplinkState := filepath.Join(store.Dir(), uplinkFile)
+	attach := func() (err error) {
+		br, err = attachUplink(hostNL, c.Bridge, c.Uplink, uplinkState)
+		return err
+	}
+	if c.Uplink != "" {
+		unlock, err := lockUplink(store.Dir())
+		if err != nil {
+			return nil, cniErr(types.ErrIOFailure, "uplink", err)
 		}
-		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+c.Bridge+"/proxy_arp_pvlan", []byte("1"), 0); err != nil {
-			return fmt.Errorf("enable proxy_arp_pvlan on %s: %w", c.Bridge, err)
+		err = attach()
+		unlock()
+		if err != nil {
+			return nil, cniErr(types.ErrInternal, "uplink", err)
 		}
-		return nil
-	}); err != nil {
-		return nil, cniErr(types.ErrInternal, "host sysctl", err)
+		if pl, e = c.resolveUplink(hostNL, br); e != nil {
+			return nil, e
+		}
+	} else {
+		gwPrefix := netip.PrefixFrom(pl.gateway, pl.bridgeSubnet.Bits())
+		br, err = ensureBridge(hostNL, c.Bridge, gwPrefix, pl.mtu)
+		if err != nil {
+			return nil, cniErr(types.ErrInternal, "bridge", err)
+		}
+		// The host routes between the bridge, the TUN and (hostNat) the
+		// uplink, and between the bridge's isolated ports: proxy_arp_pvlan
+		// makes it answer a container's ARP for another container on the same
+		// bridge (RFC 3069's private VLAN) - for remote addresses it stays off
+		// (the route is via the TUN: the daemon answers in the flat model).
+		if err := inNS(p.hostNS, func() error {
+			if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
+				return fmt.Errorf("enable net.ipv4.ip_forward: %w", err)
+			}
+			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+c.Bridge+"/proxy_arp_pvlan", []byte("1"), 0); err != nil {
+				return fmt.Errorf("enable proxy_arp_pvlan on %s: %w", c.Bridge, err)
+			}
+			return nil
+		}); err != nil {
+			return nil, cniErr(types.ErrInternal, "host sysctl", err)
+		}
+	}
+	if c.metadata.IsValid() {
+		if err := ensureMetadataAddr(hostNL, br, c.metadata); err != nil {
+			return nil, cniErr(types.ErrInternal, "bridge", err)
+		}
 	}
 	if err := p.step("bridge"); err != nil {
 		return nil, err
 	}
 
-	store, err := c.store()
-	if err != nil {
-		return nil, err
-	}
 	if other, a, ok := ipam.Overlap(c.dataDir, c.Name, pl.pool); ok {
 		return nil, invalid("ipam", "network %q already holds %s of %s on this host: give each network its own ipam.subnet or rangeStart/rangeEnd", other, a, pl.pool)
 	}
 	owner := ipam.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
-	ip, err := store.AllocateFor(pl.pool, owner, pod)
+	var ip netip.Addr
+	if c.Uplink != "" {
+		ip, err = p.allocateProbed(ctx, store, pl.pool, owner, pod, c.Bridge, attach)
+	} else {
+		ip, err = store.AllocateFor(pl.pool, owner, pod)
+	}
 	if errors.Is(err, ipam.ErrFull) {
 		return nil, types.NewError(types.ErrTryAgainLater, strings.TrimPrefix(err.Error(), "ipam: "), "delete containers, or let the runtime GC stale ones")
 	}
 	if err != nil {
 		return nil, cniErr(types.ErrIOFailure, "reserve an address", err)
 	}
-	undo.push("release "+ip.String(), func() error { _, err := store.Release(owner); return err })
+	undo.push("release "+ip.String(), func() error {
+		_, err := store.Release(owner)
+		if c.Uplink != "" {
+			err = errors.Join(err, p.restoreIfUnused(hostNL, store))
+		}
+		return err
+	})
 	if err := p.step("reserved"); err != nil {
 		return nil, err
 	}
@@ -173,10 +214,24 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 	// never each other: the host routes container to container (proxy ARP
 	// for private VLANs on the bridge answers for local containers), so
 	// every flow passes the forward hook, where network policy and the
-	// forward filter apply, and no container can ARP-spoof another.
-	if err := hostNL.LinkSetIsolated(hostLink, true); err != nil {
-		return nil, cniErr(types.ErrInternal, "isolate bridge port "+hostName, err)
+	// forward filter apply, and no container can ARP-spoof another. In the
+	// uplink model containers are stations of the LAN, as its other
+	// devices are: their ports are not isolated.
+	if c.Uplink == "" {
+		if err := hostNL.LinkSetIsolated(hostLink, true); err != nil {
+			return nil, cniErr(types.ErrInternal, "isolate bridge port "+hostName, err)
+		}
 	}
+	// The layer-2 guard binds the port to the container's MAC and address
+	// before the port forwards anything (package l2guard).
+	guard, err := l2guard.Open(p.hostNS)
+	if err != nil {
+		return nil, cniErr(types.ErrInternal, "layer-2 guard", err)
+	}
+	if err := guard.Add(l2guard.Port{IfName: hostName, MAC: mac, IP: ip}, c.metadataAddrs()); err != nil {
+		return nil, cniErr(types.ErrInternal, "layer-2 guard", err)
+	}
+	undo.push("unguard "+hostName, func() error { return guard.Remove(hostName) })
 	if c.HairpinMode {
 		if err := hostNL.LinkSetHairpin(hostLink, true); err != nil {
 			return nil, cniErr(types.ErrInternal, "hairpin on "+hostName, err)
@@ -195,14 +250,31 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 	if err := ctrNL.AddrAdd(ctrLink, &netlink.Addr{IPNet: prefixIPNet(addr), Flags: unix.IFA_F_NODAD}); err != nil {
 		return nil, cniErr(types.ErrInternal, fmt.Sprintf("add %s to %s", addr, args.IfName), err)
 	}
+	if err := disableIPv6(ctrNS, args.IfName); err != nil {
+		return nil, cniErr(types.ErrInternal, "disable IPv6 on "+args.IfName, err)
+	}
 	if err := ctrNL.LinkSetUp(ctrLink); err != nil {
 		return nil, cniErr(types.ErrInternal, args.IfName+" up", err)
+	}
+	// The metadata address is on-link in the uplink model (the bridge
+	// answers ARP for it); the overlay models reach it via the gateway,
+	// which the default route already does.
+	if c.metadata.IsValid() && c.Uplink != "" {
+		nr := &netlink.Route{LinkIndex: ctrLink.Attrs().Index, Dst: prefixIPNet(netip.PrefixFrom(c.metadata, 32)), Scope: netlink.SCOPE_LINK}
+		if err := ctrNL.RouteAdd(nr); err != nil {
+			return nil, cniErr(types.ErrInternal, fmt.Sprintf("route %s on-link", c.metadata), err)
+		}
 	}
 	routes := wantRoutes(c, pl.gateway, addr)
 	for _, r := range routes {
 		nr := &netlink.Route{LinkIndex: ctrLink.Attrs().Index, Dst: prefixIPNet(r), Gw: pl.gateway.AsSlice()}
 		if err := ctrNL.RouteAdd(nr); err != nil {
 			return nil, cniErr(types.ErrInternal, fmt.Sprintf("route %s via %s", r, pl.gateway), err)
+		}
+	}
+	if c.Uplink != "" {
+		if err := p.announce(c.Bridge, packet.MAC(mac), ip); err != nil {
+			p.log.Warn("ARP announcement", "ip", ip, "err", err)
 		}
 	}
 	if err := p.step("configured"); err != nil {

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/drovernet/drover/cni/ipam"
+	"github.com/drovernet/drover/l2guard"
 )
 
 func (p *plugin) cmdCheck(args *skel.CmdArgs) error {
@@ -146,7 +147,9 @@ func (p *plugin) check(c *config, args *skel.CmdArgs) error {
 	if err != nil {
 		return cniErr(types.ErrInternal, "list bridge addresses", err)
 	}
-	found := false
+	// The overlay models' gateway is the bridge; the uplink model's is
+	// the LAN's router, and the bridge must hold the uplink.
+	found := c.Uplink != ""
 	for _, a := range brAddrs {
 		if p, ok := addrPrefix(a); ok && p.Addr() == gw {
 			found = true
@@ -154,6 +157,15 @@ func (p *plugin) check(c *config, args *skel.CmdArgs) error {
 	}
 	if !found {
 		return checkFailed("bridge %s lacks the gateway %s", c.Bridge, gw)
+	}
+	if c.Uplink != "" {
+		up, err := hostNL.LinkByName(c.Uplink)
+		if err != nil {
+			return checkFailed("uplink %s: %v", c.Uplink, err)
+		}
+		if up.Attrs().MasterIndex != br.Attrs().Index {
+			return checkFailed("uplink %s is not a port of bridge %s", c.Uplink, c.Bridge)
+		}
 	}
 	hostName := vethName(c.Name, args.ContainerID, args.IfName)
 	host, err := hostNL.LinkByName(hostName)
@@ -173,7 +185,7 @@ func (p *plugin) check(c *config, args *skel.CmdArgs) error {
 	if err != nil {
 		return cniErr(types.ErrInternal, "bridge port "+hostName, err)
 	}
-	if !pi.Isolated {
+	if !pi.Isolated && c.Uplink == "" {
 		return checkFailed("host end %s is not an isolated bridge port (attached by an older drover? DEL and ADD again)", hostName)
 	}
 	if pi.Hairpin != c.HairpinMode {
@@ -196,6 +208,17 @@ func (p *plugin) check(c *config, args *skel.CmdArgs) error {
 		if !ok {
 			return checkFailed("%s is not reserved for %s/%s", a.Addr(), args.ContainerID, args.IfName)
 		}
+	}
+	guard, err := l2guard.Open(p.hostNS)
+	if err != nil {
+		return cniErr(types.ErrInternal, "layer-2 guard", err)
+	}
+	mac, err := net.ParseMAC(ctrIf.Mac)
+	if err != nil {
+		mac = la.HardwareAddr
+	}
+	if err := guard.Check(l2guard.Port{IfName: hostName, MAC: mac, IP: addrs[0].Addr()}, c.metadataAddrs()); err != nil {
+		return checkFailed("%v", err)
 	}
 	if c.hostNat {
 		nat, err := openNAT(p.hostNS)

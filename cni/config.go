@@ -22,6 +22,12 @@ import (
 // Defaults, in one place so docs/cni.md and the code agree.
 const (
 	DefaultBridge       = "drover-br0"
+	// DefaultUplinkBridge is the bridge of the uplink model: another one
+	// than the overlay's, so both models live on one host.
+	DefaultUplinkBridge = "drover-lan0"
+	// DefaultMetadataAddress is the node-local metadata address
+	// (package metadata), as Rancher's.
+	DefaultMetadataAddress = "169.254.169.250"
 	DefaultClusterCIDR  = "10.42.0.0/16"
 	DefaultDaemonSocket = "/run/drover/drover.sock" // config.DefaultControlSocket
 	// IPAMType is the only ipam.type the plugin accepts (besides none).
@@ -84,6 +90,16 @@ type NetConf struct {
 	// DaemonSocket is the drover daemon's control socket. Default
 	// /run/drover/drover.sock.
 	DaemonSocket string `json:"daemonSocket,omitempty"`
+	// Uplink is a physical interface the bridge takes as a port: the
+	// uplink model, containers with addresses of that LAN (docs/cni.md).
+	Uplink string `json:"uplink,omitempty"`
+	// Gateway is the LAN's router, the containers' default gateway in the
+	// uplink model. Default: the host's default route's gateway on the
+	// uplink.
+	Gateway string `json:"gateway,omitempty"`
+	// MetadataAddress is where containers reach the node-local metadata
+	// service; "none" turns it off. Default 169.254.169.250.
+	MetadataAddress string `json:"metadataAddress,omitempty"`
 }
 
 // IPAMConf is the "ipam" object. Only the built-in allocator exists.
@@ -113,6 +129,8 @@ type config struct {
 	dataDir      string
 	prevResult   *types100.Result
 	hostNatSet   bool // "hostNat" present in the object
+	gateway      netip.Addr // uplink model: the LAN's router (invalid: from the host's routes)
+	metadata     netip.Addr // invalid: no metadata address
 	// valid is the GC's list of still-valid attachments (none when the
 	// runtime sent no list: libcni then means "nothing is valid").
 	valid []types.GCAttachment
@@ -123,7 +141,8 @@ type config struct {
 // reserved for the protocol and accepted too.
 var standardKeys = []string{"cniVersion", "name", "type", "capabilities", "dns", "prevResult", "runtimeConfig", "args", "ipam", "ipMasq"}
 
-var droverKeys = []string{"bridge", "bridgeSubnet", "isDefaultGateway", "hairpinMode", "hostNat", "mtu", "clusterCIDR", "flat", "daemonSocket"}
+var droverKeys = []string{"bridge", "bridgeSubnet", "isDefaultGateway", "hairpinMode", "hostNat", "mtu", "clusterCIDR", "flat", "daemonSocket",
+	"uplink", "gateway", "metadataAddress"}
 
 var ipamKeys = []string{"type", "subnet", "rangeStart", "rangeEnd", "dataDir"}
 
@@ -293,6 +312,23 @@ func (c *config) validate() *types.Error {
 	}
 	if c.Bridge == "" {
 		c.Bridge = DefaultBridge
+		if c.Uplink != "" {
+			c.Bridge = DefaultUplinkBridge
+		}
+	}
+	if e := c.validateUplink(); e != nil {
+		return e
+	}
+	switch c.MetadataAddress {
+	case "none":
+	case "":
+		c.metadata = netip.MustParseAddr(DefaultMetadataAddress)
+	default:
+		a, err := netip.ParseAddr(c.MetadataAddress)
+		if err != nil || !a.Is4() || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+			return invalid("metadataAddress", "%q is not a unicast IPv4 address (default %s; \"none\" turns the metadata service off)", c.MetadataAddress, DefaultMetadataAddress)
+		}
+		c.metadata = a
 	}
 	if e := validIfName(c.Bridge); e != "" {
 		return invalid("bridge", "%q %s", c.Bridge, e)
@@ -402,6 +438,43 @@ func (c *config) validate() *types.Error {
 		c.valid = *c.Valid
 	case c.ValidOld != nil:
 		c.valid = *c.ValidOld
+	}
+	return nil
+}
+
+// validateUplink checks the keys of the uplink model: the LAN's range is
+// the operator's to give (the rest of the LAN belongs to its DHCP server
+// and static devices), and the overlay models' keys do not apply.
+func (c *config) validateUplink() *types.Error {
+	if c.Gateway != "" {
+		if c.Uplink == "" {
+			return invalid("gateway", "only with uplink: in the overlay models the gateway is always the bridge's first host address")
+		}
+		a, err := netip.ParseAddr(c.Gateway)
+		if err != nil || !a.Is4() {
+			return invalid("gateway", "%q is not an IPv4 address", c.Gateway)
+		}
+		c.gateway = a
+	}
+	if c.Uplink == "" {
+		return nil
+	}
+	if e := validIfName(c.Uplink); e != "" {
+		return invalid("uplink", "%q %s", c.Uplink, e)
+	}
+	if c.Uplink == c.Bridge {
+		return invalid("uplink", "%q is also the bridge: name the physical interface the bridge takes as a port", c.Uplink)
+	}
+	for _, k := range []struct {
+		key string
+		set bool
+	}{{"bridgeSubnet", c.BridgeSubnet != ""}, {"flat", c.Flat}, {"hostNat", c.HostNat}, {"ipMasq", c.IPMasq != nil && *c.IPMasq}, {"clusterCIDR", c.ClusterCIDR != ""}} {
+		if k.set {
+			return invalid(k.key, "not used with uplink: containers get addresses of the uplink's LAN, reached without NAT (ipam.subnet names the LAN if the host has no address on it)")
+		}
+	}
+	if c.IPAM.RangeStart == "" || c.IPAM.RangeEnd == "" {
+		return invalid("ipam.rangeStart", "with uplink, ipam.rangeStart and ipam.rangeEnd name the LAN addresses drover may hand out: the rest of the LAN belongs to its DHCP server and its static devices")
 	}
 	return nil
 }

@@ -57,6 +57,13 @@ func TestConfigKeys(t *testing.T) {
 		{"ipam.subnet alone is the bridge subnet too", `{"name":"n","ipam":{"subnet":"10.42.1.0/24"}}`,
 			func(c *config) bool { return c.bridgeNet(netip.Prefix{}) == netip.MustParsePrefix("10.42.1.0/24") }},
 		{"null ipam", `{"name":"n","ipam":null}`, func(c *config) bool { return c.IPAM.Type == "" }},
+		{"metadata address by default", `{"name":"n"}`, func(c *config) bool { return c.metadata == netip.MustParseAddr(DefaultMetadataAddress) }},
+		{"metadata address off", `{"name":"n","metadataAddress":"none"}`, func(c *config) bool { return !c.metadata.IsValid() && c.metadataAddrs() == nil }},
+		{"metadata address moved", `{"name":"n","metadataAddress":"169.254.1.1"}`, func(c *config) bool { return c.metadata == netip.MustParseAddr("169.254.1.1") }},
+		{"uplink: its own bridge by default", `{"name":"n","uplink":"eth1","ipam":{"rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199"}}`,
+			func(c *config) bool { return c.Bridge == DefaultUplinkBridge && c.Uplink == "eth1" }},
+		{"uplink with gateway and subnet", `{"name":"n","uplink":"eth1","gateway":"192.168.1.254","ipam":{"subnet":"192.168.1.0/24","rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199"}}`,
+			func(c *config) bool { return c.gateway == netip.MustParseAddr("192.168.1.254") && c.ipamSubnet.String() == "192.168.1.0/24" }},
 		{"dns", `{"name":"n","dns":{"nameservers":["10.43.0.10"],"search":["svc.local"]}}`,
 			func(c *config) bool { return c.DNS.Nameservers[0] == "10.43.0.10" }},
 	} {
@@ -89,6 +96,16 @@ func TestConfigErrors(t *testing.T) {
 		{`{"name":"n","ipam":{"Type":"drover"}}`, types.ErrUnsupportedField, `unknown key "ipam.Type"`},
 		{`{"name":"n","mtu":1.5}`, types.ErrDecodingFailure, "mtu: got a JSON number 1.5, want a number"},
 		{`{"name":"n","prevResult":5}`, types.ErrDecodingFailure, "prevResult: got a JSON number"},
+		{`{"name":"n","metadataAddress":"fd00::1"}`, types.ErrInvalidNetworkConfig, `metadataAddress: "fd00::1" is not a unicast IPv4 address`},
+		{`{"name":"n","metadataAddress":"224.0.0.1"}`, types.ErrInvalidNetworkConfig, `metadataAddress: "224.0.0.1" is not a unicast IPv4 address`},
+		{`{"name":"n","gateway":"10.42.1.1"}`, types.ErrInvalidNetworkConfig, "gateway: only with uplink"},
+		{`{"name":"n","uplink":"eth1"}`, types.ErrInvalidNetworkConfig, "ipam.rangeStart: with uplink, ipam.rangeStart and ipam.rangeEnd name the LAN addresses"},
+		{`{"name":"n","uplink":"eth1/x","ipam":{"rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199"}}`, types.ErrInvalidNetworkConfig, `uplink: "eth1/x" contains`},
+		{`{"name":"n","uplink":"br0","bridge":"br0","ipam":{"rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199"}}`, types.ErrInvalidNetworkConfig, `uplink: "br0" is also the bridge`},
+		{`{"name":"n","uplink":"eth1","flat":true,"ipam":{"rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199"}}`, types.ErrInvalidNetworkConfig, "flat: not used with uplink"},
+		{`{"name":"n","uplink":"eth1","hostNat":true,"ipam":{"rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199"}}`, types.ErrInvalidNetworkConfig, "hostNat: not used with uplink"},
+		{`{"name":"n","uplink":"eth1","bridgeSubnet":"192.168.1.0/24","ipam":{"rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199"}}`, types.ErrInvalidNetworkConfig, "bridgeSubnet: not used with uplink"},
+		{`{"name":"n","uplink":"eth1","gateway":"x","ipam":{"rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199"}}`, types.ErrInvalidNetworkConfig, `gateway: "x" is not an IPv4 address`},
 	} {
 		_, e := parseConfig([]byte(tc.json))
 		wantCNIError(t, e, tc.code, tc.msg)

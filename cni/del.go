@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/drovernet/drover/cni/ipam"
+	"github.com/drovernet/drover/l2guard"
 )
 
 func (p *plugin) cmdDel(args *skel.CmdArgs) error {
@@ -55,7 +56,11 @@ func (p *plugin) del(ctx context.Context, c *config, args *skel.CmdArgs) error {
 		return cniErr(types.ErrInternal, "netlink in the host namespace", err)
 	}
 	defer hostNL.Close()
-	if err := deleteLink(hostNL, vethName(c.Name, args.ContainerID, args.IfName)); err != nil {
+	hostName := vethName(c.Name, args.ContainerID, args.IfName)
+	if err := p.unguard(hostName); err != nil {
+		errs = append(errs, err)
+	}
+	if err := deleteLink(hostNL, hostName); err != nil {
 		errs = append(errs, err)
 	}
 	// The container end goes with the host end; if the host end was
@@ -82,10 +87,48 @@ func (p *plugin) del(ctx context.Context, c *config, args *skel.CmdArgs) error {
 	if _, err := store.Release(owner); err != nil {
 		errs = append(errs, err)
 	}
+	if c.Uplink != "" {
+		if err := p.restoreIfUnused(hostNL, store); err != nil {
+			errs = append(errs, fmt.Errorf("restore uplink %s: %w", c.Uplink, err))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return cniErr(types.ErrInternal, "DEL", err)
 	}
 	return nil
+}
+
+// unguard removes a port's layer-2 guard (nothing if it has none).
+func (p *plugin) unguard(hostName string) error {
+	g, err := l2guard.Open(p.hostNS)
+	if err == nil {
+		err = g.Remove(hostName)
+	}
+	if err != nil {
+		return fmt.Errorf("layer-2 guard of %s: %w", hostName, err)
+	}
+	return nil
+}
+
+// gcGuard removes the guard of every port whose interface is gone, of any
+// network: a port name is a hash of its attachment, so a live one always
+// has its link.
+func (p *plugin) gcGuard(h *netlink.Handle) error {
+	g, err := l2guard.Open(p.hostNS)
+	if err != nil {
+		return err
+	}
+	ports, err := g.Ports()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range ports {
+		if _, err := h.LinkByName(name); isNotFound(err) {
+			errs = append(errs, g.Remove(name))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // forget tells the daemon an address is gone; best effort.
@@ -160,13 +203,25 @@ func (p *plugin) gc(ctx context.Context, c *config) error {
 	d := newDaemonClient(c.DaemonSocket)
 	for _, r := range stale {
 		if !r.Unreadable {
-			if err := deleteLink(hostNL, vethName(c.Name, r.Owner.ContainerID, r.Owner.IfName)); err != nil {
+			name := vethName(c.Name, r.Owner.ContainerID, r.Owner.IfName)
+			if err := p.unguard(name); err != nil {
+				errs = append(errs, err)
+			}
+			if err := deleteLink(hostNL, name); err != nil {
 				errs = append(errs, err)
 			}
 		}
 		p.forget(ctx, d, r.Addr)
 		if _, err := store.ReleaseReservation(r); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if err := p.gcGuard(hostNL); err != nil {
+		p.log.Warn("layer-2 guard GC", "err", err)
+	}
+	if c.Uplink != "" {
+		if err := p.restoreIfUnused(hostNL, store); err != nil {
+			errs = append(errs, fmt.Errorf("restore uplink %s: %w", c.Uplink, err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

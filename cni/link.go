@@ -161,7 +161,7 @@ func deleteLink(h *netlink.Handle, name string) error {
 //   - isDefaultGateway: 0.0.0.0/0 via the gateway.
 func wantRoutes(c *config, gw netip.Addr, addr netip.Prefix) []netip.Prefix {
 	var out []netip.Prefix
-	if !c.Flat && !within(c.cluster, addr.Masked()) {
+	if c.Uplink == "" && !c.Flat && !within(c.cluster, addr.Masked()) {
 		out = append(out, c.cluster)
 	}
 	if c.defaultGW {

@@ -16,13 +16,14 @@ import (
 	"github.com/drovernet/drover/testenv"
 )
 
-// uplinkLab is a host namespace H whose "physical NIC" drv-nic0 is a veth to
-// a LAN namespace L (the LAN's router, 192.168.77.1). H has 192.168.77.10/24
-// on the NIC, a default route and a more specific static route through the
-// router.
+// uplinkLab is a LAN: a bridge drv-lan in an outside namespace O, with the
+// LAN's router L (192.168.77.1, and 10.77.0.1 behind it), a LAN device D
+// (192.168.77.50) and a host namespace H whose "physical NIC" drv-nic0 is
+// a port of it. H has 192.168.77.10/24 on the NIC, a default route and a
+// more specific static route through the router.
 type uplinkLab struct {
-	H, L *testenv.NetNS
-	h    *netlink.Handle
+	H, L, O, D *testenv.NetNS
+	h          *netlink.Handle
 }
 
 const (
@@ -32,23 +33,34 @@ const (
 
 func newUplinkLab(t *testing.T) *uplinkLab {
 	t.Helper()
-	l := &uplinkLab{H: testenv.NewNetNS(t, "uph"), L: testenv.NewNetNS(t, "upl")}
+	l := &uplinkLab{H: testenv.NewNetNS(t, "uph"), L: testenv.NewNetNS(t, "upl"), O: testenv.NewNetNS(t, "upo"), D: testenv.NewNetNS(t, "upd")}
 	var err error
 	if l.h, err = l.H.Netlink(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(l.h.Close)
 	steps := []string{
-		fmt.Sprintf("ip -n %s link add %s address 02:00:00:00:77:10 type veth peer name eth0 netns %s", l.H.Name, upNIC, l.L.Name),
-		fmt.Sprintf("ip -n %s addr add 192.168.77.10/24 dev %s", l.H.Name, upNIC),
-		fmt.Sprintf("ip -n %s link set %s up", l.H.Name, upNIC),
-		fmt.Sprintf("ip -n %s route add default via 192.168.77.1", l.H.Name),
-		fmt.Sprintf("ip -n %s route add 10.77.0.0/16 via 192.168.77.1 metric 50", l.H.Name),
-		fmt.Sprintf("ip -n %s addr add 192.168.77.1/24 dev eth0", l.L.Name),
-		fmt.Sprintf("ip -n %s addr add 10.77.0.1/16 dev lo", l.L.Name),
-		fmt.Sprintf("ip -n %s link set eth0 up", l.L.Name),
+		"ip -n %[3]s link add drv-lan type bridge",
+		"ip -n %[3]s link set drv-lan up",
+		"ip -n %[3]s link add drv-oh type veth peer name " + upNIC + " netns %[1]s",
+		"ip -n %[1]s link set " + upNIC + " address 02:00:00:00:77:10",
+		"ip -n %[3]s link add drv-ol type veth peer name eth0 netns %[2]s",
+		"ip -n %[3]s link add drv-od type veth peer name eth0 netns %[4]s",
+		"ip -n %[3]s link set drv-oh master drv-lan up",
+		"ip -n %[3]s link set drv-ol master drv-lan up",
+		"ip -n %[3]s link set drv-od master drv-lan up",
+		"ip -n %[1]s addr add 192.168.77.10/24 dev " + upNIC,
+		"ip -n %[1]s link set " + upNIC + " up",
+		"ip -n %[1]s route add default via 192.168.77.1",
+		"ip -n %[1]s route add 10.77.0.0/16 via 192.168.77.1 metric 50",
+		"ip -n %[2]s addr add 192.168.77.1/24 dev eth0",
+		"ip -n %[2]s addr add 10.77.0.1/16 dev lo",
+		"ip -n %[2]s link set eth0 up",
+		"ip -n %[4]s addr add 192.168.77.50/24 dev eth0",
+		"ip -n %[4]s link set eth0 up",
 	}
 	for _, s := range steps {
+		s = fmt.Sprintf(s, l.H.Name, l.L.Name, l.O.Name, l.D.Name)
 		if out, err := run(strings.Fields(s)...); err != nil {
 			t.Fatalf("%s: %v\n%s", s, err, out)
 		}
