@@ -21,15 +21,15 @@ import (
 
 // Defaults, in one place so docs/cni.md and the code agree.
 const (
-	DefaultBridge       = "drover-br0"
+	DefaultBridge = "drover-br0"
 	// DefaultUplinkBridge is the bridge of the uplink model: another one
 	// than the overlay's, so both models live on one host.
 	DefaultUplinkBridge = "drover-lan0"
 	// DefaultMetadataAddress is the node-local metadata address
 	// (package metadata), as Rancher's.
 	DefaultMetadataAddress = "169.254.169.250"
-	DefaultClusterCIDR  = "10.42.0.0/16"
-	DefaultDaemonSocket = "/run/drover/drover.sock" // config.DefaultControlSocket
+	DefaultClusterCIDR     = "10.42.0.0/16"
+	DefaultDaemonSocket    = "/run/drover/drover.sock" // config.DefaultControlSocket
 	// IPAMType is the only ipam.type the plugin accepts (besides none).
 	IPAMType = "drover"
 	// MinMTU and MaxMTU bound "mtu", as the daemon bounds tun_mtu.
@@ -128,7 +128,7 @@ type config struct {
 	hostNat      bool
 	dataDir      string
 	prevResult   *types100.Result
-	hostNatSet   bool // "hostNat" present in the object
+	hostNatSet   bool       // "hostNat" present in the object
 	gateway      netip.Addr // uplink model: the LAN's router (invalid: from the host's routes)
 	metadata     netip.Addr // invalid: no metadata address
 	// valid is the GC's list of still-valid attachments (none when the

@@ -63,7 +63,9 @@ func TestConfigKeys(t *testing.T) {
 		{"uplink: its own bridge by default", `{"name":"n","uplink":"eth1","ipam":{"rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199"}}`,
 			func(c *config) bool { return c.Bridge == DefaultUplinkBridge && c.Uplink == "eth1" }},
 		{"uplink with gateway and subnet", `{"name":"n","uplink":"eth1","gateway":"192.168.1.254","ipam":{"subnet":"192.168.1.0/24","rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199"}}`,
-			func(c *config) bool { return c.gateway == netip.MustParseAddr("192.168.1.254") && c.ipamSubnet.String() == "192.168.1.0/24" }},
+			func(c *config) bool {
+				return c.gateway == netip.MustParseAddr("192.168.1.254") && c.ipamSubnet.String() == "192.168.1.0/24"
+			}},
 		{"dns", `{"name":"n","dns":{"nameservers":["10.43.0.10"],"search":["svc.local"]}}`,
 			func(c *config) bool { return c.DNS.Nameservers[0] == "10.43.0.10" }},
 	} {
