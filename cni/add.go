@@ -166,6 +166,10 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 		return nil, invalid("ipam", "network %q already holds %s of %s on this host: give each network its own ipam.subnet or rangeStart/rangeEnd", other, a, pl.pool)
 	}
 	owner := ipam.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
+	pod.PrefixLen, pod.MTU, pod.Uplink = pl.prefixLen, pl.mtu, c.Uplink
+	if pl.gateway.IsValid() {
+		pod.Gateway = pl.gateway.String()
+	}
 	var ip netip.Addr
 	if c.Uplink != "" {
 		ip, err = p.allocateProbed(ctx, store, pl.pool, owner, pod, c.Bridge, attach)
@@ -298,9 +302,10 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 		}
 	}
 
-	if pl.daemon != nil {
+	if pl.daemon != nil || c.Uplink != "" {
 		l := Local{Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName, IP: ip.String(), MAC: mac.String(), Bridge: c.Bridge, DataDir: c.dataDir,
-			PodNamespace: pod.Namespace, PodName: pod.Name, Labels: pod.Labels, Ports: pod.Ports}
+			PodNamespace: pod.Namespace, PodName: pod.Name, Labels: pod.Labels, Ports: pod.Ports,
+			PrefixLen: pod.PrefixLen, Gateway: pod.Gateway, MTU: pod.MTU, Uplink: pod.Uplink}
 		err := d.addLocal(ctx, l)
 		switch {
 		case err == nil:

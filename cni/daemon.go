@@ -112,6 +112,14 @@ type Local struct {
 	// Ports are the container's named ports, for policies off
 	// Kubernetes.
 	Ports []ipam.NamedPort `json:"ports,omitempty"`
+	// PrefixLen, Gateway and MTU are the container's network, as its
+	// metadata record gives them.
+	PrefixLen int    `json:"prefix_len,omitempty"`
+	Gateway   string `json:"gateway,omitempty"`
+	MTU       int    `json:"mtu,omitempty"`
+	// Uplink is the NIC of an uplink-model attachment (docs/cni.md): its
+	// address is the LAN's, in no block of the node, and never routed.
+	Uplink string `json:"uplink,omitempty"`
 }
 
 // CheckPod reports what is wrong with l's pod fields, as podFromArgs

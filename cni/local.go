@@ -103,6 +103,10 @@ func Reserved(dataDir, network string) ([]Local, error) {
 			PodName:      r.Pod.Name,
 			Labels:       r.Pod.Labels,
 			Ports:        r.Pod.Ports,
+			PrefixLen:    r.Pod.PrefixLen,
+			Gateway:      r.Pod.Gateway,
+			MTU:          r.Pod.MTU,
+			Uplink:       r.Pod.Uplink,
 		})
 	}
 	return out, nil

@@ -25,9 +25,14 @@ type Guard struct {
 }
 
 // Open returns the guard of the network namespace ns (the host's, for the
-// plugin); nothing is written until Add.
+// plugin; netns.None() for the caller's own); nothing is written until
+// Add.
 func Open(ns netns.NsHandle) (*Guard, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	var opts []nftables.ConnOption
+	if ns.IsOpen() {
+		opts = append(opts, nftables.WithNetNSFd(int(ns)))
+	}
+	c, err := nftables.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("l2guard: nftables: %w", err)
 	}

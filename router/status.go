@@ -47,6 +47,10 @@ type Status struct {
 	// PolicyDrops are network policy's drop counters, per policy and
 	// direction it isolates (filled by the control layer).
 	PolicyDrops []PolicyDrop `json:"policy_drops,omitempty"`
+	// GuardDrops are the layer-2 guard's drop counters by reason
+	// (package l2guard: drop_mac, drop_arp, ...), filled by the control
+	// layer when the guard's table exists.
+	GuardDrops map[string]uint64 `json:"guard_drops,omitempty"`
 }
 
 // PolicyDrop is the packets one policy denied on this host in one

@@ -9,15 +9,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
 	"text/tabwriter"
 	"time"
 
+	"github.com/vishvananda/netns"
+
 	"github.com/drovernet/drover/gossip"
 	"github.com/drovernet/drover/internal/health"
 	"github.com/drovernet/drover/internal/metrics"
+	"github.com/drovernet/drover/l2guard"
+	"github.com/drovernet/drover/metadata"
 	"github.com/drovernet/drover/router"
 )
 
@@ -116,6 +121,32 @@ func serveHTTP(addr string, r *router.Router, cl *cluster, founder bool, fill fu
 	}
 	hlog.Info("serving /healthz, /readyz, /metrics", "listen", srv.Addr().String())
 	return srv.Close, nil
+}
+
+// guardFill adds the layer-2 guard's drop counters (package l2guard; the
+// CNI plugin installs the table) to a status, when the table exists.
+func guardFill(st *router.Status, log *slog.Logger) {
+	g, err := l2guard.Open(netns.None())
+	if err == nil {
+		st.GuardDrops, err = g.Drops()
+	}
+	if err != nil {
+		log.Debug("layer-2 guard counters", "err", err)
+	}
+}
+
+// serveMetadata serves the metadata service on addr (package metadata):
+// each local container reads its own record from locals.
+func serveMetadata(ctx context.Context, addr netip.AddrPort, node string, locals *localSet, log *slog.Logger) (func(), error) {
+	ln, err := metadata.Listen(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("metadata.listen: %w (another port, or none, in the configuration)", err)
+	}
+	mlog := log.With("component", "metadata")
+	srv := metadata.Server(metadata.Handler(func(ip netip.Addr) (metadata.Record, bool) { return locals.record(node, ip) }, mlog))
+	go func() { _ = srv.Serve(ln) }()
+	mlog.Info("serving container metadata", "listen", addr)
+	return func() { _ = srv.Close() }, nil
 }
 
 // listenPrivate listens on a unix socket at path that is mode 0600 from

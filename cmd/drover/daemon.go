@@ -249,9 +249,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 
 	// fill adds to the router's status what it does not know, for the
 	// control socket and the metrics on TCP alike.
-	fill := fwd.fill
+	fill := func(st *router.Status) { fwd.fill(st); guardFill(st, log) }
 	if pol != nil {
-		fill = func(st *router.Status) { fwd.fill(st); pol.fill(st) }
+		fill = func(st *router.Status) { fwd.fill(st); guardFill(st, log); pol.fill(st) }
 	}
 	if cfg.ControlSocket != "none" {
 		views := func() gossip.View {
@@ -297,6 +297,13 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 			return err
 		}
 		d.undo = append(d.undo, stopCtl)
+		if addr := cfg.Metadata.ListenAddr; addr.IsValid() {
+			stopMeta, err := serveMetadata(ctx, addr, n.Name, locals, log)
+			if err != nil {
+				return err
+			}
+			d.undo = append(d.undo, stopMeta)
+		}
 	}
 	if addr := cfg.HTTP.ListenAddr; addr != "" {
 		founder := cfg.Cluster != nil && cfg.Cluster.MayClaimAlone() && !cfg.Cluster.IsKubernetes()

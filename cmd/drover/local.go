@@ -22,6 +22,7 @@ import (
 	"github.com/drovernet/drover/cni"
 	"github.com/drovernet/drover/cni/ipam"
 	"github.com/drovernet/drover/internal/ratelog"
+	"github.com/drovernet/drover/metadata"
 	"github.com/drovernet/drover/router"
 )
 
@@ -288,6 +289,17 @@ func (s *localSet) add(l cni.Local) error {
 		return fmt.Errorf("ifname: %d bytes, at most %d", len(l.IfName), maxIfNameLen)
 	case len(l.Bridge) > maxIfNameLen:
 		return fmt.Errorf("bridge: %d bytes, at most %d", len(l.Bridge), maxIfNameLen)
+	case len(l.Uplink) > maxIfNameLen:
+		return fmt.Errorf("uplink: %d bytes, at most %d", len(l.Uplink), maxIfNameLen)
+	case l.PrefixLen < 0 || l.PrefixLen > 32:
+		return fmt.Errorf("prefix_len: %d is not 0..32", l.PrefixLen)
+	case l.MTU < 0 || l.MTU > 65535:
+		return fmt.Errorf("mtu: %d is not 0..65535", l.MTU)
+	}
+	if l.Gateway != "" {
+		if _, err := netip.ParseAddr(l.Gateway); err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
 	}
 	if why := l.CheckPod(); why != "" {
 		return errors.New(why)
@@ -309,12 +321,16 @@ func (s *localSet) add(l cni.Local) error {
 		s.log.Warn("container attached to a bridge the forward filter does not trust: its routed traffic is dropped; set node.bridge to the CNI bridge",
 			"bridge", l.Bridge, "node_bridge", s.trustedBridge, "ip", l.IP)
 	}
-	ps := s.prefixes()
-	if len(ps) == 0 {
-		return errNoBlock
-	}
-	if !inPrefixes(ps, a) {
-		return fmt.Errorf("ip %s is not inside this node's prefixes %v", a, ps)
+	// An uplink-model address is the LAN's: in no block, never routed;
+	// the daemon keeps it for the metadata service alone.
+	if l.Uplink == "" {
+		ps := s.prefixes()
+		if len(ps) == 0 {
+			return errNoBlock
+		}
+		if !inPrefixes(ps, a) {
+			return fmt.Errorf("ip %s is not inside this node's prefixes %v", a, ps)
+		}
 	}
 	l.IP = a.String()
 	newStore := false
@@ -444,7 +460,7 @@ func (s *localSet) reconcile() error {
 			if err != nil {
 				continue
 			}
-			if !inPrefixes(ps, a) {
+			if l.Uplink == "" && !inPrefixes(ps, a) {
 				// A block this node no longer holds (lost to an
 				// earlier claim): the container keeps an address
 				// another host now hands out.
@@ -464,7 +480,7 @@ func (s *localSet) reconcile() error {
 		if e.seq > start {
 			continue
 		}
-		if !inPrefixes(ps, a) {
+		if e.Uplink == "" && !inPrefixes(ps, a) {
 			delete(s.entries, a)
 			continue
 		}
@@ -601,4 +617,21 @@ func (s *localSet) handleRemove(w http.ResponseWriter, r *http.Request) {
 	}
 	s.remove(a)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// record is the metadata service's view of the local container holding
+// ip (package metadata).
+func (s *localSet) record(node string, ip netip.Addr) (metadata.Record, bool) {
+	s.mu.Lock()
+	e, ok := s.entries[ip]
+	s.mu.Unlock()
+	if !ok {
+		return metadata.Record{}, false
+	}
+	r := metadata.Record{Address: ip.String(), Gateway: e.Gateway, MTU: e.MTU, Host: node, Network: e.Network,
+		Interface: e.IfName, MAC: e.MAC, ContainerID: e.ContainerID, PodNamespace: e.PodNamespace, PodName: e.PodName}
+	if e.PrefixLen > 0 {
+		r.Address = netip.PrefixFrom(ip, e.PrefixLen).String()
+	}
+	return r, true
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/drovernet/drover/cni"
+	"github.com/drovernet/drover/metadata"
 	"github.com/drovernet/drover/cni/ipam"
 	"github.com/drovernet/drover/internal/metrics"
 	"github.com/drovernet/drover/router"
@@ -531,5 +532,33 @@ func TestLocalStranded(t *testing.T) {
 	_ = metrics.Write(&w, router.Status{Stranded: set.strandedList()})
 	if !strings.Contains(w.String(), "\ndrover_stranded_addresses 1\n") {
 		t.Fatalf("metrics lack drover_stranded_addresses 1:\n%s", w.String())
+	}
+}
+
+// An uplink-model container's address is the LAN's: accepted outside the
+// node's prefixes, and its metadata record carries what ADD configured.
+func TestLocalUplinkRecord(t *testing.T) {
+	h := newLocalHarness(t, "", t.TempDir(), "10.42.1.0/24")
+	lan := local("192.168.50.20", "u")
+	if code, _ := h.post(lan); code != 400 {
+		t.Fatalf("a LAN address without uplink: got %d, want 400", code)
+	}
+	lan.Uplink, lan.PrefixLen, lan.Gateway, lan.MTU, lan.Network = "eth1", 24, "192.168.50.1", 1500, "lan"
+	if code, body := h.post(lan); code != 204 {
+		t.Fatalf("POST uplink container: %d %s", code, body)
+	}
+	r, ok := h.set.record("h1", netip.MustParseAddr("192.168.50.20"))
+	want := metadata.Record{Address: "192.168.50.20/24", Gateway: "192.168.50.1", MTU: 1500, Host: "h1", Network: "lan",
+		Interface: "eth0", MAC: "0a:58:0a:2a:01:05", ContainerID: "u"}
+	if !ok || r != want {
+		t.Errorf("record: got %+v %v, want %+v", r, ok, want)
+	}
+	if _, ok := h.set.record("h1", netip.MustParseAddr("192.168.50.21")); ok {
+		t.Error("a record for an address no container holds")
+	}
+	bad := lan
+	bad.PrefixLen = 33
+	if code, body := h.post(bad); code != 400 || !strings.Contains(body, "prefix_len") {
+		t.Errorf("prefix_len 33: got %d %q, want 400 naming it", code, body)
 	}
 }

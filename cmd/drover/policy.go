@@ -192,7 +192,9 @@ func (p *policyEngine) follow(locals *localSet, defaultNS string) {
 		var pods []policy.Pod
 		for _, l := range locals.list() {
 			a, err := netip.ParseAddr(l.IP)
-			if err != nil {
+			if err != nil || l.Uplink != "" {
+				// Uplink containers are bridged onto the LAN, never
+				// forwarded: policy does not see their traffic.
 				continue
 			}
 			pod := policy.Pod{Namespace: l.PodNamespace, Name: l.PodName, Labels: l.Labels, Addrs: []netip.Addr{a}}

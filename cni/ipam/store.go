@@ -64,6 +64,14 @@ type Pod struct {
 	// Ports are the container's named ports (CNI_ARGS DROVER_PORTS), what
 	// a policy port given by name resolves to off Kubernetes.
 	Ports []NamedPort `json:"ports,omitempty"`
+	// The attachment's network as ADD configured it, for the daemon's
+	// metadata service (which rereads reservations after a restart): the
+	// prefix length of the container's address, its gateway, MTU, and
+	// the uplink NIC in the uplink model (docs/cni.md).
+	PrefixLen int    `json:"prefixLen,omitempty"`
+	Gateway   string `json:"gateway,omitempty"`
+	MTU       int    `json:"mtu,omitempty"`
+	Uplink    string `json:"uplink,omitempty"`
 }
 
 // NamedPort is a named container port: "http", 8080, "TCP".

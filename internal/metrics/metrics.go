@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -70,6 +72,12 @@ func Write(w io.Writer, st router.Status) error {
 		family(&b, "drover_policy_drops_total", "counter", "Packets network policy denied on this host, by the policy isolating the pod (a pod isolated by several counts under each).")
 		for _, d := range st.PolicyDrops {
 			sample(&b, "drover_policy_drops_total", d.Packets, "namespace", d.Namespace, "policy", d.Policy, "direction", d.Direction)
+		}
+	}
+	if len(st.GuardDrops) > 0 {
+		family(&b, "drover_guard_drops_total", "counter", "Frames the layer-2 guard dropped on container ports, by reason (l2guard: another MAC or address, forged ARP, DHCP server, router advertisement, IPv6, other EtherTypes, to the metadata address).")
+		for _, r := range slices.Sorted(maps.Keys(st.GuardDrops)) {
+			sample(&b, "drover_guard_drops_total", st.GuardDrops[r], "reason", strings.TrimPrefix(r, "drop_"))
 		}
 	}
 	_, err := io.WriteString(w, b.String())

@@ -27,6 +27,7 @@ func status() router.Status {
 			{Namespace: "x", Policy: "deny", Direction: "ingress", Packets: 6},
 			{Namespace: "x", Policy: "deny", Direction: "egress", Packets: 2},
 		},
+		GuardDrops: map[string]uint64{"drop_mac": 3, "drop_arp": 1},
 		Peers: []router.PeerStatus{
 			{Name: "h2", TxPackets: 7, RxPackets: 8},
 			{Name: `h"3\x`, TxPackets: 9, RxPackets: 10},
@@ -70,6 +71,7 @@ func TestWriteParses(t *testing.T) {
 		"drover_stranded_addresses":              dto.MetricType_GAUGE,
 		"drover_peer_packets_total":              dto.MetricType_COUNTER,
 		"drover_policy_drops_total":              dto.MetricType_COUNTER,
+		"drover_guard_drops_total":               dto.MetricType_COUNTER,
 	}
 	for name, typ := range want {
 		f, ok := fams[name]

@@ -110,6 +110,8 @@ type Config struct {
 	Firewall Firewall `yaml:"firewall"`
 	// Policy configures network policy (docs/policy.md).
 	Policy Policy `yaml:"policy"`
+	// Metadata configures the node-local metadata service.
+	Metadata Metadata `yaml:"metadata"`
 
 	// Resolved by Validate.
 	CipherID esp.Cipher `yaml:"-"`
@@ -206,6 +208,21 @@ type HTTP struct {
 
 	// ListenAddr is Listen validated; "" when off.
 	ListenAddr string `yaml:"-"`
+}
+
+// DefaultMetadataListen is metadata.listen's default: Rancher's metadata
+// address, which the CNI plugin puts on its bridges (metadataAddress).
+const DefaultMetadataListen = "169.254.169.250:80"
+
+// Metadata configures the node-local metadata service (package metadata,
+// docs/cni.md): each local container reads its own record there.
+type Metadata struct {
+	// Listen is IPv4:port. Default 169.254.169.250:80; "" or "none" turns
+	// it off. A pointer so that "" can be told from absent.
+	Listen *string `yaml:"listen"`
+
+	// ListenAddr is Listen validated; invalid when off.
+	ListenAddr netip.AddrPort `yaml:"-"`
 }
 
 // Firewall configures drover's own nftables filter (package firewall,
@@ -492,6 +509,10 @@ func (c *Config) Default() {
 		l := DefaultHTTPListen
 		c.HTTP.Listen = &l
 	}
+	if c.Metadata.Listen == nil {
+		l := DefaultMetadataListen
+		c.Metadata.Listen = &l
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -645,6 +666,7 @@ func (c *Config) Validate() error {
 	}
 
 	c.HTTP.ListenAddr = c.validateHTTP(add)
+	c.Metadata.ListenAddr = c.validateMetadata(add)
 
 	n := &c.Node
 	if n.Name == "" {
@@ -844,6 +866,31 @@ func (c *Config) validateHTTP(add func(string, string, ...any)) string {
 		return ""
 	}
 	return l
+}
+
+// validateMetadata checks metadata.listen: a specific IPv4 address, since
+// the service tells callers apart by their source address alone and must
+// not be reachable on every address of the host.
+func (c *Config) validateMetadata(add func(string, string, ...any)) netip.AddrPort {
+	if c.Metadata.Listen == nil {
+		return netip.AddrPort{}
+	}
+	l := strings.TrimSpace(*c.Metadata.Listen)
+	if l == "" || l == "none" {
+		return netip.AddrPort{}
+	}
+	ap, err := netip.ParseAddrPort(l)
+	switch {
+	case err != nil:
+		add("metadata.listen", "%q: want IPv4:PORT, like %s; none turns it off", l, DefaultMetadataListen)
+	case !ap.Addr().Is4() || ap.Addr().IsUnspecified() || ap.Addr().IsMulticast():
+		add("metadata.listen", "%q: want one unicast IPv4 address (the service tells containers apart by source address, so it must not listen everywhere)", l)
+	case ap.Port() == 0:
+		add("metadata.listen", "%q: port 0", l)
+	default:
+		return ap
+	}
+	return netip.AddrPort{}
 }
 
 func resolvePrefixes(add func(string, string, ...any), path string, in []string) []netip.Prefix {

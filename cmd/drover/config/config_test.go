@@ -132,6 +132,9 @@ func TestParseErrors(t *testing.T) {
 		{"kubernetes with prefixes", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.9.0.0/24]}\ncluster: {key_file: k, datastore: kubernetes}\n", "node.prefixes", "podCIDR"},
 		{"kubernetes bad pod_cidr", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, datastore: kubernetes, kubernetes: {pod_cidr: auto}}\n", "cluster.kubernetes.pod_cidr", `"auto"`},
 		{"kubeconfig with gossip", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, kubernetes: {kubeconfig: /k}}\n", "cluster.kubernetes.kubeconfig", "datastore is gossip"},
+		{"metadata not host:port", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nmetadata: {listen: '169.254.169.250'}\n", "metadata.listen", "want IPv4:PORT"},
+		{"metadata everywhere", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nmetadata: {listen: '0.0.0.0:80'}\n", "metadata.listen", "must not listen everywhere"},
+		{"metadata IPv6", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nmetadata: {listen: '[fe80::1]:80'}\n", "metadata.listen", "one unicast IPv4 address"},
 		{"http on the gossip port", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k}\nhttp: {listen: ':7946'}\n", "http.listen", "cluster.port"},
 	}
 	for _, tc := range cases {
@@ -329,5 +332,34 @@ func TestKubernetesFromEnv(t *testing.T) {
 	t.Setenv("NODE_IP", "192.0.2.7")
 	if _, err := Parse(strings.NewReader("cluster: {key_file: k}\n")); err == nil || !strings.Contains(err.Error(), "node.underlay") {
 		t.Fatalf("gossip mode without underlay: got %v, want an error", err)
+	}
+}
+
+// metadata.listen: Rancher's address by default, off with "" and none, and
+// each survives Marshal.
+func TestMetadataListen(t *testing.T) {
+	for _, c := range []struct{ name, yaml, want string }{
+		{"default", "", DefaultMetadataListen},
+		{"off with empty", "metadata: {listen: ''}\n", "invalid AddrPort"},
+		{"off with none", "metadata: {listen: none}\n", "invalid AddrPort"},
+		{"moved", "metadata: {listen: '169.254.1.1:8080'}\n", "169.254.1.1:8080"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse(strings.NewReader(good + c.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Metadata.ListenAddr.String(); got != c.want {
+				t.Fatalf("listen address: got %q, want %q", got, c.want)
+			}
+			y, err := cfg.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg2, err := Parse(strings.NewReader(string(y)))
+			if err != nil || cfg2.Metadata.ListenAddr.String() != c.want {
+				t.Fatalf("after Marshal: got %v, %v; want %q\n%s", cfg2.Metadata.ListenAddr, err, c.want, y)
+			}
+		})
 	}
 }
