@@ -18,9 +18,9 @@ import (
 	"testing"
 
 	"github.com/drovernet/drover/cni"
-	"github.com/drovernet/drover/metadata"
 	"github.com/drovernet/drover/cni/ipam"
 	"github.com/drovernet/drover/internal/metrics"
+	"github.com/drovernet/drover/metadata"
 	"github.com/drovernet/drover/router"
 )
 
