@@ -39,12 +39,22 @@ func Open(ns netns.NsHandle) (*Guard, error) {
 	return &Guard{c: c, t: &nftables.Table{Family: nftables.TableFamilyBridge, Name: Table}}, nil
 }
 
+// The sets' IDs name them within the transaction that creates them. They
+// are set here because the library would otherwise draw them from a
+// package-level counter it increments without a lock (a data race when
+// two Guards of one process add sets at once, as concurrent ADDs in one
+// test do).
+const (
+	idPorts    = 1
+	idMetadata = 2
+)
+
 func (g *Guard) portsSet() *nftables.Set {
-	return &nftables.Set{Table: g.t, Name: mapPorts, KeyType: nftables.TypeIFName, IsMap: true, DataType: nftables.TypeVerdict}
+	return &nftables.Set{Table: g.t, ID: idPorts, Name: mapPorts, KeyType: nftables.TypeIFName, IsMap: true, DataType: nftables.TypeVerdict}
 }
 
 func (g *Guard) metadataSet() *nftables.Set {
-	return &nftables.Set{Table: g.t, Name: setMetadata, KeyType: nftables.TypeIPAddr}
+	return &nftables.Set{Table: g.t, ID: idMetadata, Name: setMetadata, KeyType: nftables.TypeIPAddr}
 }
 
 func (g *Guard) preChain() *nftables.Chain {
