@@ -47,6 +47,28 @@ const formatV1 = 1
 // It is not part of NodeInfo; the Cluster sets it and reads it.
 const flagLeaving = 1
 
+// flagChunks (in the flags byte) says chunk claims follow the prefixes.
+// It is set only when a node holds any, so a node without an uplink network
+// publishes exactly what builds before chunks read.
+const flagChunks = 2
+
+// MaxChunkClaims bounds NodeInfo.Chunks: one claim per uplink network the
+// node attaches containers to.
+const MaxChunkClaims = 8
+
+// ChunkClaim is a node's claim on one chunk of a shared address range (a
+// LAN's, in the CNI plugin's uplink model; package lanpool). Pool names
+// the range (a hash of the network and its bounds, the same on every host
+// with the same config); Index is the chunk; Since orders conflicts as
+// BlockSince does.
+type ChunkClaim struct {
+	Pool  uint64
+	Index uint16
+	Since int64
+}
+
+const chunkClaimLen = 8 + 2 + 8
+
 // ErrInfo is wrapped by every error UnmarshalBinary returns.
 var ErrInfo = errors.New("gossip: bad node info")
 
@@ -64,6 +86,7 @@ type NodeInfo struct {
 	Encaps     uint8          // EncapESP | EncapVXLAN; unknown bits are kept, not rejected
 	Ciphers    uint8          // Cipher* bits; unknown bits are kept, not rejected
 	MAC        [6]byte        // VXLAN inner MAC address
+	Chunks     []ChunkClaim   // claims on chunks of shared ranges (at most MaxChunkClaims)
 }
 
 // Encoding, format 1 (integers big-endian):
@@ -82,12 +105,14 @@ type NodeInfo struct {
 //	          Block:    prefix, or tag 0xff (none)
 //	          Version:  length (0..32) + UTF-8 bytes
 //	          Prefixes: count (0..255) + that many prefixes
+//	          Chunks (only with flag bit 1): count (1..MaxChunkClaims) + that
+//	          many claims of 18 bytes: pool (8), index (2), since (8)
 //
 // A prefix is a tag and then only the address bytes its length covers
 // (ceil(bits/8), as BGP does), with the host bits of the last byte zero:
 // tag 0..32 is an IPv4 prefix of that length, tag 64+0..64+128 an IPv6
 // prefix of length tag-64. So an IPv4 /24 takes 4 bytes and an IPv6 /64 9.
-// Nothing may follow the last prefix.
+// Nothing may follow the last prefix, or the last chunk claim.
 const (
 	fixedLen   = 86
 	minLen     = fixedLen + 4 // no underlay, no block, no version, no prefixes
@@ -113,7 +138,7 @@ func (n *NodeInfo) Equal(o *NodeInfo) bool {
 	return n.Version == o.Version && n.Underlay == o.Underlay && slices.Equal(n.Prefixes, o.Prefixes) &&
 		n.Block == o.Block && n.BlockSince == o.BlockSince && n.Identity == o.Identity &&
 		n.Ephemeral == o.Ephemeral && n.Epoch == o.Epoch && n.Encaps == o.Encaps &&
-		n.Ciphers == o.Ciphers && n.MAC == o.MAC
+		n.Ciphers == o.Ciphers && n.MAC == o.MAC && slices.Equal(n.Chunks, o.Chunks)
 }
 
 // appendMeta appends the encoding of n with the given flags to b.
@@ -140,7 +165,15 @@ func (n *NodeInfo) appendMeta(b []byte, flags byte) ([]byte, error) {
 	if len(n.Prefixes) > 255 {
 		return nil, fmt.Errorf("gossip: node info: %d prefixes, at most 255 can be published", len(n.Prefixes))
 	}
+	if len(n.Chunks) > MaxChunkClaims {
+		return nil, fmt.Errorf("gossip: node info: %d chunk claims, at most %d can be published", len(n.Chunks), MaxChunkClaims)
+	}
 	base := fixedLen + underlayLen(n.Underlay) + prefixLen(n.Block) + 1 + len(n.Version) + 1
+	flags &^= flagChunks // set below exactly when claims follow
+	if len(n.Chunks) > 0 {
+		flags |= flagChunks
+		base += 1 + len(n.Chunks)*chunkClaimLen
+	}
 	size := base
 	fit := -1
 	for i, p := range n.Prefixes {
@@ -181,6 +214,14 @@ func (n *NodeInfo) appendMeta(b []byte, flags byte) ([]byte, error) {
 	b = append(b, byte(len(n.Prefixes)))
 	for _, p := range n.Prefixes {
 		b = appendPrefix(b, p)
+	}
+	if len(n.Chunks) > 0 {
+		b = append(b, byte(len(n.Chunks)))
+		for _, c := range n.Chunks {
+			b = binary.BigEndian.AppendUint64(b, c.Pool)
+			b = binary.BigEndian.AppendUint16(b, c.Index)
+			b = binary.BigEndian.AppendUint64(b, uint64(c.Since))
+		}
 	}
 	return b, nil
 }
@@ -232,7 +273,7 @@ func appendPrefix(b []byte, p netip.Prefix) []byte {
 // tag or length, host bits in a prefix, flag bits it does not know, a format
 // other than 1 or bytes after the last field are errors (wrapping ErrInfo),
 // and n is left unchanged. It never panics; it allocates at most the
-// version string and the prefix slice.
+// version string, the prefix slice and the chunk claims.
 func (n *NodeInfo) UnmarshalBinary(b []byte) error {
 	_, err := n.decodeMeta(b)
 	return err
@@ -253,7 +294,7 @@ func (n *NodeInfo) decodeMeta(b []byte) (flags byte, err error) {
 		return 0, fmt.Errorf("%w: %d bytes, more than %d", ErrInfo, len(b), maxMetaLen)
 	}
 	flags = b[1]
-	if flags&^flagLeaving != 0 {
+	if flags&^(flagLeaving|flagChunks) != 0 {
 		return 0, fmt.Errorf("%w: unknown flags %#02x", ErrInfo, flags)
 	}
 	var v NodeInfo
@@ -333,6 +374,28 @@ func (n *NodeInfo) decodeMeta(b []byte) (flags byte, err error) {
 			}
 			v.Prefixes[i] = p
 			off += m
+		}
+	}
+	if flags&flagChunks != 0 {
+		if off >= len(b) {
+			return 0, fmt.Errorf("%w: chunk count truncated", ErrInfo)
+		}
+		nc := int(b[off])
+		off++
+		if nc == 0 || nc > MaxChunkClaims {
+			return 0, fmt.Errorf("%w: %d chunk claims (want 1..%d)", ErrInfo, nc, MaxChunkClaims)
+		}
+		if len(b)-off < nc*chunkClaimLen {
+			return 0, fmt.Errorf("%w: %d chunk claims in %d bytes", ErrInfo, nc, len(b)-off)
+		}
+		v.Chunks = make([]ChunkClaim, nc)
+		for i := range v.Chunks {
+			v.Chunks[i] = ChunkClaim{
+				Pool:  binary.BigEndian.Uint64(b[off:]),
+				Index: binary.BigEndian.Uint16(b[off+8:]),
+				Since: int64(binary.BigEndian.Uint64(b[off+10:])),
+			}
+			off += chunkClaimLen
 		}
 	}
 	if off != len(b) {

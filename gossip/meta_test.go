@@ -78,6 +78,47 @@ func TestMetaGolden(t *testing.T) {
 	}
 }
 
+// goldenChunks is goldenWire with two chunk claims: flag bit 1, then the
+// count and 18 bytes per claim (pool, index, since; big-endian).
+var goldenChunks = func() []byte {
+	b := bytes.Clone(goldenWire)
+	b[1] = flagChunks
+	tail, _ := hex.DecodeString("02" +
+		"0123456789abcdef" + "0003" + "0000000000000007" +
+		"fedcba9876543210" + "ffff" + "1800000000000000")
+	return append(b, tail...)
+}()
+
+func TestMetaGoldenChunks(t *testing.T) {
+	in := goldenInfo
+	in.Chunks = []ChunkClaim{{Pool: 0x0123456789abcdef, Index: 3, Since: 7}, {Pool: 0xfedcba9876543210, Index: 0xffff, Since: 0x18 << 56}}
+	got, err := in.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, goldenChunks) {
+		t.Fatalf("Marshal:\n got %x\nwant %x", got, goldenChunks)
+	}
+	var n NodeInfo
+	if err := n.UnmarshalBinary(goldenChunks); err != nil || !n.Equal(&in) {
+		t.Fatalf("Unmarshal: got %+v, %v; want %+v", n, err, in)
+	}
+	// A node without chunk claims publishes what builds before chunks
+	// read: no flag, nothing after the prefixes.
+	if b, _ := goldenInfo.MarshalBinary(); b[1] != 0 || !bytes.Equal(b, goldenWire) {
+		t.Fatalf("without chunks: %x, want the format-1 golden bytes", b)
+	}
+	leaving := bytes.Clone(goldenChunks)
+	leaving[1] |= flagLeaving
+	if f, err := n.decodeMeta(leaving); err != nil || f != flagLeaving|flagChunks {
+		t.Fatalf("leaving with chunks: %#x, %v", f, err)
+	}
+	in.Chunks = make([]ChunkClaim, MaxChunkClaims+1)
+	if _, err := in.MarshalBinary(); err == nil || !strings.Contains(err.Error(), "chunk claims") {
+		t.Fatalf("%d chunk claims: %v, want an error", MaxChunkClaims+1, err)
+	}
+}
+
 // maxOthers is a NodeInfo whose fields other than Prefixes take the most
 // room: IPv6 underlay, IPv6 /128 block, 32-byte version.
 func maxOthers(prefixes []netip.Prefix) NodeInfo {
@@ -231,7 +272,12 @@ func TestMetaUnmarshalErrors(t *testing.T) {
 		{"format 0", variant(0, "00", false), "format 0"},
 		{"format 2", variant(0, "02", false), "format 2, this build reads only 1"},
 		{"short", goldenWire[:minLen-1], "truncated"},
-		{"unknown flag", variant(1, "02", false), "unknown flags"},
+		{"unknown flag", variant(1, "04", false), "unknown flags"},
+		{"chunk flag, no count", variant(1, "02", false), "chunk count truncated"},
+		{"chunk count 0", append(variant(1, "02", false), 0), "0 chunk claims"},
+		{"chunk count 9", append(variant(1, "02", false), 9), "9 chunk claims"},
+		{"chunk claim truncated", append(variant(1, "02", false), 1, 0, 0, 0), "1 chunk claims in 3 bytes"},
+		{"bytes after the chunks", append(bytes.Clone(goldenChunks), 0), "1 bytes after the last field"},
 		{"underlay tag", variant(offUnderlay, "05", false), "underlay tag 5"},
 		{"underlay v6 truncated", variant(offUnderlay, "06", false)[:offUnderlay+10], "underlay truncated"},
 		{"block tag 33", variant(offBlock, "21", false), "block: bad tag"},
@@ -294,6 +340,11 @@ func TestUnmarshalAllocs(t *testing.T) {
 			t.Errorf("%d bytes: %v allocs/op, want <= 2", len(b), a)
 		}
 	}
+	// Chunk claims add their slice, one allocation for all of them.
+	var n NodeInfo
+	if a := testing.AllocsPerRun(100, func() { _ = n.UnmarshalBinary(goldenChunks) }); a > 3 {
+		t.Errorf("with chunk claims: %v allocs/op, want <= 3", a)
+	}
 }
 
 func BenchmarkUnmarshal(b *testing.B) {
@@ -333,6 +384,7 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add(marshal(maxOthers(nPrefixes(89, v4s24)))) // 512 bytes
 	f.Add(marshal(maxOthers(nPrefixes(39, v6s64))))
 	f.Add(variant(1, "01", false))           // leaving flag
+	f.Add(goldenChunks)                      // chunk claims
 	f.Add(variant(offCount, "ff", false))    // prefix count beyond the end
 	f.Add(variant(offBlock, "ff", false))    // no block: the rest shifts
 	f.Add(variant(offUnderlay, "06", false)) // v6 underlay tag over v4 bytes
