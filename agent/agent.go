@@ -146,6 +146,9 @@ type Config struct {
 	Grace            time.Duration
 
 	Blocks BlockStore
+	// Chunks persists the chunks of LAN ranges this host claims (WantChunk).
+	// Optional: without it claims last as long as the process.
+	Chunks ChunkStore
 	Pins   *Pins
 	Log    *slog.Logger
 	// Clock and Rand are optional: the system's by default.
@@ -228,6 +231,13 @@ type Agent struct {
 
 	viewMu sync.Mutex // guards view
 	view   gossip.View
+
+	// chunkMu guards pools: WantChunk comes from the control socket's
+	// goroutines, the steps from Run's.
+	chunkMu sync.Mutex
+	pools   map[uint64]*poolState
+	// kick wakes Run for a step (a new pool to claim in).
+	kick chan struct{}
 }
 
 // New checks cfg, restores the persisted block claim and makes the first
@@ -253,6 +263,8 @@ func New(cfg Config, r Router, k Kernel) (*Agent, error) {
 		log:    ratelog.New(cfg.Log.With("component", "cluster"), 0, 0),
 		peers:  map[string]*peerKeys{},
 		routes: map[netip.Prefix]tun.Route{},
+		pools:  map[uint64]*poolState{},
+		kick:   make(chan struct{}, 1),
 	}
 	if a.clock == nil {
 		a.clock = realClock{}
@@ -265,6 +277,9 @@ func New(cfg Config, r Router, k Kernel) (*Agent, error) {
 		return nil, err
 	}
 	a.epoch = 1
+	if err := a.restoreChunks(); err != nil {
+		return nil, err
+	}
 	if b := cfg.Assigned.Block; b.IsValid() {
 		if len(cfg.Prefixes) > 0 {
 			return nil, errors.New("agent: an assigned block and static prefixes")
@@ -311,6 +326,7 @@ func (a *Agent) Info() gossip.NodeInfo {
 		in.Encaps = gossip.EncapVXLAN
 	}
 	in.Ciphers = gossip.CipherBit(a.cfg.Cipher)
+	in.Chunks = a.chunkClaims()
 	return in
 }
 
@@ -348,6 +364,7 @@ func (a *Agent) Run(ctx context.Context) {
 				continue
 			}
 		case <-gap.C:
+		case <-a.kick:
 		case <-rotate.C:
 			a.Rotate()
 			p.stepped(time.Now())

@@ -108,6 +108,7 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 	}
 
 	note := ""
+	chunkSettling := false
 	if len(a.cfg.Prefixes) == 0 && !a.cfg.Assigned.Block.IsValid() {
 		cur := a.claim
 		cur.Node = self
@@ -157,6 +158,10 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 				note = fmt.Sprintf(settling, a.claim.Block, a.settleAt.Format(time.RFC3339Nano))
 			}
 		}
+	}
+	if changed, settling := a.stepChunks(members, believed, now); changed || settling {
+		a.unpublished = a.unpublished || changed
+		chunkSettling = settling
 	}
 	owners := blocks.Owners(claims)
 	// Each member's routed prefixes, from one pass over owners: looking
@@ -284,7 +289,7 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 	// Work that only time completes: our previous key's switch delay and
 	// grace, a member's previous key's grace, retries, and our new claim's
 	// settle time (it is handed out once that passes).
-	a.timed = a.prev != nil || theirsPrev || a.unpublished || routesFailed || collided || !a.settled(now) || a.awaiting
+	a.timed = a.prev != nil || theirsPrev || a.unpublished || routesFailed || collided || !a.settled(now) || a.awaiting || chunkSettling
 	a.viewMu.Lock()
 	a.view = view
 	a.viewMu.Unlock()
