@@ -127,7 +127,7 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 		if err != nil {
 			return nil, cniErr(types.ErrInternal, "uplink", err)
 		}
-		if pl, e = c.resolveUplink(hostNL, br); e != nil {
+		if pl, e = c.resolveUplink(ctx, d, hostNL, br, p.log); e != nil {
 			return nil, e
 		}
 	} else {

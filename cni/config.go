@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/drovernet/drover/cni/ipam"
+	"github.com/drovernet/drover/lanpool"
 )
 
 // Defaults, in one place so docs/cni.md and the code agree.
@@ -114,6 +115,9 @@ type IPAMConf struct {
 	// DataDir holds one reservation directory per network. Default
 	// /var/lib/cni/drover.
 	DataDir string `json:"dataDir,omitempty"`
+	// ChunkSize is how many addresses of the uplink model's range a host
+	// claims at a time (package lanpool). Default 16.
+	ChunkSize int `json:"chunkSize,omitempty"`
 }
 
 // config is a parsed, validated NetConf.
@@ -144,7 +148,7 @@ var standardKeys = []string{"cniVersion", "name", "type", "capabilities", "dns",
 var droverKeys = []string{"bridge", "bridgeSubnet", "isDefaultGateway", "hairpinMode", "hostNat", "mtu", "clusterCIDR", "flat", "daemonSocket",
 	"uplink", "gateway", "metadataAddress"}
 
-var ipamKeys = []string{"type", "subnet", "rangeStart", "rangeEnd", "dataDir"}
+var ipamKeys = []string{"type", "subnet", "rangeStart", "rangeEnd", "dataDir", "chunkSize"}
 
 // hints explain keys other plugins (Rancher's rancher-bridge, the
 // reference bridge) know and drover does not.
@@ -457,6 +461,9 @@ func (c *config) validateUplink() *types.Error {
 		c.gateway = a
 	}
 	if c.Uplink == "" {
+		if c.IPAM.ChunkSize != 0 {
+			return invalid("ipam.chunkSize", "only with uplink: the overlay models take this host's whole block")
+		}
 		return nil
 	}
 	if e := validIfName(c.Uplink); e != "" {
@@ -475,6 +482,12 @@ func (c *config) validateUplink() *types.Error {
 	}
 	if c.IPAM.RangeStart == "" || c.IPAM.RangeEnd == "" {
 		return invalid("ipam.rangeStart", "with uplink, ipam.rangeStart and ipam.rangeEnd name the LAN addresses drover may hand out: the rest of the LAN belongs to its DHCP server and its static devices")
+	}
+	if c.IPAM.ChunkSize == 0 {
+		c.IPAM.ChunkSize = lanpool.DefaultChunkSize
+	}
+	if c.IPAM.ChunkSize < 1 || c.IPAM.ChunkSize > 4096 {
+		return invalid("ipam.chunkSize", "%d is outside 1..4096", c.IPAM.ChunkSize)
 	}
 	return nil
 }

@@ -108,6 +108,8 @@ func TestConfigErrors(t *testing.T) {
 		{`{"name":"n","uplink":"eth1","hostNat":true,"ipam":{"rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199"}}`, types.ErrInvalidNetworkConfig, "hostNat: not used with uplink"},
 		{`{"name":"n","uplink":"eth1","bridgeSubnet":"192.168.1.0/24","ipam":{"rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199"}}`, types.ErrInvalidNetworkConfig, "bridgeSubnet: not used with uplink"},
 		{`{"name":"n","uplink":"eth1","gateway":"x","ipam":{"rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199"}}`, types.ErrInvalidNetworkConfig, `gateway: "x" is not an IPv4 address`},
+		{`{"name":"n","uplink":"eth1","ipam":{"rangeStart":"192.168.1.100","rangeEnd":"192.168.1.199","chunkSize":5000}}`, types.ErrInvalidNetworkConfig, "ipam.chunkSize: 5000 is outside 1..4096"},
+		{`{"name":"n","ipam":{"chunkSize":8}}`, types.ErrInvalidNetworkConfig, "ipam.chunkSize: only with uplink"},
 	} {
 		_, e := parseConfig([]byte(tc.json))
 		wantCNIError(t, e, tc.code, tc.msg)

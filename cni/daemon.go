@@ -220,3 +220,47 @@ func (d *daemonClient) delLocal(ctx context.Context, ip netip.Addr) error {
 	_, err := d.do(ctx, http.MethodDelete, "/v1/local/"+ip.String(), nil)
 	return err
 }
+
+// chunkRequest is the body of POST /v1/chunk (cmd/drover/cluster.go): a
+// network's LAN range, which hosts split into chunks (package lanpool).
+type chunkRequest struct {
+	Network   string `json:"network"`
+	Start     string `json:"start"`
+	End       string `json:"end"`
+	ChunkSize int    `json:"chunk_size"`
+}
+
+// chunkWait bounds how long ADD waits for the daemon's chunk: a fresh
+// claim settles in ClaimSettle (2 s with the lan timing).
+const chunkWait = 15 * time.Second
+
+// chunk asks the daemon for this host's chunk of a LAN range, waiting while
+// it is being claimed. errNotImplemented: the daemon does not split ranges
+// (static peers, or an older daemon).
+func (d *daemonClient) chunk(ctx context.Context, r chunkRequest) (first, last netip.Addr, err error) {
+	ctx, cancel := context.WithTimeout(ctx, chunkWait)
+	defer cancel()
+	for {
+		b, err := d.do(ctx, http.MethodPost, "/v1/chunk", r)
+		if err == nil {
+			var v struct{ First, Last string }
+			if err := json.Unmarshal(b, &v); err != nil {
+				return netip.Addr{}, netip.Addr{}, fmt.Errorf("daemon at %s: bad /v1/chunk answer: %w", d.sock, err)
+			}
+			f, err1 := netip.ParseAddr(v.First)
+			l, err2 := netip.ParseAddr(v.Last)
+			if err := errors.Join(err1, err2); err != nil {
+				return netip.Addr{}, netip.Addr{}, fmt.Errorf("daemon at %s: bad /v1/chunk answer: %w", d.sock, err)
+			}
+			return f, l, nil
+		}
+		if !errors.Is(err, errDaemonNotReady) {
+			return netip.Addr{}, netip.Addr{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, netip.Addr{}, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

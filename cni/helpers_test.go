@@ -65,6 +65,10 @@ type fakeDaemon struct {
 	added   []Local
 	deleted []string
 	local   int // status code for /v1/local; 0: 204
+	// chunk answers POST /v1/chunk: "" is 404 (a daemon that does not
+	// split LAN ranges), else "first-last".
+	chunk    string
+	chunkReq []string // network start end size of each request
 }
 
 func newFakeDaemon(t testing.TB, block string, mtu int) *fakeDaemon {
@@ -101,6 +105,22 @@ func newFakeDaemon(t testing.TB, block string, mtu int) *fakeDaemon {
 		}
 		d.added = append(d.added, l)
 		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /v1/chunk", func(w http.ResponseWriter, r *http.Request) {
+		var cr chunkRequest
+		if err := json.NewDecoder(r.Body).Decode(&cr); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.chunkReq = append(d.chunkReq, fmt.Sprintf("%s %s %s %d", cr.Network, cr.Start, cr.End, cr.ChunkSize))
+		first, last, ok := strings.Cut(d.chunk, "-")
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]string{"first": first, "last": last})
 	})
 	mux.HandleFunc("DELETE /v1/local/{ip}", func(w http.ResponseWriter, r *http.Request) {
 		d.mu.Lock()

@@ -28,11 +28,14 @@ func (l *uplinkLab) plugin(t *testing.T) *testHost {
 	h := &testHost{
 		ns:      l.H,
 		p:       &plugin{hostNS: l.H.Handle(), log: slog.New(slog.NewTextHandler(t.Output(), nil))},
+		daemon:  newFakeDaemon(t, testBlock, 1438),
 		dataDir: t.TempDir(),
 	}
+	// This host's chunk of the range, as the daemon would claim it.
+	h.daemon.chunk = "192.168.77.104-192.168.77.119"
 	h.base = map[string]any{
 		"cniVersion": "1.1.0", "name": "drvtest", "type": "drover",
-		"uplink": upNIC, "bridge": upBridge, "daemonSocket": "/nonexistent/drover.sock",
+		"uplink": upNIC, "bridge": upBridge, "daemonSocket": h.daemon.sock,
 		"ipam": map[string]any{"type": "drover", "dataDir": h.dataDir, "rangeStart": "192.168.77.100", "rangeEnd": "192.168.77.119"},
 	}
 	return h
@@ -51,8 +54,9 @@ func inNSRun(t *testing.T, ns *testenv.NetNS, args ...string) (string, error) {
 // removing the last container gives the NIC its address back.
 func TestUplinkModel(t *testing.T) {
 	l := newUplinkLab(t)
-	// The LAN device also holds .100, the range's first address.
-	if out, err := run("ip", "-n", l.D.Name, "addr", "add", "192.168.77.100/24", "dev", "eth0"); err != nil {
+	// The LAN device also holds .104, the first address of the host's
+	// chunk.
+	if out, err := run("ip", "-n", l.D.Name, "addr", "add", "192.168.77.104/24", "dev", "eth0"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	h := l.plugin(t)
@@ -70,13 +74,19 @@ func TestUplinkModel(t *testing.T) {
 		}
 	}
 	for cid, a := range addrs {
-		if a.Bits() != 24 || a.Addr() == netip.MustParseAddr("192.168.77.100") ||
-			a.Addr().Less(netip.MustParseAddr("192.168.77.100")) || netip.MustParseAddr("192.168.77.119").Less(a.Addr()) {
-			t.Errorf("%s got %v, want a /24 address of .101-.119 (.100 is the LAN device's)", cid, a)
+		if a.Bits() != 24 || a.Addr() == netip.MustParseAddr("192.168.77.104") ||
+			a.Addr().Less(netip.MustParseAddr("192.168.77.104")) || netip.MustParseAddr("192.168.77.119").Less(a.Addr()) {
+			t.Errorf("%s got %v, want a /24 address of the host's chunk .105-.119 (.104 is the LAN device's)", cid, a)
 		}
 	}
 	if addrs["c1"] == addrs["c2"] {
 		t.Fatalf("both containers got %v", addrs["c1"])
+	}
+	if _, _ = h.daemon.notices(); len(h.daemon.chunkReq) == 0 || h.daemon.chunkReq[0] != "drvtest 192.168.77.100 192.168.77.119 16" {
+		t.Errorf("chunk requests %q, want the network's range with the default chunk size", h.daemon.chunkReq)
+	}
+	if added, _ := h.daemon.notices(); len(added) != 2 || added[0].Uplink != upNIC || added[0].PrefixLen != 24 || added[0].Gateway != "192.168.77.1" {
+		t.Errorf("daemon notices %+v, want two uplink containers with their prefix length and gateway", added)
 	}
 
 	// Reachability: container -> router, device; device -> container.
@@ -234,6 +244,7 @@ func startSniff(t *testing.T, ns *testenv.NetNS) func() string {
 func TestUplinkConcurrentAdds(t *testing.T) {
 	l := newUplinkLab(t)
 	h := l.plugin(t)
+	h.daemon.chunk = "192.168.77.100-192.168.77.119"
 	conf := h.conf(nil)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -263,6 +274,32 @@ func TestUplinkConcurrentAdds(t *testing.T) {
 		t.Fatalf("%d distinct addresses, want 20", len(got))
 	}
 	if err := h.gc(t, conf); err != nil {
+		t.Fatal(err)
+	}
+	assertUplinkRestored(t, l, h)
+}
+
+// Without the daemon the range cannot be split among hosts: ADD is code 11
+// and leaves nothing; a daemon that does not split ranges (404) leaves the
+// whole range to this host.
+func TestUplinkChunkFromDaemon(t *testing.T) {
+	l := newUplinkLab(t)
+	h := l.plugin(t)
+	conf := h.conf(map[string]any{"daemonSocket": "/nonexistent/drover.sock"})
+	ctr := testenv.NewNetNS(t, "upnc")
+	_, err := h.add(t, "c1", ctr, conf)
+	wantCNIError(t, err, 11, "the daemon splits the LAN range among hosts")
+	if err := h.gc(t, h.conf(nil)); err != nil {
+		t.Fatal(err)
+	}
+	assertUplinkRestored(t, l, h)
+
+	h.daemon.chunk = ""
+	res := h.mustAdd(t, "c2", ctr, h.conf(nil))
+	if a := resultAddr(t, res).Addr(); a != netip.MustParseAddr("192.168.77.100") {
+		t.Errorf("with a daemon that does not split ranges: %v, want the range's first address", a)
+	}
+	if err := h.del(t, "c2", ctr, h.conf(nil)); err != nil {
 		t.Fatal(err)
 	}
 	assertUplinkRestored(t, l, h)

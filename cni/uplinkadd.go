@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -45,7 +46,13 @@ func lockUplink(dir string) (func(), error) {
 // daemon. The LAN subnet is ipam.subnet or the subnet of the host's
 // address that holds ipam.rangeStart; the gateway the configured one or
 // the host's default route's; the MTU the NIC's unless configured.
-func (c *config) resolveUplink(h *netlink.Handle, br netlink.Link) (*plan, *types.Error) {
+//
+// The range is shared by every host on the LAN: the daemon claims this
+// host's chunk of it (package lanpool) and the pool narrows to that. A
+// daemon that does not split ranges (static peers) leaves the whole range,
+// which the operator must then give each host on its own; no daemon at all
+// is code 11, rather than risk an address another host hands out.
+func (c *config) resolveUplink(ctx context.Context, d *daemonClient, h *netlink.Handle, br netlink.Link, log *slog.Logger) (*plan, *types.Error) {
 	pl := &plan{mtu: c.MTU}
 	if pl.mtu == 0 {
 		pl.mtu = br.Attrs().MTU
@@ -90,6 +97,17 @@ func (c *config) resolveUplink(h *netlink.Handle, br netlink.Link) (*plan, *type
 		return nil, invalid("gateway", "%s is outside the LAN %s", pl.gateway, subnet)
 	}
 	pl.pool = ipam.Pool{Subnet: subnet, Start: c.rangeStart, End: c.rangeEnd}
+	first, last, err := d.chunk(ctx, chunkRequest{Network: c.Name, Start: c.rangeStart.String(), End: c.rangeEnd.String(), ChunkSize: c.IPAM.ChunkSize})
+	switch {
+	case err == nil:
+		pl.pool.Start, pl.pool.End = first, last
+	case errors.Is(err, errNotImplemented):
+		log.Warn("the daemon does not split LAN ranges (static peers, or an older drover): this host takes the whole range, which no other host's config may share", "range", fmt.Sprintf("%s-%s", c.rangeStart, c.rangeEnd))
+	case errors.Is(err, errNoDaemon), errors.Is(err, errDaemonNotReady):
+		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("this host's chunk of %s-%s: %v (the daemon splits the LAN range among hosts)", c.rangeStart, c.rangeEnd, err), "")
+	default:
+		return nil, cniErr(types.ErrInternal, "this host's chunk of the LAN range", err)
+	}
 	if pl.gateway.IsValid() {
 		pl.pool.Exclude = append(pl.pool.Exclude, pl.gateway)
 	}

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -23,6 +25,7 @@ import (
 	"github.com/drovernet/drover/gossip/blocks"
 	"github.com/drovernet/drover/internal/durable"
 	"github.com/drovernet/drover/internal/ratelog"
+	"github.com/drovernet/drover/lanpool"
 	"github.com/drovernet/drover/router"
 	"github.com/drovernet/drover/tun"
 )
@@ -94,7 +97,8 @@ func startCluster(ctx context.Context, cfg *config.Config, log *slog.Logger, r *
 		ClusterKey: key, Identity: id, TunnelMTU: tunnelMTU, ReplayWindow: config.DefaultReplayWindow, Static: static,
 		RotationInterval: cc.RotationInterval, SwitchDelay: cc.SwitchDelay, Grace: cc.Grace,
 		Blocks: blocks.Open(filepath.Join(cfg.StateDir, "block.json")), Pins: pins,
-		Log: log,
+		Chunks: lanpool.OpenStore(filepath.Join(cfg.StateDir, "chunks.json")),
+		Log:    log,
 	}
 	if cc.IsKubernetes() {
 		return startKube(ctx, cfg, acfg, r, pins, log)
@@ -226,7 +230,53 @@ func (c *cluster) stop() {
 // register adds the control API's identity endpoint:
 //
 //	POST /v1/identities/forget?name=NAME   unpin NAME's identity key
+//
+// chunkRequest is the body of POST /v1/chunk (cni/daemon.go sends it):
+// a network's LAN range, as its CNI config gives it.
+type chunkRequest struct {
+	Network   string `json:"network"`
+	Start     string `json:"start"`
+	End       string `json:"end"`
+	ChunkSize int    `json:"chunk_size"`
+}
+
 func (c *cluster) register(mux *http.ServeMux) {
+	// The uplink model's plugin asks for this host's chunk of its LAN
+	// range: 200 with the chunk when it may be handed out, 503 with the
+	// reason while it is claimed or cannot be (the plugin waits).
+	mux.HandleFunc("POST /v1/chunk", func(w http.ResponseWriter, req *http.Request) {
+		var cr chunkRequest
+		dec := json.NewDecoder(io.LimitReader(req.Body, 4<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cr); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		start, err1 := netip.ParseAddr(cr.Start)
+		end, err2 := netip.ParseAddr(cr.End)
+		p := lanpool.Pool{Network: cr.Network, Start: start, End: end, Size: cr.ChunkSize}
+		if err := errors.Join(err1, err2); err != nil {
+			http.Error(w, "start, end: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		v, err := c.ag.WantChunk(p)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if !v.Ready {
+			http.Error(w, v.Note, http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(v)
+	})
+	mux.HandleFunc("GET /v1/chunks", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(c.ag.ChunkViews())
+	})
 	mux.HandleFunc("POST /v1/identities/forget", func(w http.ResponseWriter, req *http.Request) {
 		name := req.URL.Query().Get("name")
 		if name == "" || len(name) > 128 {
