@@ -114,7 +114,7 @@ func (p *plugin) add(ctx context.Context, c *config, args *skel.CmdArgs) (_ *typ
 	var br netlink.Link
 	uplinkState := filepath.Join(store.Dir(), uplinkFile)
 	attach := func() (err error) {
-		br, err = attachUplink(hostNL, c.Bridge, c.Uplink, uplinkState)
+		br, err = attachUplink(p.hostNS, hostNL, c.Bridge, c.Uplink, uplinkState)
 		return err
 	}
 	if c.Uplink != "" {

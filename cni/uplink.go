@@ -11,6 +11,8 @@ import (
 	"slices"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/drovernet/drover/internal/durable"
@@ -72,12 +74,12 @@ func readUplinkState(path string) (*uplinkState, error) {
 	return &s, nil
 }
 
-// attachUplink makes bridge a bridge with nic as a port, moving nic's IPv4
+// attachUplink makes bridge (in ns, which h serves) a bridge with nic as a port, moving nic's IPv4
 // addresses and routes to it (recorded in statePath first), and returns
 // the bridge. The bridge takes the NIC's MAC and MTU, so the host's
 // address keeps its MAC on the LAN and no neighbour's ARP cache goes
 // stale. Callers serialise it (the network's store lock).
-func attachUplink(h *netlink.Handle, bridge, nic, statePath string) (netlink.Link, error) {
+func attachUplink(ns netns.NsHandle, h *netlink.Handle, bridge, nic, statePath string) (netlink.Link, error) {
 	nl, err := h.LinkByName(nic)
 	if err != nil {
 		return nil, fmt.Errorf("uplink %s: %w", nic, err)
@@ -168,6 +170,9 @@ func attachUplink(h *netlink.Handle, bridge, nic, statePath string) (netlink.Lin
 		}
 		if br, err = h.LinkByName(bridge); err != nil {
 			return nil, fmt.Errorf("bridge %s: %w", bridge, err)
+		}
+		if err := bridgeNetfilterOff(ns, br); err != nil {
+			return nil, err
 		}
 	}
 	if err := ensureUp(h, br); err != nil {
@@ -306,4 +311,36 @@ func uplinkSubnet(h *netlink.Handle, br netlink.Link, a netip.Addr) (netip.Prefi
 	}
 	p, _ := addrPrefix(addrs[i])
 	return p.Masked(), true, nil
+}
+
+// bridgeNetfilterOff keeps frames the bridge forwards out of the host's
+// IP, IPv6 and ARP netfilter hooks (IFLA_BR_NF_CALL_*): with br_netfilter
+// loaded, the kernel otherwise passes every bridged LAN frame through the
+// host's forward chains, and conntrack tracks every LAN flow that crosses
+// the host - a cost per frame (about a tenth of a stream's throughput in
+// the lab) for traffic that is not the host's to route or filter. The
+// layer-2 guard, a bridge-family table, still sees every frame; traffic to
+// the host itself still passes its input hooks.
+func bridgeNetfilterOff(ns netns.NsHandle, br netlink.Link) error {
+	return inNS(ns, func() error { return bridgeNetfilterOffHere(br) })
+}
+
+// bridgeNetfilterOffHere is bridgeNetfilterOff in the calling thread's
+// network namespace (the netlink socket is opened there).
+func bridgeNetfilterOffHere(br netlink.Link) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(br.Attrs().Index)
+	req.AddData(msg)
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	for _, a := range []int{unix.IFLA_BR_NF_CALL_IPTABLES, unix.IFLA_BR_NF_CALL_IP6TABLES, unix.IFLA_BR_NF_CALL_ARPTABLES} {
+		data.AddRtAttr(a, []byte{0})
+	}
+	req.AddData(info)
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("bridge %s: keep bridged frames out of netfilter: %w", br.Attrs().Name, err)
+	}
+	return nil
 }

@@ -152,7 +152,7 @@ func TestUplinkMoveAndRestore(t *testing.T) {
 	wantRoutes := []string{"default via 192.168.77.1", "10.77.0.0/16 via 192.168.77.1 metric 50"}
 	state := filepath.Join(t.TempDir(), uplinkFile)
 	var br netlink.Link
-	if err := l.H.Do(func() (err error) { br, err = attachUplink(l.h, upBridge, upNIC, state); return err }); err != nil {
+	if err := l.H.Do(func() (err error) { br, err = attachUplink(l.H.Handle(), l.h, upBridge, upNIC, state); return err }); err != nil {
 		t.Fatal(err)
 	}
 	roundTrip(t, c, "moved")
@@ -166,11 +166,16 @@ func TestUplinkMoveAndRestore(t *testing.T) {
 	if nic.Attrs().MasterIndex != br.Attrs().Index || br.Attrs().HardwareAddr.String() != "02:00:00:00:77:10" {
 		t.Errorf("NIC master %d (bridge %d), bridge MAC %v; want the NIC under the bridge, with its MAC", nic.Attrs().MasterIndex, br.Attrs().Index, br.Attrs().HardwareAddr)
 	}
+	// Bridged LAN frames stay out of the host's netfilter hooks.
+	if out, err := run("ip", "-n", l.H.Name, "-d", "link", "show", upBridge); err != nil ||
+		!strings.Contains(out, "nf_call_iptables 0") || !strings.Contains(out, "nf_call_ip6tables 0") || !strings.Contains(out, "nf_call_arptables 0") {
+		t.Errorf("bridge %s: want nf_call_iptables, ip6tables and arptables 0: %v\n%s", upBridge, err, out)
+	}
 	if p, ok, err := uplinkSubnet(l.h, br, netip.MustParseAddr("192.168.77.99")); !ok || err != nil || p.String() != "192.168.77.0/24" {
 		t.Errorf("uplinkSubnet: %v %v %v, want 192.168.77.0/24", p, ok, err)
 	}
 	// Again (the next container's ADD): nothing changes.
-	if err := l.H.Do(func() (err error) { _, err = attachUplink(l.h, upBridge, upNIC, state); return err }); err != nil {
+	if err := l.H.Do(func() (err error) { _, err = attachUplink(l.H.Handle(), l.h, upBridge, upNIC, state); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if a, r := l.config(t, upBridge); fmt.Sprint(a) != fmt.Sprint(wantAddrs) || fmt.Sprint(r) != fmt.Sprint(wantRoutes) {
@@ -212,7 +217,7 @@ func TestUplinkOperatorBridge(t *testing.T) {
 		}
 	}
 	state := filepath.Join(t.TempDir(), uplinkFile)
-	if err := l.H.Do(func() (err error) { _, err = attachUplink(l.h, upBridge, upNIC, state); return err }); err != nil {
+	if err := l.H.Do(func() (err error) { _, err = attachUplink(l.H.Handle(), l.h, upBridge, upNIC, state); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if err := restoreUplink(l.h, state); err != nil {
@@ -223,10 +228,10 @@ func TestUplinkOperatorBridge(t *testing.T) {
 		t.Error("restore released the operator's NIC from the operator's bridge")
 	}
 	// A bridge named as the uplink, or a NIC under another master.
-	if err := l.H.Do(func() (err error) { _, err = attachUplink(l.h, "drv-other", upNIC, state); return err }); err == nil || !strings.Contains(err.Error(), "already a port") {
+	if err := l.H.Do(func() (err error) { _, err = attachUplink(l.H.Handle(), l.h, "drv-other", upNIC, state); return err }); err == nil || !strings.Contains(err.Error(), "already a port") {
 		t.Errorf("NIC under another bridge: %v, want an error", err)
 	}
-	if err := l.H.Do(func() (err error) { _, err = attachUplink(l.h, "drv-x", upBridge, state); return err }); err == nil || !strings.Contains(err.Error(), "is a bridge") {
+	if err := l.H.Do(func() (err error) { _, err = attachUplink(l.H.Handle(), l.h, "drv-x", upBridge, state); return err }); err == nil || !strings.Contains(err.Error(), "is a bridge") {
 		t.Errorf("a bridge as uplink: %v, want an error", err)
 	}
 }

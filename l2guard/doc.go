@@ -15,6 +15,7 @@
 //	    arp daddr ip @metadata drop                # the metadata address is the host's:
 //	    ip daddr @metadata drop }                  #   never bridged to any port
 //	  chain port_<ifname> {
+//	    ip, ether saddr MAC, ip saddr IP, not udp: accept   # the fast path
 //	    ether saddr != MAC drop                    # drop_mac
 //	    arp: not Ethernet/IPv4 drop                # drop_arp
 //	    arp: sha . spa != MAC . IP drop            # drop_arp: replies only for its own address

@@ -111,6 +111,18 @@ func portRules(p Port) [][]expr.Any {
 	// Two comparisons: nftables compares at most 16 bytes at once.
 	sender := append(append([]byte{}, p.MAC...), ip[:]...)
 	return [][]expr.Any{
+		// The fast path, first: IPv4 that is not UDP (so no DHCP server)
+		// from the port's MAC and address - nearly every frame of a flow -
+		// is accepted after one rule; the rules below decide the rest
+		// and would accept it too.
+		cat(etherType(etherIPv4), []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(p.MAC)},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ip[:]},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		}, accept()),
 		cat([]expr.Any{
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(p.MAC)},

@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -288,39 +287,11 @@ func (h *Host) PolicyBrief() (engine.Status, error) {
 // Iperf runs iperf3 for d from p to dst (a server started in dst for the
 // one test) and returns the receiver's bits per second.
 func (p *PolicyPod) Iperf(dst *PolicyPod, d time.Duration) (float64, error) {
-	const port = "5201"
-	srv := exec.Command("ip", "netns", "exec", dst.NS.Name, "iperf3", "-s", "-1", "-B", dst.Addr.String(), "-p", port)
-	var serr bytes.Buffer
-	srv.Stderr = &serr
-	if err := srv.Start(); err != nil {
-		return 0, fmt.Errorf("iperf3 server: %w", err)
+	bps, err := Iperf(p.NS, dst.NS, dst.Addr, d)
+	if err != nil {
+		return 0, fmt.Errorf("%s -> %s: %w", p.Key, dst.Key, err)
 	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	var res struct {
-		Error string `json:"error"`
-		End   struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	for try := 0; ; try++ { // until the server listens
-		out, err := exec.Command("ip", "netns", "exec", p.NS.Name, "iperf3", "-c", dst.Addr.String(), "-p", port,
-			"-t", strconv.Itoa(int(d.Seconds())), "--connect-timeout", "3000", "-J").Output()
-		res.Error = ""
-		if jerr := json.Unmarshal(out, &res); jerr != nil && err == nil {
-			return 0, fmt.Errorf("iperf3 output: %w", jerr)
-		}
-		if err == nil && res.Error == "" {
-			break
-		}
-		if try < 50 && strings.Contains(res.Error, "unable to connect") {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		return 0, fmt.Errorf("iperf3 %s -> %s: %v %s: %s", p.Key, dst.Key, err, res.Error, serr.String())
-	}
-	return res.End.SumReceived.BitsPerSecond, nil
+	return bps, nil
 }
 
 // Explain asks h's router whether a new flow from -> to on proto/port
