@@ -2,6 +2,7 @@ package cni
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -166,6 +167,19 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 				t.Logf("%s:\n%s%s%s", c.ctr.Name, out, nb, rt)
 			}
 			t.Fatalf("h%d container → h%d container %v: %v", i+1, j+1, cs[j].addr, err)
+		}
+	}
+	// The metadata address works in the overlay models too: each
+	// container reads its own record from its host's daemon, through its
+	// gateway.
+	for i, c := range cs {
+		out, err := exec.Command("ip", "netns", "exec", c.ctr.Name, "curl", "-s", "--max-time", "5", "http://169.254.169.250/v1/self").Output()
+		var rec struct{ Address, Host string }
+		if err != nil || json.Unmarshal(out, &rec) != nil {
+			t.Fatalf("h%d's container reads its metadata: %v\n%s", i+1, err, out)
+		}
+		if a, _ := netip.ParsePrefix(rec.Address); a.Addr() != c.addr || rec.Host != lab.Hosts[i].Name {
+			t.Errorf("h%d's container's record: %+v, want its address %v on %s", i+1, rec, c.addr, lab.Hosts[i].Name)
 		}
 	}
 	src, err := seenFrom(t, cs[0].ctr, listenIn(t, cs[1].ctr, cs[1].addr.String()+":0"))
