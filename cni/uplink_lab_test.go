@@ -82,7 +82,7 @@ func newLANLab(t *testing.T) *lanLab {
 		station(h.ns, fmt.Sprintf("drv-oh%d", i), upNIC, fmt.Sprintf("192.168.88.1%d/24", i))
 		sh("ip -n %s route add default via 192.168.88.1", h.ns.Name)
 		h.cfg = &droverconfig.Config{
-			Node:          droverconfig.Node{Name: h.name, Underlay: fmt.Sprintf("192.168.88.1%d", i), TUN: droverconfig.DefaultTUN, Bridge: "none"},
+			Node:          droverconfig.Node{Name: h.name, Underlay: fmt.Sprintf("192.168.88.1%d", i), TUN: droverconfig.DefaultTUN, Bridge: DefaultBridge},
 			Encapsulation: droverconfig.EncapESP,
 			Log:           droverconfig.Log{Level: "info", Format: "text"},
 			Cluster:       &droverconfig.Cluster{KeyFile: keyFile, Bootstrap: i == 1, Timing: "lan"},
@@ -246,47 +246,6 @@ func TestLabUplink(t *testing.T) {
 		}
 	}
 
-	// Throughput: containers on two hosts against two plain stations of
-	// the same LAN, alternately (ABBA...), in the same run.
-	var viaDrover, plain []float64
-	for round := range 4 {
-		for _, drover := range []bool{round%2 == 0, round%2 != 0} {
-			var bps float64
-			var err error
-			if drover {
-				bps, err = testenv.Iperf(ctrs[a], ctrs[b], addrs[b], 3*time.Second)
-				viaDrover = append(viaDrover, bps)
-			} else {
-				bps, err = testenv.Iperf(l.P1, l.P2, netip.MustParseAddr("192.168.88.62"), 3*time.Second)
-				plain = append(plain, bps)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("iperf3 round %d, containers %v: %s", round, drover, testenv.FormatBits(bps))
-		}
-	}
-	mean := func(v []float64) float64 {
-		s := 0.0
-		for _, x := range v {
-			s += x
-		}
-		return s / float64(len(v))
-	}
-	ratio := mean(viaDrover) / mean(plain)
-	t.Logf("RESULT uplink iperf3 (3 s x 4 rounds each, ABBA): containers h1 -> h2 %s, plain stations %s, ratio %.3f",
-		testenv.FormatBits(mean(viaDrover)), testenv.FormatBits(mean(plain)), ratio)
-	// Issue 13 asks for 90 %. Containers are one veth pair and one host
-	// bridge further from the LAN than a station on it, on each side, and
-	// on this machine a stream between stations ranges from 10 to 20
-	// Gbit/s from one run to the next: measured ratios 0.75 to 1.02 (the
-	// guard's fast path and bridged frames kept out of netfilter
-	// included). Until the 90 % holds run after run, the test guards
-	// against a gross regression only and logs the ratio.
-	if ratio < 0.7 {
-		t.Errorf("containers reach %.1f%% of plain stations' throughput, want at least 70%%", 100*ratio)
-	}
-
 	// Metadata: each container reads its own record, and nothing of it
 	// is seen on the LAN.
 	sniff := startSniff(t, l.D)
@@ -321,6 +280,38 @@ func TestLabUplink(t *testing.T) {
 	}
 	if seen := sniff(); strings.Contains(seen, "169.254.169.250") {
 		t.Errorf("the LAN saw the metadata address:\n%s", seen)
+	}
+
+	// The overlay next to the LAN: another network, another bridge
+	// (drover-br0), on the same hosts; its containers reach each other
+	// over ESP on the same LAN, and the LAN containers are untouched.
+	overlay := map[string]netip.Addr{}
+	for _, h := range l.hosts {
+		ns := testenv.NewNetNS(t, "lov")
+		conf := map[string]any{"cniVersion": "1.1.0", "name": "overlay", "type": "drover", "daemonSocket": h.cfg.ControlSocket,
+			"ipam": map[string]any{"dataDir": h.th.dataDir}}
+		res, err := h.th.add(t, h.name+"-overlay", ns, conf)
+		if err != nil {
+			t.Fatalf("overlay ADD on %s: %v", h.name, err)
+		}
+		overlay[h.name] = resultAddr(t, res).Addr()
+		ctrs[h.name+"-overlay"] = ns
+		t.Cleanup(func() { h.th.del(t, h.name+"-overlay", ns, conf) })
+	}
+	if out, err := inNSRun(t, ctrs["h1-overlay"], "ping", "-c1", "-W2", overlay["h2"].String()); err != nil {
+		t.Errorf("overlay h1 -> h2 (%v): %v\n%s", overlay["h2"], err, out)
+	}
+	if out, err := inNSRun(t, ctrs[a], "ping", "-c1", "-W2", addrs[b].String()); err != nil {
+		t.Errorf("LAN containers after the overlay's: %v\n%s", err, out)
+	}
+	for _, h := range l.hosts {
+		ns := ctrs[h.name+"-overlay"]
+		conf := map[string]any{"cniVersion": "1.1.0", "name": "overlay", "type": "drover", "daemonSocket": h.cfg.ControlSocket,
+			"ipam": map[string]any{"dataDir": h.th.dataDir}}
+		if err := h.th.del(t, h.name+"-overlay", ns, conf); err != nil {
+			t.Errorf("overlay DEL on %s: %v", h.name, err)
+		}
+		delete(ctrs, h.name+"-overlay")
 	}
 
 	// A killed and restarted daemon keeps its chunk.
@@ -441,4 +432,67 @@ func guardDrops(t *testing.T, h *lanHost, reason string) float64 {
 		t.Fatal(err)
 	}
 	return float64(st.GuardDrops["drop_"+reason])
+}
+
+// TestLabUplinkThroughput: iperf3 between containers on two hosts of the
+// uplink lab against two plain stations of the same LAN, in one run. A
+// measurement: it runs without -race, with the machine to itself (CI's
+// scale step).
+func TestLabUplinkThroughput(t *testing.T) {
+	if raceEnabled {
+		t.Skip("measures throughput: run without -race, alone (CI's scale step runs it)")
+	}
+	l := newLANLab(t)
+	var ctrs []*testenv.NetNS
+	var addrs []netip.Addr
+	for _, h := range l.hosts {
+		ns := testenv.NewNetNS(t, "ltp")
+		res, err := h.th.add(t, h.name+"-perf", ns, h.th.conf(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.th.del(t, h.name+"-perf", ns, h.th.conf(nil)) })
+		ctrs, addrs = append(ctrs, ns), append(addrs, resultAddr(t, res).Addr())
+	}
+	// Throughput: containers on two hosts against two plain stations of
+	// the same LAN, alternately (ABBA...), in the same run.
+	var viaDrover, plain []float64
+	for round := range 4 {
+		for _, drover := range []bool{round%2 == 0, round%2 != 0} {
+			var bps float64
+			var err error
+			if drover {
+				bps, err = testenv.Iperf(ctrs[0], ctrs[1], addrs[1], 3*time.Second)
+				viaDrover = append(viaDrover, bps)
+			} else {
+				bps, err = testenv.Iperf(l.P1, l.P2, netip.MustParseAddr("192.168.88.62"), 3*time.Second)
+				plain = append(plain, bps)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("iperf3 round %d, containers %v: %s", round, drover, testenv.FormatBits(bps))
+		}
+	}
+	mean := func(v []float64) float64 {
+		s := 0.0
+		for _, x := range v {
+			s += x
+		}
+		return s / float64(len(v))
+	}
+	ratio := mean(viaDrover) / mean(plain)
+	t.Logf("RESULT uplink iperf3 (3 s x 4 rounds each, ABBA): containers h1 -> h2 %s, plain stations %s, ratio %.3f",
+		testenv.FormatBits(mean(viaDrover)), testenv.FormatBits(mean(plain)), ratio)
+	// Issue 13 asks for 90 %. Containers are one veth pair and one host
+	// bridge further from the LAN than a station on it, on each side, and
+	// on this machine a stream between stations ranges from 10 to 20
+	// Gbit/s from one run to the next: measured ratios 0.75 to 1.02 (the
+	// guard's fast path and bridged frames kept out of netfilter
+	// included). Until the 90 % holds run after run, the test guards
+	// against a gross regression only and logs the ratio.
+	if ratio < 0.7 {
+		t.Errorf("containers reach %.1f%% of plain stations' throughput, want at least 70%%", 100*ratio)
+	}
+
 }
