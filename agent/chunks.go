@@ -185,11 +185,19 @@ func (a *Agent) stepChunks(members []gossip.Member, believed map[string]*checked
 			continue
 		}
 		live := m.State == gossip.Alive || m.State == gossip.Suspect
+		claimed := map[uint64]bool{}
 		for _, cc := range m.Info.Chunks {
 			ps := a.pools[cc.Pool]
 			if ps == nil {
 				continue // a pool this host does not claim in
 			}
+			if claimed[cc.Pool] {
+				// One chunk per host and range: a member publishing more
+				// (a hostile or broken one) gets its first believed only.
+				a.log.Warn("chunk claim refused", "peer", m.Name, "pool", ps.pool.String(), "index", cc.Index, "err", "a second claim in the range")
+				continue
+			}
+			claimed[cc.Pool] = true
 			if why := sinceReason(cc.Since, now); why != "" || int(cc.Index) >= ps.pool.Len() {
 				a.log.Warn("chunk claim refused", "peer", m.Name, "pool", ps.pool.String(), "index", cc.Index, "err", cmp.Or(why, "past the last chunk"))
 				continue

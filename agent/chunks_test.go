@@ -115,3 +115,22 @@ func TestChunkNeedsQuorum(t *testing.T) {
 		t.Fatal("a claim was published")
 	}
 }
+
+// A member publishing several claims in one range gets only its first
+// believed: it cannot take the range's chunks for itself.
+func TestChunkOnePerMember(t *testing.T) {
+	h := newHarness(t)
+	h.newAgent(withChunks(h.dir))
+	r := newRemote(t, "greedy", 2, "10.42.9.0/24", t0.Add(-time.Hour))
+	old := t0.Add(-time.Hour).UnixNano()
+	for i := range lanPool.Len() {
+		r.info.Chunks = append(r.info.Chunks, gossip.ChunkClaim{Pool: lanPool.ID(), Index: uint16(i), Since: old})
+	}
+	h.m.set(r.member())
+	h.a.WantChunk(lanPool)
+	h.step()
+	ours := h.a.Info().Chunks
+	if len(ours) != 1 || ours[0].Index == 0 {
+		t.Fatalf("with a member claiming every chunk: %+v, want one of chunks 1..%d", ours, lanPool.Len()-1)
+	}
+}
