@@ -317,7 +317,7 @@ func (s *localSet) add(l cni.Local) error {
 			return fmt.Errorf("mac: %w", err)
 		}
 	}
-	if s.trustedBridge != "" && l.Bridge != "" && l.Bridge != s.trustedBridge {
+	if s.trustedBridge != "" && l.Bridge != "" && l.Bridge != s.trustedBridge && l.Uplink == "" {
 		s.log.Warn("container attached to a bridge the forward filter does not trust: its routed traffic is dropped; set node.bridge to the CNI bridge",
 			"bridge", l.Bridge, "node_bridge", s.trustedBridge, "ip", l.IP)
 	}

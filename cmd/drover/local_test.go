@@ -447,13 +447,15 @@ func TestLocalUntrustedBridgeWarns(t *testing.T) {
 		}), nil)))
 	set.trustedBridge = "drover-br0"
 	for _, tc := range []struct {
-		bridge string
-		warn   bool
-	}{{"drover-br0", false}, {"cni0", true}} {
+		bridge, uplink string
+		warn           bool
+	}{{"drover-br0", "", false}, {"cni0", "", true}, {"drover-lan0", "eth1", false}} {
 		mu.Lock()
 		buf.Reset()
 		mu.Unlock()
-		err := set.add(cni.Local{IP: "10.42.1.5", ContainerID: "c1", IfName: "eth0", Network: "n", Bridge: tc.bridge})
+		// An uplink container's frames are bridged onto the LAN, never
+		// routed: the forward filter's bridge is not its concern.
+		err := set.add(cni.Local{IP: "10.42.1.5", ContainerID: "c1", IfName: "eth0", Network: "n", Bridge: tc.bridge, Uplink: tc.uplink})
 		if err != nil {
 			t.Fatalf("bridge %s: add: %v", tc.bridge, err)
 		}
