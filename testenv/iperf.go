@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,4 +63,42 @@ func Iperf(from, to *NetNS, addr netip.Addr, d time.Duration) (float64, error) {
 		return 0, fmt.Errorf("iperf3 %s -> %s (%s): %v %s: %s", from.Name, to.Name, addr, err, res.Error, serr.String())
 	}
 	return res.End.SumReceived.BitsPerSecond, nil
+}
+
+// Mean is the arithmetic mean of v (0 for none).
+func Mean(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
+}
+
+// PairedRatios compares two series measured in rounds, a[i] and b[i] back
+// to back: the ratio of their means, and the median of the rounds' ratios
+// a[i]/b[i], which a change of the machine's speed between rounds (or
+// inside one round, spoiling that round only) does not move.
+func PairedRatios(a, b []float64) (ofMeans, median float64) {
+	n := min(len(a), len(b))
+	if n == 0 || Mean(b[:n]) == 0 {
+		return 0, 0
+	}
+	rs := make([]float64, 0, n)
+	for i := range n {
+		if b[i] > 0 {
+			rs = append(rs, a[i]/b[i])
+		}
+	}
+	slices.Sort(rs)
+	switch m := len(rs); {
+	case m == 0:
+	case m%2 == 1:
+		median = rs[m/2]
+	default:
+		median = (rs[m/2-1] + rs[m/2]) / 2
+	}
+	return Mean(a[:n]) / Mean(b[:n]), median
 }

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os/exec"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -242,8 +245,20 @@ func TestNetpolScale(t *testing.T) {
 	if x, err := lab.Hosts[1].Explain(client.Key, server.Key, "TCP", 5201); err != nil || !x.Allowed {
 		t.Fatalf("explain client -> server: %+v, %v; want allowed by perf/server", x, err)
 	}
+	// The client's router beside the client on CPU 0, the server's
+	// beside the server on CPU 1 (Iperf pins those): left to the
+	// scheduler, the four busy threads share two CPUs differently from
+	// one run to the next, by more than the difference measured here.
+	if runtime.NumCPU() >= 2 {
+		for i, h := range lab.Hosts[:2] {
+			if out, err := exec.Command("taskset", "-a", "-p", "-c", strconv.Itoa(i), strconv.Itoa(h.Router.PID())).CombinedOutput(); err != nil {
+				t.Fatalf("pin %s's router: %v\n%s", h.Name, err, out)
+			}
+		}
+	}
 	var with, without []float64
-	for round := range 4 {
+	const rounds = 6
+	for round := range rounds {
 		// ABBA: neither state always goes first, and a pause after each
 		// change lets the daemons and the API server go quiet.
 		order := []bool{true, false}
@@ -276,24 +291,19 @@ func TestNetpolScale(t *testing.T) {
 			t.Logf("iperf3 round %d, policies %v: %s", round, on, FormatBits(bps))
 		}
 	}
-	mean := func(v []float64) float64 {
-		s := 0.0
-		for _, x := range v {
-			s += x
-		}
-		return s / float64(len(v))
-	}
-	ratio := mean(with) / mean(without)
-	t.Logf("RESULT netpol scale: iperf3 client (h1) -> server (h2), 3 s x 4 rounds each (ABBA): with %d policies %s, with none %s, ratio %.3f",
-		pols+1, FormatBits(mean(with)), FormatBits(mean(without)), ratio)
-	// Issue 12 asks for 5 %. Measured ratios so far: 1.012, 0.946 and
-	// 0.874 (every round of the last lower with policies), so there may
-	// be a real cost of about 10 % not yet explained: established flows
-	// stop at the conntrack rule, the routers sat idle before each run.
-	// Until it is, the test guards against a gross regression only (an
-	// allowed flow must keep three quarters of its speed) and logs the
-	// ratio; the 5 % point of the issue stays open.
-	if ratio < 0.75 {
-		t.Errorf("throughput with policies is %.1f%% of without, want at least 75%%", 100*ratio)
+	mean, median := PairedRatios(with, without)
+	t.Logf("RESULT netpol scale: iperf3 client (h1) -> server (h2), 3 s x %d rounds each (ABBA): with %d policies %s, with none %s; ratio of the means %.3f, median ratio of the rounds %.3f",
+		rounds, pols+1, FormatBits(Mean(with)), FormatBits(Mean(without)), mean, median)
+	// Issue 12: within 5 % of the same run with none. This machine
+	// switches between throughput levels (about 5 and 7 Gbit/s here) for
+	// seconds at a time; each round measures both states back to back, so
+	// the median of the rounds' ratios is less moved by a switch than the
+	// ratio of the means. With the routers pinned it was 0.990, 1.029,
+	// 1.014, 1.022 in four runs of 4 rounds, then 0.912 in one of 6 rounds
+	// whose three slow rounds all fell on the state with policies. Not yet
+	// shown within 5 % run after run, so the issue's point stays open and
+	// the test guards against a gross regression only.
+	if median < 0.75 {
+		t.Errorf("throughput with policies is %.1f%% of without (median of %d rounds), want at least 75%%", 100*median, rounds)
 	}
 }

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"math"
 	mrand "math/rand/v2"
 	"testing"
 )
@@ -42,5 +43,24 @@ func TestSamplePairs(t *testing.T) {
 				t.Fatalf("got %d containers probing their successor, want all %d", len(ring), tc.n)
 			}
 		})
+	}
+}
+
+func TestPairedRatios(t *testing.T) {
+	for _, tc := range []struct {
+		a, b            []float64
+		ofMeans, median float64
+	}{
+		{[]float64{5, 7, 7, 5}, []float64{5, 7, 7, 5}, 1, 1},
+		// The machine speeds up inside round 2: the ratio of the means
+		// drops to 0.933, the median of the rounds stays near 1.
+		{[]float64{5.1, 5.1, 5.0, 7.0}, []float64{5.0, 5.1, 6.8, 6.9}, 22.2 / 23.8, (5.1/5.1 + 7.0/6.9) / 2},
+		{[]float64{6, 3, 9}, []float64{3, 3, 3}, 2, 2},
+		{nil, nil, 0, 0},
+	} {
+		m, med := PairedRatios(tc.a, tc.b)
+		if math.Abs(m-tc.ofMeans) > 1e-9 || math.Abs(med-tc.median) > 1e-9 {
+			t.Errorf("PairedRatios(%v, %v): got %v, %v; want %v, %v", tc.a, tc.b, m, med, tc.ofMeans, tc.median)
+		}
 	}
 }
