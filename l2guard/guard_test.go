@@ -99,16 +99,19 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// sniffer reads every frame arriving on eth0 of a namespace.
+// sniffer reads every frame arriving on one interface of a namespace.
 type sniffer struct {
 	fd int
 }
 
-func sniff(t *testing.T, ns *netnstest.NetNS) *sniffer {
+// sniff reads what eth0 of ns receives.
+func sniff(t *testing.T, ns *netnstest.NetNS) *sniffer { return sniffOn(t, ns, "eth0") }
+
+func sniffOn(t *testing.T, ns *netnstest.NetNS, ifname string) *sniffer {
 	t.Helper()
 	var s sniffer
 	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
+		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
 			return err
 		}
@@ -325,7 +328,7 @@ func TestGuardFrames(t *testing.T) {
 	// From the LAN (an unguarded port): nothing reaches the metadata
 	// address, and the LAN's own traffic passes.
 	t.Run("LAN to the metadata address", func(t *testing.T) {
-		host := sniffHost(t, l.H)
+		host := sniffOn(t, l.H, "drv-gbr")
 		before := drops(t, l.g)
 		m := marker()
 		sendFrame(t, l.L, eth(l.brMAC, l.lanMAC, 0x0800, ipv4UDP(gwAddr, metaAddr, 40000, 80, m)))
@@ -342,31 +345,6 @@ func TestGuardFrames(t *testing.T) {
 			t.Error("the LAN's packet to C1 did not arrive")
 		}
 	})
-}
-
-// sniffHost reads what the bridge device itself receives.
-func sniffHost(t *testing.T, ns *netnstest.NetNS) *sniffer {
-	t.Helper()
-	var s sniffer
-	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName("drv-gbr")
-		if err != nil {
-			return err
-		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-		if err != nil {
-			return err
-		}
-		s.fd = fd
-		tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return err
-		}
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
-	})
-	must(t, err)
-	t.Cleanup(func() { unix.Close(s.fd) })
-	return &s
 }
 
 // TestGuardCheck: Check passes on what Add installed and names what an
