@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -229,5 +230,18 @@ func printStatus(w io.Writer, st router.Status) {
 	sort.Strings(reasons)
 	for _, k := range reasons {
 		fmt.Fprintf(w, "  %-16s %d\n", k, st.Drops[k])
+	}
+	if len(st.GuardDrops) > 0 {
+		// The layer-2 guard's counters (package l2guard): frames
+		// containers sent that their ports do not allow.
+		fmt.Fprintln(w, "\nlayer-2 guard drops (container ports):")
+		reasons = reasons[:0]
+		for k := range st.GuardDrops {
+			reasons = append(reasons, k)
+		}
+		sort.Strings(reasons)
+		for _, k := range reasons {
+			fmt.Fprintf(w, "  %-16s %d\n", strings.TrimPrefix(k, "drop_"), st.GuardDrops[k])
+		}
 	}
 }

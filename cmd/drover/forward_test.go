@@ -98,3 +98,19 @@ func TestForwardFilterStatus(t *testing.T) {
 		})
 	}
 }
+
+// drover status lists the layer-2 guard's counters when the table exists,
+// and says nothing of it otherwise.
+func TestStatusGuardDrops(t *testing.T) {
+	var s bytes.Buffer
+	printStatus(&s, router.Status{Node: "h1", GuardDrops: map[string]uint64{"drop_mac": 3, "drop_arp": 1}})
+	want := "\nlayer-2 guard drops (container ports):\n  arp              1\n  mac              3\n"
+	if !strings.Contains(s.String(), want) {
+		t.Errorf("status:\n%s\nwant %q", s.String(), want)
+	}
+	s.Reset()
+	printStatus(&s, router.Status{Node: "h1"})
+	if strings.Contains(s.String(), "guard") {
+		t.Errorf("status without the guard's table mentions it:\n%s", s.String())
+	}
+}
