@@ -134,6 +134,13 @@ func newFakeDaemon(t testing.TB, block string, mtu int) *fakeDaemon {
 	return d
 }
 
+// chunkRequests returns the POST /v1/chunk requests so far.
+func (d *fakeDaemon) chunkRequests() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.chunkReq...)
+}
+
 func (d *fakeDaemon) notices() (added []Local, deleted []string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

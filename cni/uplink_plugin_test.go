@@ -82,8 +82,8 @@ func TestUplinkModel(t *testing.T) {
 	if addrs["c1"] == addrs["c2"] {
 		t.Fatalf("both containers got %v", addrs["c1"])
 	}
-	if _, _ = h.daemon.notices(); len(h.daemon.chunkReq) == 0 || h.daemon.chunkReq[0] != "drvtest 192.168.77.100 192.168.77.119 16" {
-		t.Errorf("chunk requests %q, want the network's range with the default chunk size", h.daemon.chunkReq)
+	if reqs := h.daemon.chunkRequests(); len(reqs) == 0 || reqs[0] != "drvtest 192.168.77.100 192.168.77.119 16" {
+		t.Errorf("chunk requests %q, want the network's range with the default chunk size", reqs)
 	}
 	if added, _ := h.daemon.notices(); len(added) != 2 || added[0].Uplink != upNIC || added[0].PrefixLen != 24 || added[0].Gateway != "192.168.77.1" {
 		t.Errorf("daemon notices %+v, want two uplink containers with their prefix length and gateway", added)
