@@ -1,7 +1,9 @@
 package firewall
 
 import (
+	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 
 	"github.com/google/nftables"
@@ -17,6 +19,9 @@ type conn interface {
 	AddObj(nftables.Obj) nftables.Obj
 	AddChain(*nftables.Chain) *nftables.Chain
 	AddRule(*nftables.Rule) *nftables.Rule
+	AddSet(*nftables.Set, []nftables.SetElement) error
+	FlushSet(*nftables.Set)
+	SetAddElements(*nftables.Set, []nftables.SetElement) error
 	Flush() error
 	GetObject(nftables.Obj) (nftables.Obj, error)
 }
@@ -66,6 +71,11 @@ func install(c conn, s Spec) (*Filter, error) {
 	for _, ch := range rs.Chains {
 		c.AddChain(ch)
 	}
+	for _, set := range rs.Sets {
+		if err := c.AddSet(set, nil); err != nil {
+			return nil, fmt.Errorf("firewall: set %s: %w", set.Name, err)
+		}
+	}
 	for _, r := range rs.Rules {
 		c.AddRule(r)
 	}
@@ -96,6 +106,52 @@ func (f *Filter) Drops() (packets, bytes uint64, err error) {
 		return 0, 0, fmt.Errorf("firewall: counter %s: unexpected object data %T", DropCounter, n.Obj)
 	}
 	return ctr.Packets, ctr.Bytes, nil
+}
+
+// ErrNoUnderlay is returned by SetDirect on a filter built without
+// Spec.Underlay.
+var ErrNoUnderlay = errors.New("firewall: no underlay interface: direct sources cannot be admitted")
+
+// SetDirect makes srcs the sources accepted on the underlay interface, in
+// one transaction (nothing is admitted twice or missing in between). A
+// source's prefix is accepted only from its MAC address. Invalid prefixes
+// are refused before anything changes.
+func (f *Filter) SetDirect(srcs []Source) error {
+	if len(f.rs.Sets) != 2 {
+		return ErrNoUnderlay
+	}
+	var e4, e6 []nftables.SetElement
+	for _, s := range srcs {
+		p := s.Prefix
+		if !p.IsValid() {
+			return fmt.Errorf("firewall: direct source %v: not a prefix", p)
+		}
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		s.Prefix = p
+		if p.Addr().Is4() {
+			e4 = append(e4, directElement(s))
+		} else {
+			e6 = append(e6, directElement(s))
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, es := range [][]nftables.SetElement{e4, e6} {
+		set := f.rs.Sets[i]
+		f.c.FlushSet(set)
+		if len(es) == 0 {
+			continue
+		}
+		if err := f.c.SetAddElements(set, es); err != nil {
+			return fmt.Errorf("firewall: set %s: %w", set.Name, err)
+		}
+	}
+	if err := f.c.Flush(); err != nil {
+		return fmt.Errorf("firewall: direct sources: %w", err)
+	}
+	return nil
 }
 
 // Remove deletes the filter's table. It succeeds when the table is

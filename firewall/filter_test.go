@@ -354,3 +354,85 @@ func TestFilterNeedsValidSpec(t *testing.T) {
 		t.Errorf("tables after a failed install: %v", tables)
 	}
 }
+
+// TestFilterDirect: with an underlay interface, the kernel admits a
+// direct member's container sources from that member's MAC only, and
+// SetDirect replaces the admitted sources in one step.
+func TestFilterDirect(t *testing.T) {
+	l := newFwLab(t)
+	ctr := udpIn(t, l.C, "10.42.1.2:7000")
+	spec := l.spec
+	spec.Underlay = "drv-up"
+	f, err := firewall.InstallIn(l.R.Handle(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Remove() })
+	var omac [6]byte
+	withNL(t, l.O, func(h *netlink.Handle) error {
+		ln, err := h.LinkByName("eth0")
+		if err == nil {
+			omac = [6]byte(ln.Attrs().HardwareAddr)
+		}
+		return err
+	})
+	forge := func(src, msg string) {
+		t.Helper()
+		if err := testenv.SendRawUDP(l.O, netip.MustParseAddrPort(src), netip.MustParseAddrPort("10.42.1.2:7000"), []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forge("10.42.9.5:7000", "before")
+	wantRecv(t, ctr, "member block before SetDirect")
+
+	// O is now the member holding 10.42.9.0/24.
+	if err := f.SetDirect([]firewall.Source{{Prefix: netip.MustParsePrefix("10.42.9.0/24"), MAC: omac}}); err != nil {
+		t.Fatal(err)
+	}
+	forge("10.42.9.5:7000", "direct")
+	wantRecv(t, ctr, "member block from its MAC", "direct")
+	forge("10.42.8.5:7000", "other-block")
+	wantRecv(t, ctr, "another block from the member's MAC")
+
+	// The same block announced with another MAC: O's packets are no
+	// longer the member's.
+	other := omac
+	other[5] ^= 0xff
+	if err := f.SetDirect([]firewall.Source{{Prefix: netip.MustParsePrefix("10.42.9.0/24"), MAC: other}}); err != nil {
+		t.Fatal(err)
+	}
+	forge("10.42.9.5:7001", "wrong-mac")
+	wantRecv(t, ctr, "member block from another MAC")
+	if err := f.SetDirect(nil); err != nil {
+		t.Fatal(err)
+	}
+	forge("10.42.9.5:7002", "withdrawn")
+	wantRecv(t, ctr, "member block after the member is withdrawn")
+	if got := drops(t, f); got != 4 {
+		t.Errorf("drops: got %d, want 4", got)
+	}
+
+	if path, err := exec.LookPath("nft"); err == nil {
+		_ = f.SetDirect([]firewall.Source{{Prefix: netip.MustParsePrefix("10.42.9.0/24"), MAC: omac}})
+		b, err := exec.Command("ip", "netns", "exec", l.R.Name, path, "list", "table", "inet", firewall.Table).CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list: %v\n%s", err, b)
+		}
+		t.Logf("nft list table inet %s:\n%s", firewall.Table, b)
+		want := fmt.Sprintf(`iifname "drv-up" ip saddr . ether saddr @%s accept`, firewall.DirectSet4)
+		if !strings.Contains(string(b), want) {
+			t.Errorf("nft list: no %q", want)
+		}
+		if !strings.Contains(string(b), "10.42.9.0/24 . "+net.HardwareAddr(omac[:]).String()) {
+			t.Errorf("nft list: no element for 10.42.9.0/24 . %s", net.HardwareAddr(omac[:]))
+		}
+	}
+	// Without an underlay interface there is nothing to admit into.
+	g, err := firewall.InstallIn(l.R.Handle(), l.spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.SetDirect(nil); !errors.Is(err, firewall.ErrNoUnderlay) {
+		t.Errorf("SetDirect without an underlay: got %v, want ErrNoUnderlay", err)
+	}
+}

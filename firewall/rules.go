@@ -26,6 +26,20 @@ const (
 	ContainersChain = "to_containers"
 	// DropCounter is the named counter every drop of the filter updates.
 	DropCounter = "forward_drops"
+	// DirectSet4 and DirectSet6 hold the sources accepted from the
+	// underlay interface (Spec.Underlay): a member's prefix and the MAC
+	// address of its underlay interface, concatenated (cluster.direct).
+	DirectSet4 = "direct4"
+	DirectSet6 = "direct6"
+)
+
+// Set IDs name a set within the transaction that adds it (rules refer to
+// it by ID there). Fixed, as every set of the table is added in one
+// transaction with the table: google/nftables' own counter is global and
+// unsynchronised.
+const (
+	idDirect4 = 1
+	idDirect6 = 2
 )
 
 // Priority of the forward chain: the filter priority (0), as iptables'
@@ -61,6 +75,18 @@ type Spec struct {
 	// (to the TUN or between subnets) or, with br_netfilter, bridged.
 	// Empty: no bridge is trusted.
 	Bridge string
+	// Underlay is the underlay interface, for direct routing: a source
+	// in a member's prefix is accepted on it from that member's MAC
+	// address only (Filter.SetDirect). Empty: nothing is accepted from
+	// the underlay but replies and host ports.
+	Underlay string
+}
+
+// Source is a member reached without encapsulation: its container
+// prefixes arrive on the underlay interface from its MAC address.
+type Source struct {
+	Prefix netip.Prefix
+	MAC    [6]byte
 }
 
 // Validate checks s.
@@ -71,6 +97,9 @@ func (s Spec) Validate() error {
 	}
 	if s.Bridge != "" && !validIfname(s.Bridge) {
 		errs = append(errs, fmt.Errorf("firewall: bridge %q is not an interface name", s.Bridge))
+	}
+	if s.Underlay != "" && !validIfname(s.Underlay) {
+		errs = append(errs, fmt.Errorf("firewall: underlay %q is not an interface name", s.Underlay))
 	}
 	if len(s.Protected) == 0 {
 		errs = append(errs, errors.New("firewall: no protected prefix"))
@@ -128,7 +157,66 @@ type Ruleset struct {
 	Counter *nftables.NamedObj
 	// Chains: the forward base chain, then the containers chain.
 	Chains []*nftables.Chain
-	Rules  []*nftables.Rule
+	// Sets: DirectSet4 and DirectSet6 with Spec.Underlay, else none.
+	Sets  []*nftables.Set
+	Rules []*nftables.Rule
+}
+
+// directSets are the filter's sets of direct sources in table t.
+func directSets(t *nftables.Table) (v4, v6 *nftables.Set) {
+	mk := func(name string, id uint32, addr nftables.SetDatatype) *nftables.Set {
+		return &nftables.Set{
+			Table: t, Name: name, ID: id, Interval: true, Concatenation: true,
+			KeyType: nftables.MustConcatSetType(addr, nftables.TypeEtherAddr),
+		}
+	}
+	return mk(DirectSet4, idDirect4, nftables.TypeIPAddr), mk(DirectSet6, idDirect6, nftables.TypeIP6Addr)
+}
+
+// Registers of a concatenated lookup key: the address in the first
+// 128-bit register (NFT_REG_1), the MAC right after it in 32-bit
+// registers (NFT_REG32_00 is 8), as nft(8) lays out `ip saddr . ether
+// saddr`. Each field takes a multiple of 4 bytes.
+const (
+	regReg1     = 1
+	reg32First  = 8
+	etherPadLen = 8 // 6 bytes, padded to a 32-bit boundary
+)
+
+// directElement is s as an element of its family's set: an interval of
+// addresses, each concatenated with the MAC.
+func directElement(s Source) nftables.SetElement {
+	p := s.Prefix.Masked()
+	first := p.Addr().AsSlice()
+	last := slices.Clone(first)
+	for i := p.Bits(); i < len(last)*8; i++ {
+		last[i/8] |= 0x80 >> (i % 8)
+	}
+	mac := make([]byte, etherPadLen)
+	copy(mac, s.MAC[:])
+	return nftables.SetElement{Key: append(first, mac...), KeyEnd: append(last, mac...)}
+}
+
+// matchDirect matches packets of a family (v6) that arrived on the
+// underlay interface with a source address and source MAC in set:
+// `iifname UNDERLAY ip saddr . ether saddr @direct4`.
+func matchDirect(underlay string, set *nftables.Set, v6 bool) []expr.Any {
+	proto, off, n := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4)
+	if v6 {
+		proto, off, n = unix.NFPROTO_IPV6, 8, 16
+	}
+	e := append(matchIfname(underlay),
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		// Interfaces without a link-layer header (a TUN, a WireGuard
+		// device) have none to read: the payload load then ends the rule.
+		&expr.Meta{Key: expr.MetaKeyIIFTYPE, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint16(unix.ARPHRD_ETHER)},
+		&expr.Payload{DestRegister: regReg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Payload{DestRegister: reg32First + n/4, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+		&expr.Lookup{SourceRegister: regReg1, SetName: set.Name, SetID: set.ID},
+	)
+	return e
 }
 
 // Build returns the filter for s, without touching the kernel:
@@ -143,6 +231,8 @@ type Ruleset struct {
 //	    iifname "drover0" accept                        # out of the tunnel
 //	    iifname "drover-br0" accept                     # from the containers
 //	    ct status dnat accept                           # a host port (portmap)
+//	    iifname "eth0" ip saddr . ether saddr @direct4 accept    # with Spec.Underlay:
+//	    iifname "eth0" ip6 saddr . ether saddr @direct6 accept   # direct members
 //	    ip saddr 10.42.0.0/16 counter name forward_drops drop   # a container source from elsewhere
 //	    ct state established,related accept             # replies (host NAT)
 //	    counter name forward_drops drop
@@ -192,6 +282,12 @@ func Build(s Spec) (Ruleset, error) {
 		add(ctr, "drover: from the containers", append(matchIfname(s.Bridge), accept)...)
 	}
 	add(ctr, "drover: host port (dnat)", append(matchCt(expr.CtKeySTATUS, ctStatusDstNAT), accept)...)
+	if s.Underlay != "" {
+		v4, v6 := directSets(t)
+		rs.Sets = []*nftables.Set{v4, v6}
+		add(ctr, "drover: a direct member's containers", append(matchDirect(s.Underlay, v4, false), accept)...)
+		add(ctr, "drover: a direct member's containers (IPv6)", append(matchDirect(s.Underlay, v6, true), accept)...)
+	}
 	for _, p := range pfx {
 		add(ctr, "drover: forged source "+p.String(), append(matchAddr(p, true), drop...)...)
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -20,6 +22,9 @@ type packet struct {
 	src, dst string
 	ctState  uint32
 	ctStatus uint32
+	// mac is the source MAC (arrived on an Ethernet device); empty: the
+	// device has no link-layer header (a TUN).
+	mac string
 }
 
 func (p packet) header(t *testing.T) (nfproto byte, hdr []byte) {
@@ -46,9 +51,33 @@ func (p packet) header(t *testing.T) (nfproto byte, hdr []byte) {
 // uses (anything else fails the test): the forward chain, jumps, the
 // policy. It returns the verdict and how many times the drop counter was
 // referenced.
-func eval(t *testing.T, rs Ruleset, p packet) (verdict string, counted int) {
+func eval(t *testing.T, rs Ruleset, p packet, direct ...Source) (verdict string, counted int) {
 	t.Helper()
 	proto, hdr := p.header(t)
+	sets := map[string][]nftables.SetElement{}
+	for _, s := range direct {
+		name := DirectSet4
+		if s.Prefix.Addr().Is6() {
+			name = DirectSet6
+		}
+		sets[name] = append(sets[name], directElement(s))
+	}
+	var mac []byte
+	if p.mac != "" {
+		hw, err := net.ParseMAC(p.mac)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mac = hw
+	}
+	// Registers as the kernel numbers them: NFT_REG_1..4 (16 bytes each)
+	// are NFT_REG32_00.. (8..) four at a time.
+	reg32 := func(r uint32) uint32 {
+		if r >= 1 && r <= 4 {
+			return reg32First + (r-1)*4
+		}
+		return r
+	}
 	chains := map[string][]*nftables.Rule{}
 	for _, r := range rs.Rules {
 		chains[r.Chain.Name] = append(chains[r.Chain.Name], r)
@@ -60,25 +89,69 @@ func eval(t *testing.T, rs Ruleset, p packet) (verdict string, counted int) {
 		}
 	rules:
 		for _, r := range chains[chain] {
-			reg := map[uint32][]byte{}
+			regs := map[uint32][]byte{}
+			reg := regView{regs, reg32}
 			for _, e := range r.Exprs {
 				switch e := e.(type) {
 				case *expr.Meta:
 					switch e.Key {
 					case expr.MetaKeyNFPROTO:
-						reg[e.Register] = []byte{proto}
+						reg.set(e.Register, []byte{proto})
 					case expr.MetaKeyIIFNAME:
 						b := make([]byte, unix.IFNAMSIZ)
 						copy(b, p.iif)
-						reg[e.Register] = b
+						reg.set(e.Register, b)
+					case expr.MetaKeyIIFTYPE:
+						typ := uint16(unix.ARPHRD_NONE)
+						if mac != nil {
+							typ = unix.ARPHRD_ETHER
+						}
+						reg.set(e.Register, binary.NativeEndian.AppendUint16(nil, typ))
 					default:
 						t.Fatalf("meta key %v not modelled", e.Key)
 					}
 				case *expr.Payload:
-					if e.Base != expr.PayloadBaseNetworkHeader || int(e.Offset+e.Len) > len(hdr) {
+					switch {
+					case e.Base == expr.PayloadBaseLLHeader && e.Offset == 6 && e.Len == 6:
+						if mac == nil {
+							continue rules // no link-layer header: the rule ends
+						}
+						reg.set(e.DestRegister, slices.Clone(mac))
+					case e.Base != expr.PayloadBaseNetworkHeader || int(e.Offset+e.Len) > len(hdr):
 						t.Fatalf("payload %+v outside the network header (%d bytes)", e, len(hdr))
+					default:
+						reg.set(e.DestRegister, slices.Clone(hdr[e.Offset:e.Offset+e.Len]))
 					}
-					reg[e.DestRegister] = slices.Clone(hdr[e.Offset : e.Offset+e.Len])
+				case *expr.Lookup:
+					var set *nftables.Set
+					for _, s := range rs.Sets {
+						if s.Name == e.SetName && s.ID == e.SetID {
+							set = s
+						}
+					}
+					if set == nil || !set.Concatenation || !set.Interval {
+						t.Fatalf("lookup %+v: no such interval concatenation set", e)
+					}
+					// The key's fields: the address, then the MAC.
+					alen := uint32(4)
+					if set.Name == DirectSet6 {
+						alen = 16
+					}
+					a, m := reg.get(e.SourceRegister), regs[reg32(e.SourceRegister)+alen/4]
+					if len(a) != int(alen) || len(m) != 6 {
+						t.Fatalf("lookup %+v: key fields of %d and %d bytes", e, len(a), len(m))
+					}
+					found := false
+					for _, el := range sets[set.Name] {
+						lo, hi := el.Key[:alen], el.KeyEnd[:alen]
+						if bytes.Compare(a, lo) >= 0 && bytes.Compare(a, hi) <= 0 &&
+							bytes.Equal(m, el.Key[alen:alen+6]) && bytes.Equal(m, el.KeyEnd[alen:alen+6]) {
+							found = true
+						}
+					}
+					if found == e.Invert {
+						continue rules
+					}
 				case *expr.Ct:
 					var v uint32
 					switch e.Key {
@@ -89,9 +162,9 @@ func eval(t *testing.T, rs Ruleset, p packet) (verdict string, counted int) {
 					default:
 						t.Fatalf("ct key %v not modelled", e.Key)
 					}
-					reg[e.Register] = binary.NativeEndian.AppendUint32(nil, v)
+					reg.set(e.Register, binary.NativeEndian.AppendUint32(nil, v))
 				case *expr.Bitwise:
-					in := reg[e.SourceRegister]
+					in := reg.get(e.SourceRegister)
 					if len(in) != int(e.Len) || len(e.Mask) != int(e.Len) || len(e.Xor) != int(e.Len) {
 						t.Fatalf("bitwise %+v on %d bytes", e, len(in))
 					}
@@ -99,9 +172,9 @@ func eval(t *testing.T, rs Ruleset, p packet) (verdict string, counted int) {
 					for i := range out {
 						out[i] = in[i]&e.Mask[i] ^ e.Xor[i]
 					}
-					reg[e.DestRegister] = out
+					reg.set(e.DestRegister, out)
 				case *expr.Cmp:
-					v := reg[e.Register]
+					v := reg.get(e.Register)
 					if len(v) != len(e.Data) {
 						t.Fatalf("cmp of %d bytes against %d", len(v), len(e.Data))
 					}
@@ -142,6 +215,15 @@ func eval(t *testing.T, rs Ruleset, p packet) (verdict string, counted int) {
 	t.Fatalf("verdict %v", v)
 	return "", 0
 }
+
+// regView reads and writes registers by either numbering.
+type regView struct {
+	m     map[uint32][]byte
+	reg32 func(uint32) uint32
+}
+
+func (r regView) set(n uint32, b []byte) { r.m[r.reg32(n)] = b }
+func (r regView) get(n uint32) []byte    { return r.m[r.reg32(n)] }
 
 const (
 	est = expr.CtStateBitESTABLISHED
@@ -184,6 +266,7 @@ func TestBuildVerdicts(t *testing.T) {
 		{"IPv6 outside", spec, packet{iif: "eth0", src: "2001:db8::200", dst: "fd43::2", ctState: nw}, "accept"},
 		{"no bridge: from the bridge", noBridge, packet{iif: "drover-br0", src: "10.42.1.2", dst: "10.42.2.2", ctState: nw}, "drop"},
 		{"no bridge: out of the tunnel", noBridge, packet{iif: "drover0", src: "10.42.2.2", dst: "10.42.1.2", ctState: nw}, "accept"},
+		{"no underlay: a direct member's container", spec, packet{iif: "eth0", src: "10.42.2.9", dst: "10.42.1.2", ctState: nw, mac: macB}, "drop"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,6 +282,72 @@ func TestBuildVerdicts(t *testing.T) {
 				t.Errorf("drop counter referenced %d times, want %d", counted, want)
 			}
 		})
+	}
+}
+
+// MACs of direct members B and C, and of an underlay host that is none.
+const (
+	macB     = "02:00:00:00:00:0b"
+	macC     = "02:00:00:00:00:0c"
+	macOther = "02:00:00:00:00:99"
+)
+
+// TestBuildDirect: with an underlay interface, a member's prefix is
+// accepted there from its MAC only; every other rule stands.
+func TestBuildDirect(t *testing.T) {
+	spec := Spec{
+		Protected: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("fd42::/32")},
+		TUN:       "drover0", Bridge: "drover-br0", Underlay: "eth0",
+	}
+	mac := func(s string) [6]byte { hw, _ := net.ParseMAC(s); return [6]byte(hw) }
+	direct := []Source{
+		{netip.MustParsePrefix("10.42.2.0/24"), mac(macB)},
+		{netip.MustParsePrefix("10.42.3.0/24"), mac(macC)},
+		{netip.MustParsePrefix("fd42:0:2::/48"), mac(macB)},
+	}
+	tests := []struct {
+		name string
+		p    packet
+		want string
+	}{
+		{"B's container from B", packet{iif: "eth0", src: "10.42.2.9", dst: "10.42.1.2", ctState: nw, mac: macB}, "accept"},
+		{"B's block, first and last address", packet{iif: "eth0", src: "10.42.2.255", dst: "10.42.1.2", ctState: nw, mac: macB}, "accept"},
+		{"C's container from C", packet{iif: "eth0", src: "10.42.3.1", dst: "10.42.1.2", ctState: nw, mac: macC}, "accept"},
+		{"C's block from B's MAC", packet{iif: "eth0", src: "10.42.3.1", dst: "10.42.1.2", ctState: nw, mac: macB}, "drop"},
+		{"B's block from another MAC", packet{iif: "eth0", src: "10.42.2.9", dst: "10.42.1.2", ctState: nw, mac: macOther}, "drop"},
+		{"B's block, established, from another MAC", packet{iif: "eth0", src: "10.42.2.9", dst: "10.42.1.2", ctState: est, mac: macOther}, "drop"},
+		{"a block nobody reaches directly", packet{iif: "eth0", src: "10.42.4.9", dst: "10.42.1.2", ctState: nw, mac: macB}, "drop"},
+		{"B's MAC with an underlay source", packet{iif: "eth0", src: "192.0.2.2", dst: "10.42.1.2", ctState: nw, mac: macB}, "drop"},
+		{"B's block on another interface", packet{iif: "eth1", src: "10.42.2.9", dst: "10.42.1.2", ctState: nw, mac: macB}, "drop"},
+		{"B's block on the underlay without a link-layer header", packet{iif: "eth0", src: "10.42.2.9", dst: "10.42.1.2", ctState: nw}, "drop"},
+		{"IPv6: B's block from B", packet{iif: "eth0", src: "fd42:0:2::9", dst: "fd42:0:1::2", ctState: nw, mac: macB}, "accept"},
+		{"IPv6: B's block from C", packet{iif: "eth0", src: "fd42:0:2::9", dst: "fd42:0:1::2", ctState: nw, mac: macC}, "drop"},
+		{"out of the tunnel still", packet{iif: "drover0", src: "10.42.4.2", dst: "10.42.1.2", ctState: nw}, "accept"},
+		{"replies still", packet{iif: "eth0", src: "198.51.100.7", dst: "10.42.1.2", ctState: est, mac: macOther}, "accept"},
+	}
+	rs, err := Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, _ := eval(t, rs, tc.p, direct...); got != tc.want {
+				t.Errorf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+	// With no direct sources (none admitted yet), B's container is dropped.
+	if got, _ := eval(t, rs, tests[0].p); got != "drop" {
+		t.Errorf("empty sets: got %s, want drop", got)
+	}
+}
+
+func TestDirectElement(t *testing.T) {
+	e := directElement(Source{netip.MustParsePrefix("10.42.2.0/23"), [6]byte{2, 0, 0, 0, 0, 0xb}})
+	wantKey := []byte{10, 42, 2, 0, 2, 0, 0, 0, 0, 0xb, 0, 0}
+	wantEnd := []byte{10, 42, 3, 255, 2, 0, 0, 0, 0, 0xb, 0, 0}
+	if !bytes.Equal(e.Key, wantKey) || !bytes.Equal(e.KeyEnd, wantEnd) {
+		t.Errorf("got key %x end %x, want %x %x", e.Key, e.KeyEnd, wantKey, wantEnd)
 	}
 }
 
@@ -303,6 +452,15 @@ func (f *fakeConn) AddRule(r *nftables.Rule) *nftables.Rule {
 	f.calls = append(f.calls, "add rule "+r.Chain.Name)
 	return r
 }
+func (f *fakeConn) AddSet(s *nftables.Set, _ []nftables.SetElement) error {
+	f.calls = append(f.calls, "add set "+s.Name)
+	return nil
+}
+func (f *fakeConn) FlushSet(s *nftables.Set) { f.calls = append(f.calls, "flush set "+s.Name) }
+func (f *fakeConn) SetAddElements(s *nftables.Set, es []nftables.SetElement) error {
+	f.calls = append(f.calls, fmt.Sprintf("add %d elements to %s", len(es), s.Name))
+	return nil
+}
 func (f *fakeConn) Flush() error {
 	f.calls = append(f.calls, "flush")
 	return f.flushErr
@@ -348,5 +506,36 @@ func TestInstallOneTransaction(t *testing.T) {
 	}
 	if _, err := install(&fakeConn{}, Spec{}); err == nil {
 		t.Error("invalid spec: got nil error")
+	}
+}
+
+// SetDirect replaces both sets in one transaction; a bad prefix changes
+// nothing.
+func TestSetDirectOneTransaction(t *testing.T) {
+	c := &fakeConn{}
+	spec := Spec{Protected: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}, TUN: "drover0", Underlay: "eth0"}
+	f, err := install(c, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(c.calls, "add set direct4") || !slices.Contains(c.calls, "add set direct6") {
+		t.Errorf("install calls %q: want both direct sets added", c.calls)
+	}
+	c.calls = nil
+	srcs := []Source{
+		{Prefix: netip.MustParsePrefix("10.42.2.0/24")},
+		{Prefix: netip.MustParsePrefix("::ffff:10.42.3.0/120")},
+		{Prefix: netip.MustParsePrefix("fd42:0:2::/48")},
+	}
+	if err := f.SetDirect(srcs); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"flush set direct4", "add 2 elements to direct4", "flush set direct6", "add 1 elements to direct6", "flush"}
+	if !slices.Equal(c.calls, want) {
+		t.Errorf("SetDirect calls:\n got %q\nwant %q", c.calls, want)
+	}
+	c.calls = nil
+	if err := f.SetDirect([]Source{{}}); err == nil || len(c.calls) != 0 {
+		t.Errorf("invalid prefix: got %v after %q, want an error and no calls", err, c.calls)
 	}
 }

@@ -52,6 +52,12 @@ const flagLeaving = 1
 // publishes exactly what builds before chunks read.
 const flagChunks = 2
 
+// flagDirect (in the flags byte) says the node routes to members on its
+// underlay subnet without encapsulation (cluster.direct) and that the
+// underlay MAC address follows the chunk claims. Set only when it does, so
+// a node without direct routing publishes what builds before it read.
+const flagDirect = 4
+
 // MaxChunkClaims bounds NodeInfo.Chunks: one claim per uplink network the
 // node attaches containers to.
 const MaxChunkClaims = 8
@@ -87,6 +93,12 @@ type NodeInfo struct {
 	Ciphers    uint8          // Cipher* bits; unknown bits are kept, not rejected
 	MAC        [6]byte        // VXLAN inner MAC address
 	Chunks     []ChunkClaim   // claims on chunks of shared ranges (at most MaxChunkClaims)
+	// Direct says the node takes traffic for its prefixes straight from
+	// members on its underlay subnet (cluster.direct), from DirectMAC:
+	// the MAC address of its underlay interface, which those members'
+	// forward filters accept the node's container sources from.
+	Direct    bool
+	DirectMAC [6]byte
 }
 
 // Encoding, format 1 (integers big-endian):
@@ -107,6 +119,7 @@ type NodeInfo struct {
 //	          Prefixes: count (0..255) + that many prefixes
 //	          Chunks (only with flag bit 1): count (1..MaxChunkClaims) + that
 //	          many claims of 18 bytes: pool (8), index (2), since (8)
+//	          DirectMAC (only with flag bit 2): 6 bytes
 //
 // A prefix is a tag and then only the address bytes its length covers
 // (ceil(bits/8), as BGP does), with the host bits of the last byte zero:
@@ -138,7 +151,8 @@ func (n *NodeInfo) Equal(o *NodeInfo) bool {
 	return n.Version == o.Version && n.Underlay == o.Underlay && slices.Equal(n.Prefixes, o.Prefixes) &&
 		n.Block == o.Block && n.BlockSince == o.BlockSince && n.Identity == o.Identity &&
 		n.Ephemeral == o.Ephemeral && n.Epoch == o.Epoch && n.Encaps == o.Encaps &&
-		n.Ciphers == o.Ciphers && n.MAC == o.MAC && slices.Equal(n.Chunks, o.Chunks)
+		n.Ciphers == o.Ciphers && n.MAC == o.MAC && slices.Equal(n.Chunks, o.Chunks) &&
+		n.Direct == o.Direct && (!n.Direct || n.DirectMAC == o.DirectMAC)
 }
 
 // appendMeta appends the encoding of n with the given flags to b.
@@ -173,6 +187,11 @@ func (n *NodeInfo) appendMeta(b []byte, flags byte) ([]byte, error) {
 	if len(n.Chunks) > 0 {
 		flags |= flagChunks
 		base += 1 + len(n.Chunks)*chunkClaimLen
+	}
+	flags &^= flagDirect
+	if n.Direct {
+		flags |= flagDirect
+		base += len(n.DirectMAC)
 	}
 	size := base
 	fit := -1
@@ -222,6 +241,9 @@ func (n *NodeInfo) appendMeta(b []byte, flags byte) ([]byte, error) {
 			b = binary.BigEndian.AppendUint16(b, c.Index)
 			b = binary.BigEndian.AppendUint64(b, uint64(c.Since))
 		}
+	}
+	if n.Direct {
+		b = append(b, n.DirectMAC[:]...)
 	}
 	return b, nil
 }
@@ -294,7 +316,7 @@ func (n *NodeInfo) decodeMeta(b []byte) (flags byte, err error) {
 		return 0, fmt.Errorf("%w: %d bytes, more than %d", ErrInfo, len(b), maxMetaLen)
 	}
 	flags = b[1]
-	if flags&^(flagLeaving|flagChunks) != 0 {
+	if flags&^(flagLeaving|flagChunks|flagDirect) != 0 {
 		return 0, fmt.Errorf("%w: unknown flags %#02x", ErrInfo, flags)
 	}
 	var v NodeInfo
@@ -397,6 +419,14 @@ func (n *NodeInfo) decodeMeta(b []byte) (flags byte, err error) {
 			}
 			off += chunkClaimLen
 		}
+	}
+	if flags&flagDirect != 0 {
+		if len(b)-off < len(v.DirectMAC) {
+			return 0, fmt.Errorf("%w: direct MAC truncated", ErrInfo)
+		}
+		v.Direct = true
+		copy(v.DirectMAC[:], b[off:])
+		off += len(v.DirectMAC)
 	}
 	if off != len(b) {
 		return 0, fmt.Errorf("%w: %d bytes after the last field", ErrInfo, len(b)-off)

@@ -119,6 +119,46 @@ func TestMetaGoldenChunks(t *testing.T) {
 	}
 }
 
+// goldenDirect is goldenChunks with the direct flag (bit 2) and the
+// underlay MAC after the claims.
+var goldenDirect = func() []byte {
+	b := bytes.Clone(goldenChunks)
+	b[1] |= flagDirect
+	return append(b, 0x02, 0xdd, 0, 0, 0, 0x07)
+}()
+
+func TestMetaGoldenDirect(t *testing.T) {
+	in := goldenInfo
+	in.Chunks = []ChunkClaim{{Pool: 0x0123456789abcdef, Index: 3, Since: 7}, {Pool: 0xfedcba9876543210, Index: 0xffff, Since: 0x18 << 56}}
+	in.Direct, in.DirectMAC = true, [6]byte{0x02, 0xdd, 0, 0, 0, 0x07}
+	got, err := in.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, goldenDirect) {
+		t.Fatalf("Marshal:\n got %x\nwant %x", got, goldenDirect)
+	}
+	var n NodeInfo
+	if err := n.UnmarshalBinary(goldenDirect); err != nil || !n.Equal(&in) {
+		t.Fatalf("Unmarshal: got %+v, %v; want %+v", n, err, in)
+	}
+	// Without chunks the MAC follows the prefixes.
+	in.Chunks = nil
+	b, err := in.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append(bytes.Clone(goldenWire), in.DirectMAC[:]...); b[1] != flagDirect || !bytes.Equal(b[2:], want[2:]) {
+		t.Fatalf("direct without chunks: got %x, want flags %#x and %x", b, flagDirect, want[2:])
+	}
+	if err := n.UnmarshalBinary(b); err != nil || !n.Equal(&in) {
+		t.Fatalf("Unmarshal direct without chunks: got %+v, %v; want %+v", n, err, in)
+	}
+	if err := n.UnmarshalBinary(b[:len(b)-1]); err == nil || !strings.Contains(err.Error(), "direct MAC truncated") {
+		t.Fatalf("truncated MAC: got %v, want \"direct MAC truncated\"", err)
+	}
+}
+
 // maxOthers is a NodeInfo whose fields other than Prefixes take the most
 // room: IPv6 underlay, IPv6 /128 block, 32-byte version.
 func maxOthers(prefixes []netip.Prefix) NodeInfo {
@@ -272,7 +312,8 @@ func TestMetaUnmarshalErrors(t *testing.T) {
 		{"format 0", variant(0, "00", false), "format 0"},
 		{"format 2", variant(0, "02", false), "format 2, this build reads only 1"},
 		{"short", goldenWire[:minLen-1], "truncated"},
-		{"unknown flag", variant(1, "04", false), "unknown flags"},
+		{"unknown flag", variant(1, "08", false), "unknown flags"},
+		{"direct flag, no MAC", variant(1, "04", false), "direct MAC truncated"},
 		{"chunk flag, no count", variant(1, "02", false), "chunk count truncated"},
 		{"chunk count 0", append(variant(1, "02", false), 0), "0 chunk claims"},
 		{"chunk count 9", append(variant(1, "02", false), 9), "9 chunk claims"},
@@ -385,6 +426,7 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add(marshal(maxOthers(nPrefixes(39, v6s64))))
 	f.Add(variant(1, "01", false))           // leaving flag
 	f.Add(goldenChunks)                      // chunk claims
+	f.Add(goldenDirect)                      // chunk claims and direct
 	f.Add(variant(offCount, "ff", false))    // prefix count beyond the end
 	f.Add(variant(offBlock, "ff", false))    // no block: the rest shifts
 	f.Add(variant(offUnderlay, "06", false)) // v6 underlay tag over v4 bytes

@@ -61,11 +61,16 @@ func ipv6Off(err error) bool {
 	return errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)
 }
 
-// Route is one route through the TUN device.
+// Route is one route through the TUN device or, with Via, through a
+// gateway on another device (a direct route to a member on the underlay's
+// subnet, cluster.direct).
 type Route struct {
 	Prefix netip.Prefix
 	Src    netip.Addr // preferred source; invalid for none
 	MTU    int        // route MTU; 0 for the device's
+	// Via is the next hop: invalid for a device route (the TUN's), else
+	// an address on the device's own subnet.
+	Via netip.Addr
 }
 
 func (r Route) nl(ifindex int) *netlink.Route {
@@ -76,6 +81,9 @@ func (r Route) nl(ifindex int) *netlink.Route {
 		Scope:     netlink.SCOPE_LINK,
 		Protocol:  routeProtocol,
 		MTU:       r.MTU,
+	}
+	if r.Via.IsValid() {
+		nr.Scope, nr.Gw = netlink.SCOPE_UNIVERSE, r.Via.AsSlice()
 	}
 	if r.Src.IsValid() && r.Src.BitLen() == bits {
 		nr.Src = r.Src.AsSlice()

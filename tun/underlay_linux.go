@@ -13,9 +13,26 @@ import (
 // refuses container prefixes that overlap them (config.CheckUnderlaySubnets):
 // routed into the TUN, they would replace the connected route.
 func UnderlaySubnets(addr netip.Addr) ([]netip.Prefix, error) {
+	l, err := UnderlayLinkOf(addr)
+	return l.Subnets, err
+}
+
+// UnderlayLink is the interface that holds the underlay address.
+type UnderlayLink struct {
+	Name string
+	// MAC is its hardware address; zero for a device without one.
+	MAC [6]byte
+	// Subnets are its connected subnets: each address with its prefix
+	// length, masked, both families.
+	Subnets []netip.Prefix
+}
+
+// UnderlayLinkOf returns the interface that holds addr; its Name is empty
+// when none does.
+func UnderlayLinkOf(addr netip.Addr) (UnderlayLink, error) {
 	links, err := netlink.LinkList()
 	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
+		return UnderlayLink{}, fmt.Errorf("list links: %w", err)
 	}
 	for _, l := range links {
 		as, err := netlink.AddrList(l, netlink.FAMILY_ALL)
@@ -37,8 +54,12 @@ func UnderlaySubnets(addr netip.Addr) ([]netip.Prefix, error) {
 			}
 		}
 		if held {
-			return out, nil
+			ul := UnderlayLink{Name: l.Attrs().Name, Subnets: out}
+			if hw := l.Attrs().HardwareAddr; len(hw) == len(ul.MAC) {
+				ul.MAC = [6]byte(hw)
+			}
+			return ul, nil
 		}
 	}
-	return nil, nil
+	return UnderlayLink{}, nil
 }
