@@ -15,6 +15,7 @@ import (
 
 	"github.com/drovernet/drover/crypto/esp"
 	"github.com/drovernet/drover/crypto/pairkey"
+	"github.com/drovernet/drover/firewall"
 	"github.com/drovernet/drover/gossip"
 	"github.com/drovernet/drover/gossip/blocks"
 	"github.com/drovernet/drover/internal/ratelog"
@@ -55,6 +56,13 @@ type Kernel interface {
 	DelRoute(r tun.Route) error
 	// SetAddrs makes addrs the TUN's addresses.
 	SetAddrs(addrs []netip.Addr) error
+}
+
+// DirectFilter admits direct members' container traffic arriving on the
+// underlay interface (*firewall.Filter): each source's prefix from its
+// MAC address only.
+type DirectFilter interface {
+	SetDirect([]firewall.Source) error
 }
 
 // Clock tells the time.
@@ -128,7 +136,19 @@ type Config struct {
 	// restored claim is used at once. Zero: at once (tests).
 	ClaimSettle time.Duration
 	Encap       string // EncapESP or EncapVXLAN
-	Cipher      esp.Cipher
+	// Direct routes to members on UnderlayNets that route directly too
+	// without encapsulation: kernel routes via their underlay address,
+	// with drover off the data path (cluster.direct). The caller has
+	// checked that the operator allows it with ESP (the segment is
+	// trusted). Optional.
+	Direct bool
+	// DirectMAC is the underlay interface's MAC (with Direct): members'
+	// forward filters accept our container sources from it.
+	DirectMAC [6]byte
+	// DirectFilter admits direct members' traffic (with Direct); nil
+	// when the host's forward filter is off.
+	DirectFilter DirectFilter
+	Cipher       esp.Cipher
 	// CipherName is the cipher's configuration name, for notes.
 	CipherName string
 	ClusterKey []byte
@@ -225,9 +245,12 @@ type Agent struct {
 	timed bool
 
 	peers  map[string]*peerKeys
-	routes map[netip.Prefix]tun.Route // installed through the TUN
-	local  []netip.Prefix
-	addrs  []netip.Addr
+	routes map[netip.Prefix]tun.Route // installed through the TUN or, direct, via the underlay
+	// admitted are the direct sources the filter was last given (nil:
+	// never set).
+	admitted []firewall.Source
+	local    []netip.Prefix
+	addrs    []netip.Addr
 
 	viewMu sync.Mutex // guards view
 	view   gossip.View
@@ -251,6 +274,9 @@ func New(cfg Config, r Router, k Kernel) (*Agent, error) {
 	}
 	if cfg.Encap == EncapESP && cfg.ReplayWindow <= 0 {
 		return nil, fmt.Errorf("agent: replay window %d", cfg.ReplayWindow)
+	}
+	if cfg.Direct && len(cfg.UnderlayNets) == 0 {
+		return nil, errors.New("agent: direct routing needs the underlay's subnets")
 	}
 	if cfg.Blocks == nil || cfg.Pins == nil {
 		return nil, errors.New("agent: block store and identity pins are required")
@@ -327,6 +353,7 @@ func (a *Agent) Info() gossip.NodeInfo {
 	}
 	in.Ciphers = gossip.CipherBit(a.cfg.Cipher)
 	in.Chunks = a.chunkClaims()
+	in.Direct, in.DirectMAC = a.cfg.Direct, a.cfg.DirectMAC
 	return in
 }
 

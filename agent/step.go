@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/drovernet/drover/crypto/pairkey"
+	"github.com/drovernet/drover/firewall"
 	"github.com/drovernet/drover/gossip"
 	"github.com/drovernet/drover/gossip/blocks"
 	"github.com/drovernet/drover/router"
@@ -178,6 +179,8 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 	}
 	view.BlockNote = note
 	peers := slices.Clone(a.cfg.Static)
+	paths := map[string]path{}  // members' data paths, by name
+	var admit []firewall.Source // direct members' sources for the filter
 	spis := map[uint32]string{}
 	for _, p := range peers {
 		for _, sa := range p.In {
@@ -263,6 +266,14 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 		}
 		p.In = in
 		peers = append(peers, p)
+		if via, why := a.directVia(m.Info); via.IsValid() {
+			paths[m.Name] = path{via: via}
+			for _, pfx := range p.Prefixes {
+				admit = append(admit, firewall.Source{Prefix: pfx, MAC: m.Info.DirectMAC})
+			}
+		} else {
+			paths[m.Name] = path{note: why}
+		}
 		view.Members = append(view.Members, mv)
 	}
 	// Key state of members that are gone stays until our key in it is
@@ -285,7 +296,10 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 			a.unpublished = false
 		}
 	}
-	routesFailed := a.syncRoutes(peers, &view)
+	// Admitted before the routes: a member routes to us directly as soon
+	// as it sees our info, and its first packets should not be dropped.
+	filterFailed := a.admit(admit)
+	routesFailed := a.syncRoutes(peers, paths, &view) || filterFailed
 	// Work that only time completes: our previous key's switch delay and
 	// grace, a member's previous key's grace, retries, and our new claim's
 	// settle time (it is handed out once that passes).
@@ -365,16 +379,70 @@ func (a *Agent) compatible(in gossip.NodeInfo) string {
 	return ""
 }
 
-// syncRoutes makes the kernel's routes through the TUN match the peers'
-// prefixes: new ones added, withdrawn ones removed. A prefix that something
-// else already routes is not taken over (Kernel.AddRoute does not replace);
-// it is noted in the view and tried again on the next step.
-func (a *Agent) syncRoutes(peers []*router.Peer, view *gossip.View) (failed bool) {
+// Data paths of RouteView.Path.
+const (
+	PathDirect = "direct"
+	PathESP    = EncapESP
+	PathVXLAN  = EncapVXLAN
+)
+
+// path is how a member is reached: directly via its underlay address, or
+// through the TUN (via invalid; note says why not directly, when direct
+// routing is on).
+type path struct {
+	via  netip.Addr
+	note string
+}
+
+// directVia returns the member's underlay address when it is reached
+// directly: both sides route directly, and its underlay address lies on
+// one of our underlay's subnets (so the kernel reaches it in one hop). If
+// not, why (empty when direct routing is off here).
+func (a *Agent) directVia(in gossip.NodeInfo) (netip.Addr, string) {
+	if !a.cfg.Direct {
+		return netip.Addr{}, ""
+	}
+	if !in.Direct {
+		return netip.Addr{}, "the member does not route directly (cluster.direct)"
+	}
+	u := in.Underlay.Addr().Unmap()
+	for _, n := range a.cfg.UnderlayNets {
+		if n.Contains(u) && u != n.Masked().Addr() {
+			return u, ""
+		}
+	}
+	return netip.Addr{}, "the member's underlay " + u.String() + " is not on this host's underlay subnets"
+}
+
+// admit gives the filter the direct members' sources when they changed.
+// It reports a failure (retried at the next tick).
+func (a *Agent) admit(srcs []firewall.Source) (failed bool) {
+	if a.cfg.DirectFilter == nil || !a.cfg.Direct {
+		return false
+	}
+	slices.SortFunc(srcs, func(x, y firewall.Source) int { return x.Prefix.Addr().Compare(y.Prefix.Addr()) })
+	if a.admitted != nil && slices.Equal(srcs, a.admitted) {
+		return false
+	}
+	if err := a.cfg.DirectFilter.SetDirect(srcs); err != nil {
+		a.log.Error("admit direct members in the forward filter", "err", err)
+		return true
+	}
+	a.admitted = append([]firewall.Source{}, srcs...)
+	return false
+}
+
+// syncRoutes makes the kernel's routes match the peers' prefixes: through
+// the TUN, or via a direct member's underlay address (paths); new ones
+// added, withdrawn or moved ones removed. A prefix that something else
+// already routes is not taken over (Kernel.AddRoute does not replace); it
+// is noted in the view and tried again on the next step.
+func (a *Agent) syncRoutes(peers []*router.Peer, paths map[string]path, view *gossip.View) (failed bool) {
 	want := map[netip.Prefix]tun.Route{}
 	owner := map[netip.Prefix]string{}
 	for _, p := range peers {
 		for _, pfx := range p.Prefixes {
-			want[pfx] = tun.Route{Prefix: pfx, Src: sourceFor(a.addrs, pfx.Addr().Is4())}
+			want[pfx] = tun.Route{Prefix: pfx, Src: sourceFor(a.addrs, pfx.Addr().Is4()), Via: paths[p.Name].via}
 			owner[pfx] = p.Name
 		}
 	}
@@ -406,10 +474,18 @@ func (a *Agent) syncRoutes(peers []*router.Peer, view *gossip.View) (failed bool
 			continue
 		}
 		a.routes[pfx] = rt
-		a.log.Info("route added", "prefix", pfx, "peer", owner[pfx])
+		if rt.Via.IsValid() {
+			a.log.Info("route added", "prefix", pfx, "peer", owner[pfx], "path", PathDirect, "via", rt.Via)
+		} else {
+			a.log.Info("route added", "prefix", pfx, "peer", owner[pfx], "path", a.cfg.Encap)
+		}
 	}
-	for pfx := range want {
-		rv := gossip.RouteView{Prefix: pfx.String(), Peer: owner[pfx], Note: notes[pfx]}
+	for pfx, rt := range want {
+		pt := paths[owner[pfx]]
+		rv := gossip.RouteView{Prefix: pfx.String(), Peer: owner[pfx], Note: notes[pfx], Path: a.cfg.Encap, PathNote: pt.note}
+		if rt.Via.IsValid() {
+			rv.Path, rv.Via = PathDirect, rt.Via.String()
+		}
 		if rt, ok := a.routes[pfx]; ok && rt.Src.IsValid() {
 			rv.Src = rt.Src.String()
 		}

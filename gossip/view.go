@@ -36,11 +36,18 @@ type MemberView struct {
 	Refused []string `json:"refused,omitempty"`
 }
 
-// RouteView is a route the router installed through its TUN device.
+// RouteView is a route the agent installed: through the TUN device, or
+// directly via a member's underlay address.
 type RouteView struct {
 	Prefix string `json:"prefix"`
 	Peer   string `json:"peer"`
 	Src    string `json:"src,omitempty"`
+	// Path is how the prefix is reached: "direct" (a kernel route via
+	// Via, no encapsulation), "esp" or "vxlan" (through the TUN).
+	Path string `json:"path,omitempty"`
+	Via  string `json:"via,omitempty"`
+	// PathNote says, with direct routing on, why the path is not direct.
+	PathNote string `json:"path_note,omitempty"`
 	// Note says why the route is not installed ("" when it is).
 	Note string `json:"note,omitempty"`
 }
