@@ -49,6 +49,9 @@ type ClusterOptions struct {
 	// one, and each is the Node named as the host (h1, h2, …), which the
 	// test creates.
 	Kubeconfig string
+	// Direct is cluster.direct on every host (with ESP, the lab's underlay
+	// is declared trusted: cluster.direct_trusted).
+	Direct bool
 	// PodCIDR is cluster.kubernetes.pod_cidr with Kubeconfig: "node"
 	// (default: the Nodes' spec.podCIDR) or "claim".
 	PodCIDR string
@@ -116,7 +119,7 @@ func (l *Lab) clusterConfigs() ([]*config.Config, error) {
 		c := &config.Config{
 			Node: config.Node{
 				Name:     fmt.Sprintf("h%d", h),
-				Underlay: underlayAddr(o.UnderlayIPv6, h).String(),
+				Underlay: l.hostUnderlay(h).String(),
 				TUN:      config.DefaultTUN,
 				// The host bridge: trusted by the forward filter (with
 				// br_netfilter even bridged traffic passes it) and where
@@ -135,6 +138,8 @@ func (l *Lab) clusterConfigs() ([]*config.Config, error) {
 				SwitchDelay:      o.ClusterOptions.SwitchDelay,
 				Grace:            o.ClusterOptions.Grace,
 				Timing:           o.ClusterOptions.Timing,
+				Direct:           o.ClusterOptions.Direct,
+				DirectTrusted:    o.ClusterOptions.Direct && o.Encapsulation == config.EncapESP,
 			},
 		}
 		if k := o.ClusterOptions.Kubeconfig; k != "" {

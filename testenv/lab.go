@@ -110,6 +110,10 @@ type HostOptions struct {
 	// ClusterKey (cluster mode) replaces the lab's cluster key for this host:
 	// a host that must not be admitted.
 	ClusterKey []byte
+	// Remote puts the host on a second underlay subnet, 198.51.100.0/24
+	// (RFC 5737), behind a router namespace that joins it to the lab's
+	// underlay (IPv4 underlay only): a member one routed hop away.
+	Remote bool
 }
 
 // Default fills in every unset option.
@@ -197,6 +201,9 @@ func (o *LabOptions) Validate() error {
 		if _, err := qemuName(ho.Arch); err != nil {
 			errs = append(errs, fmt.Errorf("host %d: %w", i+1, err))
 		}
+		if ho.Remote && o.UnderlayIPv6 {
+			errs = append(errs, fmt.Errorf("host %d: a remote host needs the IPv4 underlay", i+1))
+		}
 		if len(ho.ClusterKey) != 0 && !o.Cluster {
 			errs = append(errs, fmt.Errorf("host %d: a cluster key needs cluster mode", i+1))
 		}
@@ -218,6 +225,9 @@ func (o *LabOptions) Validate() error {
 type Lab struct {
 	// Underlay is the namespace holding the underlay bridge.
 	Underlay *NetNS
+	// Remote is the router namespace between the underlay and the second
+	// subnet (HostOptions.Remote); nil without remote hosts.
+	Remote *NetNS
 	// Hosts are in order: Hosts[i].Index == i+1.
 	Hosts []*Host
 	// Dir holds the routers' configs, logs and control sockets.
@@ -364,6 +374,11 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := l.buildUnderlay(); err != nil {
 		return err
 	}
+	if slices.ContainsFunc(l.opts.HostOptions, func(ho HostOptions) bool { return ho.Remote }) {
+		if err := l.buildRemoteSegment(); err != nil {
+			return err
+		}
+	}
 	for h := 1; h <= l.opts.Hosts; h++ {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("lab setup: %w", err)
@@ -385,6 +400,11 @@ func (l *Lab) build(ctx context.Context) error {
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("lab setup: %w", err)
+	}
+	if l.Remote != nil {
+		if err := l.routeSegments(); err != nil {
+			return fmt.Errorf("lab setup: %w", err)
+		}
 	}
 	if len(l.Hosts) >= staticNeighborHosts {
 		if err := l.staticNeighbors(); err != nil {

@@ -43,6 +43,86 @@ func underlayAddr(v6 bool, h int) netip.Addr {
 	return netip.AddrFrom4([4]byte{192, 0, 2, byte(h)})
 }
 
+// remoteNet is the second underlay subnet (HostOptions.Remote), behind
+// the lab's router namespace: .254 on either subnet is the router.
+var remoteNet = netip.MustParsePrefix("198.51.100.0/24")
+
+// routerIndex is the router namespace's host part on both subnets.
+const routerIndex = 254
+
+// hostUnderlay is host h's underlay address, on its subnet.
+func (l *Lab) hostUnderlay(h int) netip.Addr {
+	if l.opts.hostOptions(h).Remote {
+		return netip.AddrFrom4([4]byte{198, 51, 100, byte(h)})
+	}
+	return underlayAddr(l.opts.UnderlayIPv6, h)
+}
+
+// hostSubnet is the underlay subnet host h sits on.
+func (l *Lab) hostSubnet(h int) netip.Prefix {
+	if l.opts.hostOptions(h).Remote {
+		return remoteNet
+	}
+	return underlayPrefix(l.opts.UnderlayIPv6)
+}
+
+// buildRemoteSegment adds the second underlay subnet: a bridge beside the
+// underlay's (in its namespace) and a router namespace with a leg on each,
+// 192.0.2.254 and 198.51.100.254, forwarding between them.
+func (l *Lab) buildRemoteSegment() error {
+	err := withNetlink(l.Underlay, func(h *netlink.Handle) error {
+		_, err := addBridge(h, l.ifName("ul2"))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	ns, err := l.newNS("rt", sysctl{key: "net/ipv4/ip_forward", val: "1"})
+	if err != nil {
+		return err
+	}
+	l.Remote = ns
+	legs := []struct {
+		name, port, bridge string
+		addr               netip.Prefix
+	}{
+		{l.ifName("rt0"), l.ifName("rt0"), l.ifName("ul"), netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, routerIndex}), 24)},
+		{l.ifName("rt1"), l.ifName("rt1"), l.ifName("ul2"), netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, 100, routerIndex}), 24)},
+	}
+	for _, g := range legs {
+		if err := addVeth(ns, g.name, l.Underlay, g.port+"p", g.bridge, l.opts.UnderlayMTU); err != nil {
+			return err
+		}
+		err := withNetlink(ns, func(h *netlink.Handle) error {
+			_, err := addrUp(h, g.name, g.addr)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// routeSegments routes each host's way to the other subnet through the
+// router namespace.
+func (l *Lab) routeSegments() error {
+	for _, host := range l.Hosts {
+		dst, gw := remoteNet, netip.AddrFrom4([4]byte{192, 0, 2, routerIndex})
+		if host.opts.Remote {
+			dst, gw = underlayNet, netip.AddrFrom4([4]byte{198, 51, 100, routerIndex})
+		}
+		err := withNetlink(host.NS, func(nl *netlink.Handle) error {
+			d := &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), 32)}
+			return nl.RouteAdd(&netlink.Route{Dst: d, Gw: gw.AsSlice()})
+		})
+		if err != nil {
+			return fmt.Errorf("%s: route %s via %s: %w", host.Name, dst, gw, err)
+		}
+	}
+	return nil
+}
+
 // underlayPrefix is the underlay subnet in use.
 func underlayPrefix(v6 bool) netip.Prefix {
 	if v6 {
@@ -249,14 +329,18 @@ func (l *Lab) buildHost(h int) (*Host, error) {
 		Index:    h,
 		Name:     fmt.Sprintf("h%d", h),
 		NS:       ns,
-		Underlay: underlayAddr(l.opts.UnderlayIPv6, h),
+		Underlay: l.hostUnderlay(h),
 		Uplink:   l.ifName("up"),
 		Bridge:   l.ifName("br"),
 	}
 	if !l.opts.Cluster {
 		host.Prefix, host.Gateway = hostPrefix(h), hostGateway(h)
 	}
-	if err := addVeth(ns, host.Uplink, l.Underlay, l.underlayPort(h), l.ifName("ul"), l.opts.UnderlayMTU); err != nil {
+	seg := l.ifName("ul")
+	if l.opts.hostOptions(h).Remote {
+		seg = l.ifName("ul2")
+	}
+	if err := addVeth(ns, host.Uplink, l.Underlay, l.underlayPort(h), seg, l.opts.UnderlayMTU); err != nil {
 		return nil, err
 	}
 	if l.opts.UnderlayIPv6 {
@@ -270,7 +354,7 @@ func (l *Lab) buildHost(h int) (*Host, error) {
 		}
 	}
 	err = withNetlink(ns, func(nl *netlink.Handle) error {
-		if _, err := addrUp(nl, host.Uplink, netip.PrefixFrom(host.Underlay, underlayPrefix(l.opts.UnderlayIPv6).Bits())); err != nil {
+		if _, err := addrUp(nl, host.Uplink, netip.PrefixFrom(host.Underlay, l.hostSubnet(h).Bits())); err != nil {
 			return err
 		}
 		_, err := addBridge(nl, host.Bridge)
@@ -450,8 +534,8 @@ func (l *Lab) staticNeighbors() error {
 				return err
 			}
 			for j, g := range l.Hosts {
-				if g == h {
-					continue
+				if g == h || g.opts.Remote != h.opts.Remote {
+					continue // not on this host's subnet
 				}
 				n := &netlink.Neigh{
 					LinkIndex: link.Attrs().Index, Family: family, State: netlink.NUD_PERMANENT,

@@ -115,6 +115,31 @@ func AddRoute(name string, r Route) error {
 	return nil
 }
 
+// FlushRoutes removes the routes drover installed through the named
+// interface (its protocol number), both families, and returns how many.
+// Direct routes go through the underlay interface, which outlives the
+// daemon: a daemon that was killed leaves them, and the next one would
+// otherwise find its own stale routes in the way (ErrRouteExists).
+func FlushRoutes(name string) (int, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return 0, fmt.Errorf("link %s: %w", name, err)
+	}
+	filter := &netlink.Route{LinkIndex: l.Attrs().Index, Protocol: routeProtocol}
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return 0, fmt.Errorf("list routes of %s: %w", name, err)
+	}
+	n := 0
+	for i := range rs {
+		if err := netlink.RouteDel(&rs[i]); err != nil && !errors.Is(err, unix.ESRCH) {
+			return n, fmt.Errorf("delete route %s dev %s: %w", rs[i].Dst, name, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
 // DelRoute removes r; a route that is already gone is not an error.
 func DelRoute(name string, r Route) error {
 	l, err := netlink.LinkByName(name)

@@ -41,11 +41,19 @@ type cluster struct {
 	log  *slog.Logger
 }
 
-// tunKernel is agent.Kernel over the TUN device.
-type tunKernel struct{ name string }
+// tunKernel is agent.Kernel over the TUN device; routes with a next hop
+// (direct ones) go out of the underlay interface.
+type tunKernel struct{ name, underlay string }
 
-func (k tunKernel) AddRoute(r tun.Route) error    { return tun.AddRoute(k.name, r) }
-func (k tunKernel) DelRoute(r tun.Route) error    { return tun.DelRoute(k.name, r) }
+func (k tunKernel) dev(r tun.Route) string {
+	if r.Via.IsValid() {
+		return k.underlay
+	}
+	return k.name
+}
+
+func (k tunKernel) AddRoute(r tun.Route) error    { return tun.AddRoute(k.dev(r), r) }
+func (k tunKernel) DelRoute(r tun.Route) error    { return tun.DelRoute(k.dev(r), r) }
 func (k tunKernel) SetAddrs(a []netip.Addr) error { return tun.SetAddrs(k.name, a) }
 
 // startCluster loads the cluster key, the identity key, the persisted block
@@ -53,7 +61,7 @@ func (k tunKernel) SetAddrs(a []netip.Addr) error { return tun.SetAddrs(k.name, 
 // With the kubernetes datastore it waits (until ctx is done) for the API
 // server's list of Nodes instead, and, with pod_cidr node, for this host's
 // Node to have a podCIDR.
-func startCluster(ctx context.Context, cfg *config.Config, log *slog.Logger, r *router.Router, tunnelMTU int, static []*router.Peer, underlayNets []netip.Prefix) (*cluster, error) {
+func startCluster(ctx context.Context, cfg *config.Config, log *slog.Logger, r *router.Router, tunnelMTU int, static []*router.Peer, ul tun.UnderlayLink, fwd *forwardFilter) (*cluster, error) {
 	cc := cfg.Cluster
 	key, err := gossip.LoadKey(cc.KeyFile)
 	if err != nil {
@@ -89,8 +97,9 @@ func startCluster(ctx context.Context, cfg *config.Config, log *slog.Logger, r *
 	acfg := agent.Config{
 		Name: n.Name, Version: version,
 		Underlay:     netip.AddrPortFrom(n.UnderlayAddr, n.Port),
-		UnderlayNets: underlayNets,
-		Prefixes:     n.PrefixList, Addrs: n.AddressList, MAC: n.MACAddr,
+		UnderlayNets: ul.Subnets,
+		Direct:       cc.Direct, DirectMAC: ul.MAC, DirectFilter: fwd.direct(),
+		Prefixes: n.PrefixList, Addrs: n.AddressList, MAC: n.MACAddr,
 		CIDR: cc.CIDRPrefix, BlockBits: cc.BlockBits, MayClaimAlone: cc.MayClaimAlone(),
 		ClaimSettle: claimSettle(gc),
 		Encap:       encap, Cipher: cfg.CipherID, CipherName: cfg.Cipher,
@@ -101,9 +110,16 @@ func startCluster(ctx context.Context, cfg *config.Config, log *slog.Logger, r *
 		Log:    log,
 	}
 	if cc.IsKubernetes() {
-		return startKube(ctx, cfg, acfg, r, pins, log)
+		return startKube(ctx, cfg, acfg, r, tunKernel{name: n.TUN, underlay: ul.Name}, pins, log)
 	}
-	ag, err := agent.New(acfg, r, tunKernel{name: n.TUN})
+	if cc.Direct {
+		log.Info("direct routing on: members on the underlay's subnets that route directly are reached without encapsulation",
+			"underlay", ul.Name, "subnets", ul.Subnets, "trusted", cc.DirectTrusted)
+		if acfg.DirectFilter == nil {
+			log.Warn("direct routing with the forward filter off: the host forwards whatever arrives on the underlay for containers")
+		}
+	}
+	ag, err := agent.New(acfg, r, tunKernel{name: n.TUN, underlay: ul.Name})
 	if err != nil {
 		return nil, err
 	}

@@ -106,9 +106,27 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	// Prefixes that would replace the underlay's connected route: refused
 	// as configuration errors (exit 2), like Validate's. The agent refuses
 	// the same from every member.
-	underlayNets, err := tun.UnderlaySubnets(n.UnderlayAddr)
+	ul, err := tun.UnderlayLinkOf(n.UnderlayAddr)
 	if err != nil {
 		return fmt.Errorf("underlay subnets: %w", err)
+	}
+	underlayNets := ul.Subnets
+	if cfg.Cluster != nil && cfg.Cluster.Direct {
+		if ul.Name == "" {
+			return fmt.Errorf("cluster.direct: no interface holds node.underlay %s; direct routes go out of that interface", n.UnderlayAddr)
+		}
+		if ul.MAC == ([6]byte{}) {
+			return fmt.Errorf("cluster.direct: the underlay interface %s has no MAC address; direct routing needs an Ethernet segment", ul.Name)
+		}
+		// Ours from a daemon that was killed: routes through the TUN
+		// went with it, these did not.
+		if n, err := tun.FlushRoutes(ul.Name); err != nil {
+			return fmt.Errorf("cluster.direct: %w", err)
+		} else if n > 0 {
+			log.Info("stale direct routes of an earlier run removed", "underlay", ul.Name, "count", n)
+		}
+	} else {
+		ul.Name = "" // no direct sources are admitted from it
 	}
 	if err := cfg.CheckUnderlaySubnets(underlayNets); err != nil {
 		return err
@@ -173,7 +191,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	if err := tun.Configure(n.TUN, tunMTU, n.AddressList); err != nil {
 		return err
 	}
-	fwd, err := startForwardFilter(cfg, log) // before anything is routed into the TUN
+	fwd, err := startForwardFilter(cfg, ul.Name, log) // before anything is routed into the TUN
 	if err != nil {
 		return err
 	}
@@ -204,7 +222,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	var cl *cluster
 	if cfg.Cluster != nil {
 		// The agent owns peers and routes from here (static peers included).
-		if cl, err = startCluster(ctx, cfg, log, r, tunnelMTU, peers, underlayNets); err != nil {
+		if cl, err = startCluster(ctx, cfg, log, r, tunnelMTU, peers, ul, fwd); err != nil {
 			return err
 		}
 		agCtx, stopAgent := context.WithCancel(ctx)
@@ -260,7 +278,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 			}
 			var v gossip.View
 			for _, rt := range d.routes {
-				v.Routes = append(v.Routes, gossip.RouteView{Prefix: rt.Prefix.String(), Src: rt.Src.String(), Peer: staticOwner(cfg, rt.Prefix)})
+				v.Routes = append(v.Routes, gossip.RouteView{Prefix: rt.Prefix.String(), Src: rt.Src.String(), Peer: staticOwner(cfg, rt.Prefix), Path: cfg.Encapsulation})
 			}
 			return v
 		}

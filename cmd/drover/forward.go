@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/drovernet/drover/agent"
 	"github.com/drovernet/drover/cmd/drover/config"
 	"github.com/drovernet/drover/firewall"
 	"github.com/drovernet/drover/router"
@@ -18,10 +19,11 @@ type forwardFilter struct {
 
 // forwardSpec is what the filter protects: the cluster CIDR, this node's
 // prefixes and the static peers' prefixes, entered only from the TUN and
-// the container bridge.
-func forwardSpec(cfg *config.Config) firewall.Spec {
+// the container bridge, and with direct routing (underlay: the underlay
+// interface) from direct members on the underlay.
+func forwardSpec(cfg *config.Config, underlay string) firewall.Spec {
 	n := &cfg.Node
-	s := firewall.Spec{TUN: n.TUN}
+	s := firewall.Spec{TUN: n.TUN, Underlay: underlay}
 	if n.Bridge != "none" {
 		s.Bridge = n.Bridge
 	}
@@ -37,13 +39,13 @@ func forwardSpec(cfg *config.Config) firewall.Spec {
 
 // startForwardFilter installs the filter, replacing one a crashed daemon
 // left.
-func startForwardFilter(cfg *config.Config, log *slog.Logger) (*forwardFilter, error) {
+func startForwardFilter(cfg *config.Config, underlay string, log *slog.Logger) (*forwardFilter, error) {
 	ff := &forwardFilter{log: log.With("component", "firewall")}
 	if !cfg.Firewall.ForwardOn() {
 		ff.log.Warn("forward filter off (firewall.forward: false): forwarding to containers is up to the host's own firewall")
 		return ff, nil
 	}
-	spec := forwardSpec(cfg)
+	spec := forwardSpec(cfg, underlay)
 	if spec.Bridge == "" {
 		ff.log.Warn("node.bridge is none: the forward filter trusts no bridge, so containers' routed traffic passes only out of the TUN or as replies")
 	}
@@ -54,6 +56,14 @@ func startForwardFilter(cfg *config.Config, log *slog.Logger) (*forwardFilter, e
 	ff.f = f
 	ff.log.Info("forward filter installed", "table", "inet "+firewall.Table, "prefixes", len(spec.Protected))
 	return ff, nil
+}
+
+// direct is the filter as the agent's DirectFilter, nil when it is off.
+func (ff *forwardFilter) direct() agent.DirectFilter {
+	if ff == nil || ff.f == nil {
+		return nil
+	}
+	return ff.f
 }
 
 // stop removes the filter.

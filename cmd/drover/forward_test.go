@@ -41,7 +41,7 @@ peers: [{name: k, underlay: 192.0.2.9, prefixes: [172.16.9.0/24]}]
 			if err != nil {
 				t.Fatal(err)
 			}
-			s := forwardSpec(cfg)
+			s := forwardSpec(cfg, "")
 			if s.TUN != tc.tun || s.Bridge != tc.bridge {
 				t.Errorf("got TUN %q bridge %q, want %q %q", s.TUN, s.Bridge, tc.tun, tc.bridge)
 			}

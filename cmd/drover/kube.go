@@ -35,7 +35,7 @@ const waitLog = 10 * time.Second
 
 // startKube starts the Node informer, waits for the first list (and with
 // pod_cidr node for our Node's podCIDR), then starts the agent over it.
-func startKube(ctx context.Context, cfg *config.Config, acfg agent.Config, r *router.Router, pins *agent.Pins, log *slog.Logger) (*cluster, error) {
+func startKube(ctx context.Context, cfg *config.Config, acfg agent.Config, r *router.Router, kern tunKernel, pins *agent.Pins, log *slog.Logger) (*cluster, error) {
 	cc := cfg.Cluster
 	kube.LogTo(log)
 	client, err := kube.NewClient(cc.Kubernetes.Kubeconfig)
@@ -84,7 +84,7 @@ func startKube(ctx context.Context, cfg *config.Config, acfg agent.Config, r *ro
 		acfg.MayClaimAlone = true
 		acfg.ClaimSettle = kubeClaimSettle
 	}
-	ag, err := agent.New(acfg, r, tunKernel{name: cfg.Node.TUN})
+	ag, err := agent.New(acfg, r, kern)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -210,7 +211,8 @@ func cmdPeers(args []string, stdout io.Writer) error {
 	return tw.Flush()
 }
 
-// cmdRoutes lists the routes the daemon installed through its TUN.
+// cmdRoutes lists the routes the daemon installed: through its TUN (path
+// esp or vxlan) or directly via a member's underlay address.
 func cmdRoutes(args []string, stdout io.Writer) error {
 	out, sock, err := viewFlags("routes", args)
 	if err != nil {
@@ -224,9 +226,13 @@ func cmdRoutes(args []string, stdout io.Writer) error {
 		return writeJSON(stdout, cv.Routes)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PREFIX\tPEER\tSRC\tNOTE")
+	fmt.Fprintln(tw, "PREFIX\tPEER\tPATH\tVIA\tSRC\tNOTE")
 	for _, r := range cv.Routes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Prefix, r.Peer, r.Src, r.Note)
+		note := r.Note
+		if r.PathNote != "" {
+			note = strings.TrimPrefix(note+"; not direct: "+r.PathNote, "; ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Prefix, r.Peer, cmp.Or(r.Path, "-"), cmp.Or(r.Via, "-"), r.Src, note)
 	}
 	return tw.Flush()
 }

@@ -157,6 +157,19 @@ type Cluster struct {
 	// addresses. Implied when Join is empty: a host with no seeds founds
 	// the cluster.
 	Bootstrap bool `yaml:"bootstrap"`
+	// Direct routes container traffic to members on node.underlay's own
+	// subnet without encapsulation: kernel routes "block via <member's
+	// underlay address>", so the kernel forwards and drover is off the
+	// data path. Only between hosts that both set it; members on other
+	// subnets keep the encapsulation. Their container sources are
+	// accepted on the underlay interface from the member's MAC only
+	// (docs/routing.md). Default false.
+	Direct bool `yaml:"direct"`
+	// DirectTrusted says the underlay segment is trusted: required for
+	// direct with encapsulation esp, since traffic between hosts on the
+	// segment then crosses it unencrypted. Encryption is never dropped
+	// without it.
+	DirectTrusted bool `yaml:"direct_trusted"`
 	// Datastore is where hosts learn of each other: "gossip" (default:
 	// memberlist among the hosts, join/port/timing/bootstrap apply) or
 	// "kubernetes" (Node objects of the Kubernetes API, package kube;
@@ -790,6 +803,12 @@ func (c *Config) Validate() error {
 		}
 		if cl.RotationInterval < 2*cl.SwitchDelay {
 			add("cluster.rotation_interval", "%v is shorter than 2 × switch_delay (%v)", cl.RotationInterval, 2*cl.SwitchDelay)
+		}
+		if cl.Direct && c.Encapsulation == EncapESP && !cl.DirectTrusted {
+			add("cluster.direct", "with encapsulation esp, traffic to members on this subnet would leave ESP and cross the underlay unencrypted; set cluster.direct_trusted: true if that segment is trusted")
+		}
+		if cl.DirectTrusted && !cl.Direct {
+			add("cluster.direct_trusted", "set, but cluster.direct is false")
 		}
 		if !slices.Contains(Timings, cl.Timing) {
 			add("cluster.timing", "%q is not one of %s", cl.Timing, strings.Join(Timings, ", "))

@@ -135,6 +135,8 @@ func TestParseErrors(t *testing.T) {
 		{"metadata not host:port", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nmetadata: {listen: '169.254.169.250'}\n", "metadata.listen", "want IPv4:PORT"},
 		{"metadata everywhere", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nmetadata: {listen: '0.0.0.0:80'}\n", "metadata.listen", "must not listen everywhere"},
 		{"metadata IPv6", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nmetadata: {listen: '[fe80::1]:80'}\n", "metadata.listen", "one unicast IPv4 address"},
+		{"direct with esp, untrusted", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, direct: true}\n", "cluster.direct", "unencrypted; set cluster.direct_trusted: true"},
+		{"direct_trusted alone", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, direct_trusted: true}\n", "cluster.direct_trusted", "cluster.direct is false"},
 		{"http on the gossip port", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k}\nhttp: {listen: ':7946'}\n", "http.listen", "cluster.port"},
 	}
 	for _, tc := range cases {
@@ -180,6 +182,23 @@ func TestMarshalRoundTrip(t *testing.T) {
 
 // http.listen: loopback by default, "" and none turn it off, and each
 // survives Marshal (testenv writes configs that way).
+// Direct routing is accepted with VXLAN as is, and with ESP only when the
+// operator says the segment is trusted.
+func TestClusterDirect(t *testing.T) {
+	for _, y := range []string{
+		"node: {name: a, underlay: 192.0.2.1}\nencapsulation: vxlan\ncluster: {key_file: k, direct: true}\n",
+		"node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, direct: true, direct_trusted: true}\n",
+	} {
+		c, err := Parse(strings.NewReader(y))
+		if err != nil {
+			t.Fatalf("%s: %v", y, err)
+		}
+		if !c.Cluster.Direct {
+			t.Errorf("%s: direct not set", y)
+		}
+	}
+}
+
 func TestHTTPListen(t *testing.T) {
 	for _, c := range []struct{ name, yaml, want string }{
 		{"default", "", DefaultHTTPListen},
