@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -63,6 +64,7 @@ type ESPCapture struct {
 	sas     map[saKey]*SAUse
 	packets int
 	nonESP  int
+	plain   map[[2]netip.Addr]int
 	err     error
 }
 
@@ -94,7 +96,15 @@ type CaptureResult struct {
 	// KernelDrops is what the socket lost (PACKET_STATISTICS): packets
 	// the capture did not see, so could not check.
 	KernelDrops uint32
+	// Plain counts frames that carried container traffic unencapsulated
+	// (an IPv4 packet from and to the cluster, 10.0.0.0/8), by (source,
+	// destination): direct routing's packets.
+	Plain map[[2]netip.Addr]int
 }
+
+// clusterNet is where the lab's containers live (every cluster CIDR the
+// lab uses lies in it).
+var clusterNet = netip.MustParsePrefix("10.0.0.0/8")
 
 // SPIs returns the distinct SPIs src used towards dst, in order of first use.
 func (r CaptureResult) SPIs(src, dst netip.Addr) []uint32 {
@@ -125,7 +135,7 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // CaptureESP starts capturing the ESP packets every host sends into the
 // underlay. Stop ends it.
 func (l *Lab) CaptureESP() (*ESPCapture, error) {
-	c := &ESPCapture{ports: map[int]string{}, done: make(chan struct{}), seen: map[ESPKey]int{}, sas: map[saKey]*SAUse{},
+	c := &ESPCapture{ports: map[int]string{}, done: make(chan struct{}), seen: map[ESPKey]int{}, sas: map[saKey]*SAUse{}, plain: map[[2]netip.Addr]int{},
 		times: map[ESPKey][]time.Time{}, first: map[ESPKey]time.Time{}}
 	err := withNetlink(l.Underlay, func(nl *netlink.Handle) error {
 		for h := 1; h <= len(l.Hosts); h++ {
@@ -239,6 +249,15 @@ func (c *ESPCapture) frame(b []byte, segSize int, now time.Time) {
 	switch binary.BigEndian.Uint16(b[12:14]) {
 	case unix.ETH_P_IP:
 		ip := b[14:]
+		if len(ip) >= 20 && ip[0]>>4 == 4 {
+			s, d := netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+			if clusterNet.Contains(s) && clusterNet.Contains(d) {
+				c.mu.Lock()
+				c.plain[[2]netip.Addr{s, d}]++
+				c.mu.Unlock()
+				return
+			}
+		}
 		if len(ip) < 20 || ip[0]>>4 != 4 || ip[9] != unix.IPPROTO_UDP {
 			return
 		}
@@ -338,7 +357,7 @@ func (c *ESPCapture) stop() (CaptureResult, error) {
 	<-c.done
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	res := CaptureResult{Packets: c.packets, NonESP: c.nonESP, Duplicates: map[ESPKey][]time.Time{}, KernelDrops: drops}
+	res := CaptureResult{Packets: c.packets, NonESP: c.nonESP, Duplicates: map[ESPKey][]time.Time{}, KernelDrops: drops, Plain: maps.Clone(c.plain)}
 	for k, ts := range c.times {
 		res.Duplicates[k] = ts
 	}
