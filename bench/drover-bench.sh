@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # drover-bench.sh — run ../shared/bench/overlay-bench.sh with drover as its `custom` mode.
 #
-# Usage (root):  bench/drover-bench.sh [--encap esp|vxlan] [--cipher C] [--bench PATH] [--] [overlay-bench args and modes]
+# Usage (root):  bench/drover-bench.sh [--encap esp|vxlan] [--cipher C] [--direct] [--bench PATH] [--] [overlay-bench args and modes]
 #   e.g.  bench/drover-bench.sh -- --tsv direct vxlan wireguard-go libipsec-gcm custom
 #         bench/drover-bench.sh --encap vxlan -- --tsv vxlan custom
+#         bench/drover-bench.sh --direct -- --tsv direct custom
+# --direct runs both sides in cluster mode (a fresh cluster key, each joining the other) with
+# cluster.direct and direct_trusted: the hosts share the underlay subnet, so drover installs
+# kernel routes via the peer and stays off the data path (docs/routing.md); containers keep
+# the underlay's 1500-byte MTU, as in the harness's direct mode.
 # It builds drover (CGO_ENABLED=0) into a temporary directory, sets the harness's ROUTER_*
 # contract (see the top of overlay-bench.sh) so that each host namespace runs
 # `drover run` with a generated config (manual SAs with fresh random keys), and runs the
@@ -12,14 +17,15 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
-ENCAP=esp CIPHER=aes-128-gcm BENCH=${OVERLAY_BENCH:-$ROOT/../shared/bench/overlay-bench.sh}
+DIRECT=0 ENCAP=esp CIPHER=aes-128-gcm BENCH=${OVERLAY_BENCH:-$ROOT/../shared/bench/overlay-bench.sh}
 while [ $# -gt 0 ]; do
   case $1 in
     --encap) ENCAP=$2; shift 2 ;;
     --cipher) CIPHER=$2; shift 2 ;;
     --bench) BENCH=$2; shift 2 ;;
+    --direct) DIRECT=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) break ;;
   esac
 done
@@ -58,6 +64,25 @@ ROUTER_CMD='peer=$([ "$OB_SIDE" = a ] && echo b || echo a)
     fi
   } > "$cfg"
   exec env ${DROVER_ENV:-} "$DROVER_BIN" run --config "$cfg"'
+if [ "$DIRECT" = 1 ]; then
+  export ROUTER_NAME="drover-direct" ROUTER_MTU=1500
+  # One cluster key for both; drover routes the peer's subnet itself (no harness route:
+  # a lone space makes the harness's route list empty).
+  export ROUTER_SETUP='umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n" > "$OB_RUNDIR/cluster.key"'
+  export ROUTER_ROUTES_A=" " ROUTER_ROUTES_B=" "
+  ROUTER_CMD='cfg=$OB_WORKDIR/drover.yaml
+  {
+    echo "node: {name: $OB_SIDE, underlay: $OB_LOCAL_UNDERLAY, tun: $OB_DEV, bridge: br0, prefixes: [$OB_LOCAL_SUBNET, $OB_LOCAL_TUNNEL_IP/32], address: [$OB_LOCAL_TUNNEL_IP]}"
+    echo "encapsulation: $DROVER_ENCAP"
+    echo "cipher: $DROVER_CIPHER"
+    echo "control_socket: $OB_WORKDIR/drover.sock"
+    echo "state_dir: $OB_WORKDIR/state"
+    echo "log: {level: warn}"
+    echo "http: {listen: none}"
+    echo "cluster: {key_file: $OB_RUNDIR/cluster.key, join: [$OB_PEER_UNDERLAY], bootstrap: true, timing: fast, direct: true, direct_trusted: true}"
+  } > "$cfg"
+  exec env ${DROVER_ENV:-} "$DROVER_BIN" run --config "$cfg"'
+fi
 export ROUTER_CMD_A="$ROUTER_CMD" ROUTER_CMD_B="$ROUTER_CMD"
 # drover installs its own routes; the harness's default route command is then a no-op replace.
 bash "$BENCH" "$@"
