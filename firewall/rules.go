@@ -80,6 +80,11 @@ type Spec struct {
 	// address only (Filter.SetDirect). Empty: nothing is accepted from
 	// the underlay but replies and host ports.
 	Underlay string
+	// AllowFrom are sources outside the protected prefixes that may open
+	// connections to containers from anywhere (firewall.allow_from: a
+	// routed fabric's clients). A source inside a protected prefix is
+	// still dropped as forged first.
+	AllowFrom []netip.Prefix
 }
 
 // Source is a member reached without encapsulation: its container
@@ -107,6 +112,11 @@ func (s Spec) Validate() error {
 	for _, p := range s.Protected {
 		if !p.IsValid() {
 			errs = append(errs, fmt.Errorf("firewall: protected prefix %v is not valid", p))
+		}
+	}
+	for _, p := range s.AllowFrom {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("firewall: allowed source %v is not valid", p))
 		}
 	}
 	return errors.Join(errs...)
@@ -234,6 +244,7 @@ func matchDirect(underlay string, set *nftables.Set, v6 bool) []expr.Any {
 //	    iifname "eth0" ip saddr . ether saddr @direct4 accept    # with Spec.Underlay:
 //	    iifname "eth0" ip6 saddr . ether saddr @direct6 accept   # direct members
 //	    ip saddr 10.42.0.0/16 counter name forward_drops drop   # a container source from elsewhere
+//	    ip saddr 198.51.100.0/24 accept                 # firewall.allow_from, one rule each
 //	    ct state established,related accept             # replies (host NAT)
 //	    counter name forward_drops drop
 //	  }
@@ -290,6 +301,10 @@ func Build(s Spec) (Ruleset, error) {
 	}
 	for _, p := range pfx {
 		add(ctr, "drover: forged source "+p.String(), append(matchAddr(p, true), drop...)...)
+	}
+	for _, p := range s.AllowFrom {
+		p = p.Masked()
+		add(ctr, "drover: allowed source "+p.String()+" (firewall.allow_from)", append(matchAddr(p, true), accept)...)
 	}
 	add(ctr, "drover: replies", append(matchCt(expr.CtKeySTATE, ctStateEstablished|ctStateRelated), accept)...)
 	add(ctr, "drover: everything else to containers", drop...)

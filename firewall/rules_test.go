@@ -285,6 +285,32 @@ func TestBuildVerdicts(t *testing.T) {
 	}
 }
 
+// TestBuildAllowFrom: allowed sources open connections to containers from
+// any interface; a cluster source is still forged.
+func TestBuildAllowFrom(t *testing.T) {
+	spec := Spec{
+		Protected: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}, TUN: "drover0",
+		AllowFrom: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("10.42.0.0/8")},
+	}
+	rs, err := Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		p    packet
+		want string
+	}{
+		{packet{iif: "eth0", src: "198.51.100.7", dst: "10.42.1.2", ctState: nw}, "accept"},
+		{packet{iif: "eth0", src: "198.51.101.7", dst: "10.42.1.2", ctState: nw}, "drop"},
+		{packet{iif: "eth0", src: "10.42.2.9", dst: "10.42.1.2", ctState: nw}, "drop"},
+		{packet{iif: "eth0", src: "10.43.2.9", dst: "10.42.1.2", ctState: nw}, "accept"},
+	} {
+		if got, _ := eval(t, rs, tc.p); got != tc.want {
+			t.Errorf("%s → %s: got %s, want %s", tc.p.src, tc.p.dst, got, tc.want)
+		}
+	}
+}
+
 // MACs of direct members B and C, and of an underlay host that is none.
 const (
 	macB     = "02:00:00:00:00:0b"

@@ -51,6 +51,34 @@ type Status struct {
 	// (package l2guard: drop_mac, drop_arp, ...), filled by the control
 	// layer when the guard's table exists.
 	GuardDrops map[string]uint64 `json:"guard_drops,omitempty"`
+	// BGP is the BGP speaker (package bgp), filled by the control layer;
+	// absent without a bgp section.
+	BGP *BGPStatus `json:"bgp,omitempty"`
+}
+
+// BGPStatus is the BGP speaker: what it announces and its sessions.
+type BGPStatus struct {
+	AS        uint32              `json:"as"`
+	RouterID  string              `json:"router_id"`
+	Announced []string            `json:"announced"`
+	Neighbors []BGPNeighborStatus `json:"neighbors"`
+	// Error says why the sessions could not be listed.
+	Error string `json:"error,omitempty"`
+}
+
+// BGPNeighborStatus is one BGP session.
+type BGPNeighborStatus struct {
+	Address string `json:"address"`
+	AS      uint32 `json:"as"`
+	// State is the session state (RFC 4271 §8.2.2): idle, connect,
+	// active, opensent, openconfirm, established.
+	State            string `json:"state"`
+	UptimeSeconds    int64  `json:"uptime_seconds,omitempty"`
+	PrefixesSent     uint64 `json:"prefixes_sent"`
+	PrefixesReceived uint64 `json:"prefixes_received"`
+	// LastError is the session's last error (a NOTIFICATION sent or
+	// received, a reset), until it is established again.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // PolicyDrop is the packets one policy denied on this host in one

@@ -61,7 +61,11 @@ func (k tunKernel) SetAddrs(a []netip.Addr) error { return tun.SetAddrs(k.name, 
 // With the kubernetes datastore it waits (until ctx is done) for the API
 // server's list of Nodes instead, and, with pod_cidr node, for this host's
 // Node to have a podCIDR.
-func startCluster(ctx context.Context, cfg *config.Config, log *slog.Logger, r *router.Router, tunnelMTU int, static []*router.Peer, ul tun.UnderlayLink, fwd *forwardFilter) (*cluster, error) {
+func startCluster(ctx context.Context, cfg *config.Config, log *slog.Logger, rt *router.Router, tunnelMTU int, static []*router.Peer, ul tun.UnderlayLink, fwd *forwardFilter, bs *bgpSpeaker) (*cluster, error) {
+	var r agent.Router = rt
+	if bs != nil {
+		r = announcingRouter{Router: rt, b: bs}
+	}
 	cc := cfg.Cluster
 	key, err := gossip.LoadKey(cc.KeyFile)
 	if err != nil {

@@ -219,10 +219,16 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	if err := r.SetPeers(peers); err != nil {
 		return err
 	}
+	// BGP before the agent: it announces the block the agent sets.
+	bs, err := startBGP(cfg, log)
+	if err != nil {
+		return err
+	}
+	d.undo = append(d.undo, bs.stop)
 	var cl *cluster
 	if cfg.Cluster != nil {
 		// The agent owns peers and routes from here (static peers included).
-		if cl, err = startCluster(ctx, cfg, log, r, tunnelMTU, peers, ul, fwd); err != nil {
+		if cl, err = startCluster(ctx, cfg, log, r, tunnelMTU, peers, ul, fwd, bs); err != nil {
 			return err
 		}
 		agCtx, stopAgent := context.WithCancel(ctx)
@@ -235,6 +241,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 			log.Info("left the cluster; routes removed")
 		})
 		peers = nil // routes below: none, the agent installs them
+	} else {
+		bs.announce(n.PrefixList)
 	}
 	for _, p := range peers {
 		for _, pfx := range p.Prefixes {
@@ -267,9 +275,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 
 	// fill adds to the router's status what it does not know, for the
 	// control socket and the metrics on TCP alike.
-	fill := func(st *router.Status) { fwd.fill(st); guardFill(st, log) }
+	fill := func(st *router.Status) { fwd.fill(st); guardFill(st, log); bs.fill(st) }
 	if pol != nil {
-		fill = func(st *router.Status) { fwd.fill(st); guardFill(st, log); pol.fill(st) }
+		fill = func(st *router.Status) { fwd.fill(st); guardFill(st, log); bs.fill(st); pol.fill(st) }
 	}
 	if cfg.ControlSocket != "none" {
 		views := func() gossip.View {

@@ -23,7 +23,7 @@ type forwardFilter struct {
 // interface) from direct members on the underlay.
 func forwardSpec(cfg *config.Config, underlay string) firewall.Spec {
 	n := &cfg.Node
-	s := firewall.Spec{TUN: n.TUN, Underlay: underlay}
+	s := firewall.Spec{TUN: n.TUN, Underlay: underlay, AllowFrom: cfg.Firewall.AllowFromList}
 	if n.Bridge != "none" {
 		s.Bridge = n.Bridge
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/drovernet/drover/internal/ratelog"
 	"github.com/drovernet/drover/kube"
 	"github.com/drovernet/drover/policy/engine"
-	"github.com/drovernet/drover/router"
 )
 
 // kubeStore is the kubernetes datastore's membership and its goroutine.
@@ -35,7 +34,7 @@ const waitLog = 10 * time.Second
 
 // startKube starts the Node informer, waits for the first list (and with
 // pod_cidr node for our Node's podCIDR), then starts the agent over it.
-func startKube(ctx context.Context, cfg *config.Config, acfg agent.Config, r *router.Router, kern tunKernel, pins *agent.Pins, log *slog.Logger) (*cluster, error) {
+func startKube(ctx context.Context, cfg *config.Config, acfg agent.Config, r agent.Router, kern tunKernel, pins *agent.Pins, log *slog.Logger) (*cluster, error) {
 	cc := cfg.Cluster
 	kube.LogTo(log)
 	client, err := kube.NewClient(cc.Kubernetes.Kubeconfig)

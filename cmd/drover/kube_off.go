@@ -10,7 +10,6 @@ import (
 	"github.com/drovernet/drover/agent"
 	"github.com/drovernet/drover/cmd/drover/config"
 	"github.com/drovernet/drover/policy/engine"
-	"github.com/drovernet/drover/router"
 )
 
 // A build with -tags nokube leaves client-go out (about 8 MB of a stripped
@@ -22,7 +21,7 @@ func (k *kubeStore) stop()                                              {}
 func (k *kubeStore) ready() bool                                        { return false }
 func (k *kubeStore) keepNetworkAvailable(context.Context, *agent.Agent) {}
 
-func startKube(context.Context, *config.Config, agent.Config, *router.Router, tunKernel, *agent.Pins, *slog.Logger) (*cluster, error) {
+func startKube(context.Context, *config.Config, agent.Config, agent.Router, tunKernel, *agent.Pins, *slog.Logger) (*cluster, error) {
 	return nil, errors.New("cluster.datastore kubernetes: this drover was built without Kubernetes support (-tags nokube)")
 }
 

@@ -165,7 +165,8 @@ func cmdPeers(args []string, stdout io.Writer) error {
 		return writeJSON(stdout, struct {
 			Members []gossip.MemberView `json:"members"`
 			Peers   []router.PeerStatus `json:"peers"`
-		}{cv.Members, st.Peers})
+			BGP     *router.BGPStatus   `json:"bgp,omitempty"`
+		}{cv.Members, st.Peers, st.BGP})
 	}
 	byName := map[string]router.PeerStatus{}
 	for _, p := range st.Peers {
@@ -208,7 +209,31 @@ func cmdPeers(args []string, stdout io.Writer) error {
 			row(p.Name, "static", p.Underlay, "", p.Prefixes, 0, "")
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if b := st.BGP; b != nil {
+		printBGP(stdout, b)
+	}
+	return nil
+}
+
+// printBGP renders the BGP speaker's sessions for drover peers.
+func printBGP(w io.Writer, b *router.BGPStatus) {
+	fmt.Fprintf(w, "\nbgp: AS %d, router ID %s, announcing %v\n", b.AS, b.RouterID, b.Announced)
+	if b.Error != "" {
+		fmt.Fprintf(w, "bgp sessions unreadable: %s\n", b.Error)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NEIGHBOR\tAS\tSTATE\tUPTIME\tSENT\tRECEIVED\tLAST ERROR")
+	for _, n := range b.Neighbors {
+		up := "-"
+		if n.State == "established" {
+			up = (time.Duration(n.UptimeSeconds) * time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%s\n", n.Address, n.AS, n.State, up, n.PrefixesSent, n.PrefixesReceived, n.LastError)
+	}
+	tw.Flush()
 }
 
 // cmdRoutes lists the routes the daemon installed: through its TUN (path

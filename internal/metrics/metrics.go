@@ -80,6 +80,23 @@ func Write(w io.Writer, st router.Status) error {
 			sample(&b, "drover_guard_drops_total", st.GuardDrops[r], "reason", strings.TrimPrefix(r, "drop_"))
 		}
 	}
+	if bs := st.BGP; bs != nil {
+		family(&b, "drover_bgp_announced_prefixes", "gauge", "Prefixes this host announces by BGP.")
+		sample(&b, "drover_bgp_announced_prefixes", uint64(len(bs.Announced)))
+		family(&b, "drover_bgp_session_established", "gauge", "1 when the BGP session with the neighbour is established, else 0.")
+		for _, n := range bs.Neighbors {
+			up := uint64(0)
+			if n.State == "established" {
+				up = 1
+			}
+			sample(&b, "drover_bgp_session_established", up, "neighbor", n.Address)
+		}
+		family(&b, "drover_bgp_prefixes", "gauge", "Prefixes sent to and received from each BGP neighbour.")
+		for _, n := range bs.Neighbors {
+			sample(&b, "drover_bgp_prefixes", n.PrefixesSent, "neighbor", n.Address, "direction", "sent")
+			sample(&b, "drover_bgp_prefixes", n.PrefixesReceived, "neighbor", n.Address, "direction", "received")
+		}
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -112,6 +112,9 @@ type Config struct {
 	Policy Policy `yaml:"policy"`
 	// Metadata configures the node-local metadata service.
 	Metadata Metadata `yaml:"metadata"`
+	// BGP announces this host's container prefixes to BGP neighbours
+	// (docs/routing.md). Absent: no BGP.
+	BGP *BGP `yaml:"bgp"`
 
 	// Resolved by Validate.
 	CipherID esp.Cipher `yaml:"-"`
@@ -248,6 +251,61 @@ type Firewall struct {
 	// and counted. Default true; false leaves forwarding to the operator's
 	// own firewall.
 	Forward *bool `yaml:"forward"`
+	// AllowFrom are sources outside the cluster that may open connections
+	// to containers through the host (a routed fabric that learned the
+	// blocks by BGP, say): the forward filter accepts them from any
+	// interface. Default none: only replies and host ports reach
+	// containers from outside.
+	AllowFrom []string `yaml:"allow_from"`
+
+	AllowFromList []netip.Prefix `yaml:"-"`
+}
+
+// BGP is the BGP speaker's configuration (package bgp).
+type BGP struct {
+	// AS is this host's AS number (1..4294967295): one per host (eBGP to
+	// the fabric) or the fabric's (iBGP). Required.
+	AS uint32 `yaml:"as"`
+	// RouterID is the BGP identifier, an IPv4 address. Default:
+	// node.underlay when it is IPv4.
+	RouterID string `yaml:"router_id"`
+	// ListenPort accepts sessions on node.underlay at this TCP port. 0
+	// (default): only connect out, so nothing new listens on the host.
+	ListenPort uint16 `yaml:"listen_port"`
+	// GracefulRestart (RFC 4724): when the daemon stops, neighbours keep
+	// its routes for RestartTime, so a restart does not withdraw the
+	// fabric's routes to its containers. Default true.
+	GracefulRestart *bool `yaml:"graceful_restart"`
+	// RestartTime is how long neighbours keep the routes. Default 120s;
+	// 1s..4095s.
+	RestartTime time.Duration `yaml:"restart_time"`
+	// HoldTime is the hold time proposed to neighbours. Default 90s.
+	HoldTime time.Duration `yaml:"hold_time"`
+	// Neighbors are the BGP peers. At least one.
+	Neighbors []BGPNeighbor `yaml:"neighbors"`
+
+	RouterIDAddr netip.Addr `yaml:"-"`
+}
+
+// GracefulRestartOn reports whether graceful restart is on.
+func (b *BGP) GracefulRestartOn() bool { return b.GracefulRestart == nil || *b.GracefulRestart }
+
+// BGPNeighbor is one BGP peer.
+type BGPNeighbor struct {
+	// Address is the neighbour's address. Required.
+	Address string `yaml:"address"`
+	// AS is the neighbour's AS number; the session is refused when the
+	// neighbour's OPEN says another. Required.
+	AS uint32 `yaml:"as"`
+	// Port is the neighbour's TCP port. Default 179.
+	Port uint16 `yaml:"port"`
+	// PasswordFile holds the TCP MD5 key (RFC 2385) for the session, one
+	// line, at most 80 bytes; mode 0600 or stricter. Empty: none.
+	PasswordFile string `yaml:"password_file"`
+	// Passive waits for the neighbour to connect (needs listen_port).
+	Passive bool `yaml:"passive"`
+
+	AddressAddr netip.Addr `yaml:"-"`
 }
 
 // ForwardOn reports whether the forward filter is to be installed.
@@ -680,6 +738,15 @@ func (c *Config) Validate() error {
 
 	c.HTTP.ListenAddr = c.validateHTTP(add)
 	c.Metadata.ListenAddr = c.validateMetadata(add)
+	for i, a := range c.Firewall.AllowFrom {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			add(fmt.Sprintf("firewall.allow_from[%d]", i), "%q is not a prefix (like 198.51.100.0/24)", a)
+			continue
+		}
+		c.Firewall.AllowFromList = append(c.Firewall.AllowFromList, p.Masked())
+	}
+	c.validateBGP(add)
 
 	n := &c.Node
 	if n.Name == "" {
@@ -851,6 +918,62 @@ func (c *Config) Validate() error {
 		return es
 	}
 	return nil
+}
+
+// validateBGP checks the bgp section and resolves its addresses.
+func (c *Config) validateBGP(add func(string, string, ...any)) {
+	b := c.BGP
+	if b == nil {
+		return
+	}
+	if b.AS == 0 {
+		add("bgp.as", "is required (1..4294967295; AS 0 is reserved, RFC 7607)")
+	}
+	if b.RouterID == "" {
+		if a, err := netip.ParseAddr(c.Node.Underlay); err == nil && a.Unmap().Is4() {
+			b.RouterIDAddr = a.Unmap()
+		} else {
+			add("bgp.router_id", "is required when node.underlay is not an IPv4 address")
+		}
+	} else if a, err := netip.ParseAddr(b.RouterID); err != nil || !a.Is4() || a.IsUnspecified() {
+		add("bgp.router_id", "%q is not a non-zero IPv4 address (RFC 6286)", b.RouterID)
+	} else {
+		b.RouterIDAddr = a
+	}
+	if b.RestartTime == 0 {
+		b.RestartTime = 120 * time.Second
+	}
+	if b.RestartTime < time.Second || b.RestartTime > 4095*time.Second {
+		add("bgp.restart_time", "%v: want 1s..4095s (RFC 4724 §3)", b.RestartTime)
+	}
+	if b.HoldTime != 0 && (b.HoldTime < 3*time.Second || b.HoldTime > 65535*time.Second) {
+		add("bgp.hold_time", "%v: want 3s..65535s (RFC 4271 §4.2)", b.HoldTime)
+	}
+	if len(b.Neighbors) == 0 {
+		add("bgp.neighbors", "at least one neighbour is required")
+	}
+	seen := map[netip.Addr]int{}
+	for i := range b.Neighbors {
+		n := &b.Neighbors[i]
+		path := fmt.Sprintf("bgp.neighbors[%d]", i)
+		a, err := netip.ParseAddr(n.Address)
+		switch {
+		case err != nil:
+			add(path+".address", "%q is not an IP address", n.Address)
+		default:
+			n.AddressAddr = a.Unmap()
+			if j, dup := seen[n.AddressAddr]; dup {
+				add(path+".address", "%s is also bgp.neighbors[%d]", a, j)
+			}
+			seen[n.AddressAddr] = i
+		}
+		if n.AS == 0 {
+			add(path+".as", "is required (the neighbour's AS number)")
+		}
+		if n.Passive && b.ListenPort == 0 {
+			add(path+".passive", "needs bgp.listen_port: a passive session waits for the neighbour to connect")
+		}
+	}
 }
 
 // validateHTTP checks http.listen and returns the address to listen on,

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const good = `
@@ -137,6 +138,15 @@ func TestParseErrors(t *testing.T) {
 		{"metadata IPv6", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nmetadata: {listen: '[fe80::1]:80'}\n", "metadata.listen", "one unicast IPv4 address"},
 		{"direct with esp, untrusted", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, direct: true}\n", "cluster.direct", "unencrypted; set cluster.direct_trusted: true"},
 		{"direct_trusted alone", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, direct_trusted: true}\n", "cluster.direct_trusted", "cluster.direct is false"},
+		{"bgp without as", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {neighbors: [{address: 192.0.2.254, as: 64600}]}\n", "bgp.as", "is required"},
+		{"bgp no neighbours", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {as: 64601}\n", "bgp.neighbors", "at least one"},
+		{"bgp bad neighbour", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {as: 64601, neighbors: [{address: router, as: 64600}]}\n", "bgp.neighbors[0].address", "not an IP address"},
+		{"bgp neighbour twice", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {as: 64601, neighbors: [{address: 192.0.2.254, as: 64600}, {address: 192.0.2.254, as: 64602}]}\n", "bgp.neighbors[1].address", "also bgp.neighbors[0]"},
+		{"bgp neighbour without as", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {as: 64601, neighbors: [{address: 192.0.2.254}]}\n", "bgp.neighbors[0].as", "is required"},
+		{"bgp passive without listener", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {as: 64601, neighbors: [{address: 192.0.2.254, as: 64600, passive: true}]}\n", "bgp.neighbors[0].passive", "needs bgp.listen_port"},
+		{"bgp router id from IPv6 underlay", "node: {name: a, underlay: '2001:db8::1', prefixes: [10.0.0.0/24]}\nbgp: {as: 64601, neighbors: [{address: '2001:db8::fe', as: 64600}]}\n", "bgp.router_id", "is required when node.underlay is not an IPv4 address"},
+		{"bgp restart time", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {as: 64601, restart_time: 2h, neighbors: [{address: 192.0.2.254, as: 64600}]}\n", "bgp.restart_time", "1s..4095s"},
+		{"allow_from not a prefix", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nfirewall: {allow_from: [198.51.100.7/33]}\n", "firewall.allow_from[0]", "not a prefix"},
 		{"http on the gossip port", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k}\nhttp: {listen: ':7946'}\n", "http.listen", "cluster.port"},
 	}
 	for _, tc := range cases {
@@ -196,6 +206,22 @@ func TestClusterDirect(t *testing.T) {
 		if !c.Cluster.Direct {
 			t.Errorf("%s: direct not set", y)
 		}
+	}
+}
+
+func TestBGPDefaults(t *testing.T) {
+	c, err := Parse(strings.NewReader("node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {as: 64601, neighbors: [{address: 192.0.2.254, as: 64600}]}\nfirewall: {allow_from: [198.51.100.7/24]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.BGP
+	if b.RouterIDAddr != netip.MustParseAddr("192.0.2.1") || !b.GracefulRestartOn() || b.RestartTime != 120*time.Second ||
+		b.Neighbors[0].AddressAddr != netip.MustParseAddr("192.0.2.254") {
+		t.Errorf("defaults: got router ID %v, graceful restart %v for %v, neighbour %v; want 192.0.2.1, true for 2m0s, 192.0.2.254",
+			b.RouterIDAddr, b.GracefulRestartOn(), b.RestartTime, b.Neighbors[0].AddressAddr)
+	}
+	if got := c.Firewall.AllowFromList; len(got) != 1 || got[0] != netip.MustParsePrefix("198.51.100.0/24") {
+		t.Errorf("allow_from: got %v, want [198.51.100.0/24] (masked)", got)
 	}
 }
 
