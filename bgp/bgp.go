@@ -4,7 +4,7 @@
 // next hop (next-hop self), so that a routed fabric reaches containers by
 // their own addresses without encapsulation (docs/routing.md).
 //
-// The protocol is GoBGP's (github.com/osrg/gobgp/v3, used as a library):
+// The protocol is GoBGP's (github.com/osrg/gobgp/v4, used as a library):
 // sessions (RFC 4271), 4-byte AS numbers (RFC 6793), graceful restart
 // (RFC 4724), TCP MD5 (RFC 2385), multiprotocol IPv6 (RFC 4760). This
 // package decides what is announced and when, and reports each neighbour's
@@ -27,9 +27,11 @@ import (
 	"sync"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/server"
-	"google.golang.org/protobuf/types/known/anypb"
+	"github.com/google/uuid"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
 )
 
 // Neighbor is one BGP peer.
@@ -115,7 +117,7 @@ type Speaker struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	announced map[netip.Prefix]*api.Path
+	announced map[netip.Prefix]uuid.UUID
 	lastErr   map[string]string // neighbour → last error seen (notification, refused)
 	stop      context.CancelFunc
 	closed    bool
@@ -136,8 +138,10 @@ func Start(c Config) (*Speaker, error) {
 	if c.ConnectRetry == 0 {
 		c.ConnectRetry = 5 * time.Second
 	}
-	sp := &Speaker{cfg: c, log: c.Log, announced: map[netip.Prefix]*api.Path{}, lastErr: map[string]string{}}
-	sp.s = server.NewBgpServer(server.LoggerOption(newLogger(c.Log, sp.noteError)))
+	sp := &Speaker{cfg: c, log: c.Log, announced: map[netip.Prefix]uuid.UUID{}, lastErr: map[string]string{}}
+	level := new(slog.LevelVar) // GoBGP's info is chatty per attempt: kept to warnings
+	level.Set(slog.LevelWarn)
+	sp.s = server.NewBgpServer(server.LoggerOption(newLogger(c.Log, sp.noteError), level))
 	go sp.s.Serve()
 	ctx, cancel := context.WithCancel(context.Background())
 	sp.stop = cancel
@@ -154,7 +158,7 @@ func Start(c Config) (*Speaker, error) {
 		sp.s.Stop()
 		return nil, fmt.Errorf("bgp: start: %w", err)
 	}
-	if err := sp.s.WatchEvent(ctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, sp.event); err != nil {
+	if err := sp.s.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPeerUpdate: sp.event}, server.WatchPeer()); err != nil {
 		sp.Close(false)
 		return nil, fmt.Errorf("bgp: watch: %w", err)
 	}
@@ -198,26 +202,42 @@ var (
 	familyV6 = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
 )
 
-// event logs session changes.
-func (sp *Speaker) event(r *api.WatchEventResponse) {
-	pe := r.GetPeer()
-	if pe == nil || pe.Peer == nil || pe.Peer.State == nil {
+// event logs session changes and keeps why a session went down.
+func (sp *Speaker) event(pe *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+	if pe == nil || pe.Type != apiutil.PEER_EVENT_STATE {
 		return
 	}
 	st := pe.Peer.State
-	if pe.Type != api.WatchEventResponse_PeerEvent_STATE {
-		return
-	}
-	addr := st.NeighborAddress
+	addr := st.NeighborAddress.String()
 	switch st.SessionState {
-	case api.PeerState_ESTABLISHED:
+	case gobgp.BGP_FSM_ESTABLISHED:
 		sp.mu.Lock()
 		delete(sp.lastErr, addr)
 		sp.mu.Unlock()
-		sp.log.Info("bgp session established", "neighbor", addr, "as", st.PeerAsn)
-	case api.PeerState_IDLE, api.PeerState_ACTIVE:
-		sp.log.Debug("bgp session not established", "neighbor", addr, "state", stateName(st.SessionState))
+		sp.log.Info("bgp session established", "peer", addr, "as", st.PeerASN)
+	case gobgp.BGP_FSM_IDLE:
+		// GoBGP's reason: "notification-sent <error>",
+		// "notification-received <error>", "bad-peer-as",
+		// "read-failed", "hold-timer-expired", ...
+		why := st.DisconnectMessage
+		if st.DisconnectReason == api.PeerState_DISCONNECT_REASON_BAD_PEER_AS {
+			why += fmt.Sprintf(" (its OPEN does not carry AS %d, which is configured for it)", sp.expectedAS(st.NeighborAddress))
+		}
+		if why != "" {
+			sp.noteError(addr, resetPrefix+why)
+			sp.log.Warn("bgp session reset", "peer", addr, "reason", why)
+		}
 	}
+}
+
+// expectedAS is the configured AS of the neighbour at a.
+func (sp *Speaker) expectedAS(a netip.Addr) uint32 {
+	for _, n := range sp.cfg.Neighbors {
+		if n.Address == a.Unmap() {
+			return n.AS
+		}
+	}
+	return 0
 }
 
 // noteError records a neighbour's last error (from GoBGP's log). A reset
@@ -255,12 +275,11 @@ func (sp *Speaker) Announce(prefixes []netip.Prefix) error {
 		}
 		want[p] = true
 	}
-	ctx := context.Background()
-	for p, path := range sp.announced {
+	for p, id := range sp.announced {
 		if want[p] {
 			continue
 		}
-		if err := sp.s.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path}); err != nil {
+		if err := sp.s.DeletePath(apiutil.DeletePathRequest{UUIDs: []uuid.UUID{id}}); err != nil {
 			errs = append(errs, fmt.Errorf("bgp: withdraw %s: %w", p, err))
 			continue
 		}
@@ -268,7 +287,7 @@ func (sp *Speaker) Announce(prefixes []netip.Prefix) error {
 		sp.log.Info("bgp prefix withdrawn", "prefix", p)
 	}
 	for p := range want {
-		if sp.announced[p] != nil {
+		if _, ok := sp.announced[p]; ok {
 			continue
 		}
 		path, err := sp.path(p)
@@ -276,39 +295,48 @@ func (sp *Speaker) Announce(prefixes []netip.Prefix) error {
 			errs = append(errs, err)
 			continue
 		}
-		if _, err := sp.s.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path}); err != nil {
-			errs = append(errs, fmt.Errorf("bgp: announce %s: %w", p, err))
+		res, err := sp.s.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}})
+		if err == nil && len(res) == 1 {
+			err = res[0].Error
+		}
+		if err != nil || len(res) != 1 {
+			errs = append(errs, fmt.Errorf("bgp: announce %s: %w", p, cmpErr(err, len(res))))
 			continue
 		}
-		sp.announced[p] = path
+		sp.announced[p] = res[0].UUID
 		sp.log.Info("bgp prefix announced", "prefix", p, "next_hop", sp.cfg.Local)
 	}
 	return errors.Join(errs...)
 }
 
+// cmpErr is err, or one saying AddPath answered n results for one path.
+func cmpErr(err error, n int) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%d results for one path", n)
+}
+
 // path is p announced with origin IGP and next hop Local; IPv6 travels
 // in MP_REACH_NLRI (RFC 4760).
-func (sp *Speaker) path(p netip.Prefix) (*api.Path, error) {
-	nlri, err := anypb.New(&api.IPAddressPrefix{Prefix: p.Addr().String(), PrefixLen: uint32(p.Bits())})
+func (sp *Speaker) path(p netip.Prefix) (*apiutil.Path, error) {
+	nlri, err := gobgp.NewIPAddrPrefix(p)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bgp: %s: %w", p, err)
 	}
-	origin, err := anypb.New(&api.OriginAttribute{Origin: 0}) // IGP
-	if err != nil {
-		return nil, err
-	}
+	origin := gobgp.NewPathAttributeOrigin(gobgp.BGP_ORIGIN_ATTR_TYPE_IGP)
 	if p.Addr().Is4() {
-		nh, err := anypb.New(&api.NextHopAttribute{NextHop: sp.cfg.Local.String()})
+		nh, err := gobgp.NewPathAttributeNextHop(sp.cfg.Local)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("bgp: next hop %s: %w", sp.cfg.Local, err)
 		}
-		return &api.Path{Family: familyV4, Nlri: nlri, Pattrs: []*anypb.Any{origin, nh}}, nil
+		return &apiutil.Path{Family: gobgp.RF_IPv4_UC, Nlri: nlri, Attrs: []gobgp.PathAttributeInterface{origin, nh}}, nil
 	}
-	mp, err := anypb.New(&api.MpReachNLRIAttribute{Family: familyV6, NextHops: []string{sp.cfg.Local.String()}, Nlris: []*anypb.Any{nlri}})
+	mp, err := gobgp.NewPathAttributeMpReachNLRI(gobgp.RF_IPv6_UC, []gobgp.PathNLRI{{NLRI: nlri}}, sp.cfg.Local)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bgp: %s: %w", p, err)
 	}
-	return &api.Path{Family: familyV6, Nlri: nlri, Pattrs: []*anypb.Any{origin, mp}}, nil
+	return &apiutil.Path{Family: gobgp.RF_IPv6_UC, Nlri: nlri, Attrs: []gobgp.PathAttributeInterface{origin, mp}}, nil
 }
 
 // Announced returns the prefixes announced now, in order.
@@ -350,7 +378,7 @@ func (sp *Speaker) Status() ([]NeighborStatus, error) {
 			return
 		}
 		ns := NeighborStatus{Address: st.NeighborAddress, AS: st.PeerAsn, State: stateName(st.SessionState)}
-		if t := p.GetTimers().GetState().GetUptime(); t != nil && st.SessionState == api.PeerState_ESTABLISHED {
+		if t := p.GetTimers().GetState().GetUptime(); t != nil && st.SessionState == api.PeerState_SESSION_STATE_ESTABLISHED {
 			ns.UptimeSeconds = int64(time.Since(t.AsTime()) / time.Second)
 		}
 		for _, a := range p.AfiSafis {
@@ -375,17 +403,17 @@ func (sp *Speaker) Status() ([]NeighborStatus, error) {
 
 func stateName(s api.PeerState_SessionState) string {
 	switch s {
-	case api.PeerState_IDLE:
+	case api.PeerState_SESSION_STATE_IDLE:
 		return "idle"
-	case api.PeerState_CONNECT:
+	case api.PeerState_SESSION_STATE_CONNECT:
 		return "connect"
-	case api.PeerState_ACTIVE:
+	case api.PeerState_SESSION_STATE_ACTIVE:
 		return "active"
-	case api.PeerState_OPENSENT:
+	case api.PeerState_SESSION_STATE_OPENSENT:
 		return "opensent"
-	case api.PeerState_OPENCONFIRM:
+	case api.PeerState_SESSION_STATE_OPENCONFIRM:
 		return "openconfirm"
-	case api.PeerState_ESTABLISHED:
+	case api.PeerState_SESSION_STATE_ESTABLISHED:
 		return "established"
 	}
 	return "unknown"

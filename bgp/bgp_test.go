@@ -3,6 +3,7 @@ package bgp
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -151,13 +152,13 @@ func TestAnnounceWithdraw(t *testing.T) {
 func TestUnexpectedAS(t *testing.T) {
 	refuser, host, logs := pair(t, 65001, 65099)
 	poll(t, 15*time.Second, func() error {
-		if s := status(t, refuser); !strings.Contains(s.LastError, "as number mismatch") {
+		if s := status(t, refuser); !strings.Contains(s.LastError, "bad-peer-as (its OPEN does not carry AS 65099") {
 			return fmt.Errorf("refusing side's last error %q (state %s)", s.LastError, s.State)
 		}
 		return nil
 	})
 	s := status(t, refuser)
-	if s.State == "established" || !strings.Contains(s.LastError, "sent notification") {
+	if s.State == "established" || !strings.Contains(s.LastError, "session reset") {
 		t.Errorf("refusing side: state %s, last error %q; want not established and the notification it sent", s.State, s.LastError)
 	}
 	if h := status(t, host); h.State == "established" || h.LastError == "" {
@@ -198,5 +199,47 @@ func TestConfigValidate(t *testing.T) {
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestGarbageNeighbor: a neighbour that answers with a BGP header of a
+// message type that does not exist gets a NOTIFICATION (header error,
+// bad message type) and the speaker keeps running. GoBGP v3 dereferenced
+// a nil message on exactly this input and took the whole process down;
+// v4 resets the session.
+func TestGarbageNeighbor(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			hdr := append([]byte{}, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x00\x13\x09"...)
+			_, _ = c.Write(hdr)
+			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	sp, err := Start(Config{
+		AS: 65001, RouterID: netip.MustParseAddr("192.0.2.1"), Local: netip.MustParseAddr("127.0.0.1"),
+		Neighbors:    []Neighbor{{Address: netip.MustParseAddr("127.0.0.1"), AS: 65000, Port: uint16(ln.Addr().(*net.TCPAddr).Port)}},
+		ConnectRetry: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close(false)
+	poll(t, 15*time.Second, func() error {
+		if s := status(t, sp); !strings.Contains(s.LastError, "bad message type") {
+			return fmt.Errorf("last error %q (state %s)", s.LastError, s.State)
+		}
+		return nil
+	})
+	if err := sp.Announce([]netip.Prefix{netip.MustParsePrefix("10.42.1.0/24")}); err != nil {
+		t.Errorf("announce after garbage: %v", err)
 	}
 }

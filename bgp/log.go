@@ -2,104 +2,108 @@ package bgp
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"sort"
 	"strings"
 
-	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
+	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 
 	"github.com/drovernet/drover/internal/ratelog"
 )
 
-// logger is GoBGP's log.Logger over slog. GoBGP logs per message and per
-// connection attempt (a neighbour that keeps refusing, one that sends
-// garbage), so lines are rate-limited per neighbour and message
-// (ratelog), and GoBGP's info level is drover's debug: session changes
-// are logged by the speaker itself. A warning or error about a neighbour
-// is also remembered as its last error (NeighborStatus.LastError).
-type logger struct {
-	log   *slog.Logger
-	level gobgplog.LogLevel
-	note  func(neighbor, msg string)
+// newLogger is the slog.Logger GoBGP logs to: drover's, rate-limited
+// (GoBGP logs per message and per connection attempt: a neighbour that
+// keeps refusing or sends garbage would flood the log), with GoBGP's
+// neighbour attribute ("Key" beside "Topic": "Peer") renamed "peer", so
+// that one neighbour's lines do not hide another's (ratelog keys on it).
+// A warning or error about a neighbour is also its last error (note).
+func newLogger(l *slog.Logger, note func(neighbor, msg string)) *slog.Logger {
+	rl := ratelog.New(l.With("component", "bgp"), 0, 0)
+	return slog.New(&peerHandler{next: rl.Handler(), note: note})
 }
 
-func newLogger(l *slog.Logger, note func(neighbor, msg string)) *logger {
-	return &logger{log: ratelog.New(l.With("component", "bgp"), 0, 0), level: gobgplog.InfoLevel, note: note}
+// peerHandler renames GoBGP's attributes and notes warnings.
+type peerHandler struct {
+	next slog.Handler
+	peer string // from WithAttrs
+	note func(neighbor, msg string)
 }
 
-// attrs turns GoBGP's fields into slog attributes, sorted; the
-// neighbour ("Key" with topic Peer) becomes "peer", a rate-limit key.
-func attrs(f gobgplog.Fields) (neighbor string, out []any) {
-	keys := make([]string, 0, len(f))
-	for k := range f {
-		keys = append(keys, k)
+// Enabled: GoBGP's info level is drover's debug (it logs every peer
+// added and every connection attempt), but for NOTIFICATIONs, which
+// Handle raises to warnings.
+// A neighbour's errors are noted whatever the log level.
+func (h *peerHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.next.Enabled(ctx, l) || l >= slog.LevelInfo && h.note != nil
+}
+
+func (h *peerHandler) Handle(ctx context.Context, r slog.Record) error {
+	peer := h.peer
+	level := r.Level
+	notification := strings.HasSuffix(r.Message, " notification") // "sent notification", "received notification"
+	switch {
+	case notification && level < slog.LevelWarn:
+		level = slog.LevelWarn // a session reset, and why
+	case level == slog.LevelInfo:
+		level = slog.LevelDebug
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		v := f[k]
-		if k == "Key" && f["Topic"] == "Peer" {
-			neighbor = fmt.Sprint(v)
-			out = append(out, "peer", neighbor)
-			continue
-		}
-		if k == "Topic" || k == gobgplog.FieldFacility {
-			continue
-		}
-		out = append(out, strings.ToLower(k), fmt.Sprint(v))
-	}
-	return neighbor, out
-}
-
-func (l *logger) emit(level slog.Level, msg string, f gobgplog.Fields) {
-	neighbor, a := attrs(f)
-	if level >= slog.LevelWarn && neighbor != "" && l.note != nil {
-		var b strings.Builder
-		b.WriteString(msg)
-		for i := 0; i+1 < len(a); i += 2 {
-			if a[i] != "peer" {
-				fmt.Fprintf(&b, " %v=%v", a[i], a[i+1])
+	out := slog.NewRecord(r.Time, level, "bgp: "+r.Message, r.PC)
+	var detail strings.Builder
+	var code, subcode int64 = -1, -1
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "Key":
+			peer = a.Value.String()
+		case "Topic":
+		case "Code":
+			code = a.Value.Int64()
+		case "Subcode":
+			subcode = a.Value.Int64()
+		default:
+			out.AddAttrs(slog.Attr{Key: strings.ToLower(a.Key), Value: a.Value})
+			if v := a.Value.String(); v != "" {
+				detail.WriteString(" " + strings.ToLower(a.Key) + "=" + v)
 			}
 		}
-		l.note(neighbor, b.String())
+		return true
+	})
+	if code >= 0 && subcode >= 0 {
+		// RFC 4271 §4.5 error code and subcode, by name.
+		e := gobgp.NewNotificationErrorCode(uint8(code), uint8(subcode)).String()
+		out.AddAttrs(slog.String("error", e))
+		detail.Reset()
+		detail.WriteString(": " + e)
 	}
-	l.log.Log(context.Background(), level, "bgp: "+msg, a...)
+	if peer != "" && h.peer == "" {
+		out.AddAttrs(slog.String("peer", peer))
+	}
+	if level >= slog.LevelWarn && peer != "" && h.note != nil {
+		h.note(peer, r.Message+detail.String())
+	}
+	if !h.next.Enabled(ctx, level) {
+		return nil
+	}
+	return h.next.Handle(ctx, out)
 }
 
-func (l *logger) Panic(msg string, f gobgplog.Fields) {
-	l.emit(slog.LevelError, msg, f)
-	panic(msg)
-}
-func (l *logger) Fatal(msg string, f gobgplog.Fields) {
-	// GoBGP calls Fatal where gobgpd would exit; a library user keeps
-	// running, and the speaker's own calls report the failure.
-	l.emit(slog.LevelError, msg, f)
-}
-func (l *logger) Error(msg string, f gobgplog.Fields) { l.emit(slog.LevelError, msg, f) }
-func (l *logger) Warn(msg string, f gobgplog.Fields)  { l.emit(slog.LevelWarn, msg, f) }
-func (l *logger) Info(msg string, f gobgplog.Fields) {
-	if l.level >= gobgplog.InfoLevel {
-		l.emit(slog.LevelDebug, msg, f)
-	}
-}
-func (l *logger) Debug(msg string, f gobgplog.Fields) {
-	// Why a session went back to idle is only in GoBGP's debug line
-	// "state changed" (a NOTIFICATION sent or received: a bad AS, a
-	// malformed message; a read failure; the hold timer): the operator's
-	// first question, so it is logged and kept as the last error.
-	if msg == "state changed" && strings.HasSuffix(fmt.Sprint(f["new"]), "IDLE") {
-		if r := fmt.Sprint(f["reason"]); r != "" && r != "<nil>" && r != "dying" && r != "admin-down" {
-			neighbor, _ := attrs(f)
-			if l.note != nil && neighbor != "" {
-				l.note(neighbor, resetPrefix+r)
-			}
-			l.log.Warn("bgp session reset", "peer", neighbor, "reason", r)
-			return
+func (h *peerHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	n := *h
+	var keep []slog.Attr
+	for _, a := range as {
+		switch a.Key {
+		case "Key":
+			n.peer = a.Value.String()
+			keep = append(keep, slog.String("peer", n.peer))
+		case "Topic":
+		default:
+			keep = append(keep, slog.Attr{Key: strings.ToLower(a.Key), Value: a.Value})
 		}
 	}
-	if l.level >= gobgplog.DebugLevel {
-		l.emit(slog.LevelDebug-4, msg, f)
-	}
+	n.next = h.next.WithAttrs(keep)
+	return &n
 }
-func (l *logger) SetLevel(level gobgplog.LogLevel) { l.level = level }
-func (l *logger) GetLevel() gobgplog.LogLevel      { return l.level }
+
+func (h *peerHandler) WithGroup(name string) slog.Handler {
+	n := *h
+	n.next = h.next.WithGroup(name)
+	return &n
+}

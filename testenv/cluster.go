@@ -150,6 +150,9 @@ func (l *Lab) clusterConfigs() ([]*config.Config, error) {
 		// start (StateDir), so a test can prepare a host's state.
 		c.ControlSocket = filepath.Join(l.Dir, c.Node.Name+".sock")
 		c.StateDir = filepath.Join(l.Dir, c.Node.Name+"-state")
+		if f := o.hostOptions(h).Configure; f != nil {
+			f(c)
+		}
 		c.Default()
 		if err := c.Validate(); err != nil {
 			return nil, fmt.Errorf("router config h%d: %w", h, err)

@@ -110,6 +110,9 @@ type HostOptions struct {
 	// ClusterKey (cluster mode) replaces the lab's cluster key for this host:
 	// a host that must not be admitted.
 	ClusterKey []byte
+	// Configure, when set, edits the host's router configuration before
+	// it is validated (cluster mode): a bgp section, firewall.allow_from.
+	Configure func(*config.Config)
 	// Remote puts the host on a second underlay subnet, 198.51.100.0/24
 	// (RFC 5737), behind a router namespace that joins it to the lab's
 	// underlay (IPv4 underlay only): a member one routed hop away.

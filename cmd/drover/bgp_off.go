@@ -1,0 +1,28 @@
+//go:build nobgp
+
+package main
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+
+	"github.com/drovernet/drover/cmd/drover/config"
+	"github.com/drovernet/drover/router"
+)
+
+// A build with -tags nobgp leaves GoBGP out (about 12 MB of a stripped
+// amd64 binary, for edge boards that announce nothing by BGP).
+
+type bgpSpeaker struct{}
+
+func startBGP(cfg *config.Config, _ *slog.Logger) (*bgpSpeaker, error) {
+	if cfg.BGP != nil {
+		return nil, errors.New("bgp: this drover was built without BGP support (-tags nobgp)")
+	}
+	return nil, nil
+}
+
+func (b *bgpSpeaker) announce([]netip.Prefix) {}
+func (b *bgpSpeaker) stop()                   {}
+func (b *bgpSpeaker) fill(*router.Status)     {}
