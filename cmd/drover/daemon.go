@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"sync"
 
 	"github.com/drovernet/drover/cmd/drover/config"
 	"github.com/drovernet/drover/cni/ipam"
@@ -224,7 +225,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	if err != nil {
 		return err
 	}
-	d.undo = append(d.undo, bs.stop)
+	stopBGP := sync.OnceFunc(bs.stop)
+	d.undo = append(d.undo, stopBGP)
 	var cl *cluster
 	if cfg.Cluster != nil {
 		// The agent owns peers and routes from here (static peers included).
@@ -241,6 +243,10 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 			log.Info("left the cluster; routes removed")
 		})
 		peers = nil // routes below: none, the agent installs them
+		// On the way out the speaker stops first: without graceful
+		// restart its Cease withdraws this host's routes from the
+		// fabric before leaving the cluster takes its time.
+		d.undo = append(d.undo, stopBGP)
 	} else {
 		bs.announce(n.PrefixList)
 	}
