@@ -65,6 +65,13 @@ type DirectFilter interface {
 	SetDirect([]firewall.Source) error
 }
 
+// Fabric is what the fabric's routers announce by BGP (bgp.import): the
+// next hop the fabric routes a prefix through, and that router's MAC on
+// the underlay (from which the member's traffic then arrives).
+type Fabric interface {
+	Route(p netip.Prefix) (via netip.Addr, mac [6]byte, ok bool)
+}
+
 // Clock tells the time.
 type Clock interface{ Now() time.Time }
 
@@ -148,7 +155,12 @@ type Config struct {
 	// DirectFilter admits direct members' traffic (with Direct); nil
 	// when the host's forward filter is off.
 	DirectFilter DirectFilter
-	Cipher       esp.Cipher
+	// Fabric, when set, reaches members that are not direct through the
+	// fabric's routes to their blocks, without encapsulation (path bgp),
+	// when the fabric routes them via a router on UnderlayNets. Like
+	// Direct, the caller has checked the operator allows cleartext.
+	Fabric Fabric
+	Cipher esp.Cipher
 	// CipherName is the cipher's configuration name, for notes.
 	CipherName string
 	ClusterKey []byte
@@ -249,8 +261,11 @@ type Agent struct {
 	// admitted are the direct sources the filter was last given (nil:
 	// never set).
 	admitted []firewall.Source
-	local    []netip.Prefix
-	addrs    []netip.Addr
+	// fabricPending: a member could go through the fabric once its
+	// router's MAC is known; the next tick looks again.
+	fabricPending bool
+	local         []netip.Prefix
+	addrs         []netip.Addr
 
 	viewMu sync.Mutex // guards view
 	view   gossip.View
@@ -275,7 +290,7 @@ func New(cfg Config, r Router, k Kernel) (*Agent, error) {
 	if cfg.Encap == EncapESP && cfg.ReplayWindow <= 0 {
 		return nil, fmt.Errorf("agent: replay window %d", cfg.ReplayWindow)
 	}
-	if cfg.Direct && len(cfg.UnderlayNets) == 0 {
+	if (cfg.Direct || cfg.Fabric != nil) && len(cfg.UnderlayNets) == 0 {
 		return nil, errors.New("agent: direct routing needs the underlay's subnets")
 	}
 	if cfg.Blocks == nil || cfg.Pins == nil {
@@ -355,6 +370,14 @@ func (a *Agent) Info() gossip.NodeInfo {
 	in.Chunks = a.chunkClaims()
 	in.Direct, in.DirectMAC = a.cfg.Direct, a.cfg.DirectMAC
 	return in
+}
+
+// Wake makes Run step soon (the fabric's routes changed, say).
+func (a *Agent) Wake() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Start applies the local prefixes and addresses (a restored block's, or

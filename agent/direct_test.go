@@ -188,3 +188,84 @@ func TestDirectOff(t *testing.T) {
 		}
 	}
 }
+
+// fakeFabric is the fabric's routes: prefix → next hop and its MAC.
+type fakeFabric map[netip.Prefix]struct {
+	via netip.Addr
+	mac [6]byte
+}
+
+func (f fakeFabric) Route(p netip.Prefix) (netip.Addr, [6]byte, bool) {
+	r, ok := f[p]
+	return r.via, r.mac, ok
+}
+
+// TestFabricRoutes: a member on another subnet whose block the fabric
+// routes through a router on our subnet is reached through it (path bgp),
+// admitted from the router's MAC; without a route, or through a router
+// off our subnet, or before the router's MAC is known, it keeps ESP.
+func TestFabricRoutes(t *testing.T) {
+	f := &fakeFilter{}
+	tor := netip.MustParseAddr("192.0.2.254")
+	fab := fakeFabric{}
+	h := newHarness(t, func(c *Config) { c.DirectFilter, c.Fabric = f, fab })
+	h4 := newRemote(t, "h4", 4, "10.42.4.0/24", t0.Add(-time.Hour))
+	h4.info.Underlay = netip.MustParseAddrPort("198.51.100.4:4500")
+	h5 := newRemote(t, "h5", 5, "10.42.5.0/24", t0.Add(-time.Hour))
+	h5.info.Underlay = netip.MustParseAddrPort("198.51.100.5:4500")
+	h6 := newRemote(t, "h6", 6, "10.42.6.0/24", t0.Add(-time.Hour))
+	h6.info.Underlay = netip.MustParseAddrPort("198.51.100.6:4500")
+	fab[netip.MustParsePrefix("10.42.4.0/24")] = struct {
+		via netip.Addr
+		mac [6]byte
+	}{tor, [6]byte{2, 0, 0, 0, 0, 0xfe}}
+	fab[netip.MustParsePrefix("10.42.5.0/24")] = struct {
+		via netip.Addr
+		mac [6]byte
+	}{netip.MustParseAddr("203.0.113.1"), [6]byte{2, 0, 0, 0, 0, 0xfd}}
+	h.up(h4, h5, h6)
+	want := []string{"10.42.4.0/24 via 192.0.2.254", "10.42.5.0/24 tun", "10.42.6.0/24 tun"}
+	if got := h.k.paths(); !slices.Equal(got, want) {
+		t.Fatalf("routes: got %v, want %v", got, want)
+	}
+	if got, want := f.String(), "10.42.4.0/24@fe"; got != want {
+		t.Fatalf("admitted: got %q, want %q", got, want)
+	}
+	notes := map[string]string{}
+	for _, rv := range h.view().Routes {
+		notes[rv.Peer] = rv.Path + "|" + rv.Via + "|" + rv.PathNote
+	}
+	for peer, want := range map[string]string{
+		"h4": "bgp|192.0.2.254|",
+		"h5": "esp||the fabric's next hop 203.0.113.1 is not on this host's underlay subnets",
+		"h6": "esp||the fabric announces no route to 10.42.6.0/24",
+	} {
+		if notes[peer] != want {
+			t.Errorf("route view of %s: got %q, want %q", peer, notes[peer], want)
+		}
+	}
+	// The fabric learns h6's block, but the router's MAC is not known
+	// yet: ESP, and a retry at the next tick.
+	fab[netip.MustParsePrefix("10.42.6.0/24")] = struct {
+		via netip.Addr
+		mac [6]byte
+	}{tor, [6]byte{}}
+	h.step()
+	if !h.a.timed || slices.Contains(h.k.paths(), "10.42.6.0/24 via 192.0.2.254") {
+		t.Errorf("router MAC unknown: timed %v, routes %v; want a retry and no fabric route yet", h.a.timed, h.k.paths())
+	}
+	fab[netip.MustParsePrefix("10.42.6.0/24")] = fab[netip.MustParsePrefix("10.42.4.0/24")]
+	h.step()
+	if got := h.k.paths(); !slices.Contains(got, "10.42.6.0/24 via 192.0.2.254") {
+		t.Errorf("routes after the MAC is known: %v", got)
+	}
+	// The fabric withdraws h4's block: back to ESP, no longer admitted.
+	delete(fab, netip.MustParsePrefix("10.42.4.0/24"))
+	h.step()
+	if got := h.k.paths(); !slices.Contains(got, "10.42.4.0/24 tun") {
+		t.Errorf("routes after the fabric withdrew h4's block: %v", got)
+	}
+	if got, want := f.String(), "10.42.6.0/24@fe"; got != want {
+		t.Errorf("admitted: got %q, want %q", got, want)
+	}
+}

@@ -267,12 +267,21 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 		p.In = in
 		peers = append(peers, p)
 		if via, why := a.directVia(m.Info); via.IsValid() {
-			paths[m.Name] = path{via: via}
+			paths[m.Name] = path{via: via, kind: PathDirect}
 			for _, pfx := range p.Prefixes {
 				admit = append(admit, firewall.Source{Prefix: pfx, MAC: m.Info.DirectMAC})
 			}
+		} else if via, mac, fwhy := a.fabricVia(p.Prefixes); via.IsValid() {
+			paths[m.Name] = path{via: via, kind: PathBGP}
+			for _, pfx := range p.Prefixes {
+				admit = append(admit, firewall.Source{Prefix: pfx, MAC: mac})
+			}
 		} else {
-			paths[m.Name] = path{note: why}
+			note := why
+			if why != "" && fwhy != "" {
+				note += "; "
+			}
+			paths[m.Name] = path{note: note + fwhy}
 		}
 		view.Members = append(view.Members, mv)
 	}
@@ -303,7 +312,7 @@ func (a *Agent) step(now time.Time) (collided bool, err error) {
 	// Work that only time completes: our previous key's switch delay and
 	// grace, a member's previous key's grace, retries, and our new claim's
 	// settle time (it is handed out once that passes).
-	a.timed = a.prev != nil || theirsPrev || a.unpublished || routesFailed || collided || !a.settled(now) || a.awaiting || chunkSettling
+	a.timed = a.prev != nil || theirsPrev || a.unpublished || routesFailed || collided || !a.settled(now) || a.awaiting || chunkSettling || a.fabricPending
 	a.viewMu.Lock()
 	a.view = view
 	a.viewMu.Unlock()
@@ -382,16 +391,51 @@ func (a *Agent) compatible(in gossip.NodeInfo) string {
 // Data paths of RouteView.Path.
 const (
 	PathDirect = "direct"
+	PathBGP    = "bgp"
 	PathESP    = EncapESP
 	PathVXLAN  = EncapVXLAN
 )
 
-// path is how a member is reached: directly via its underlay address, or
-// through the TUN (via invalid; note says why not directly, when direct
-// routing is on).
+// path is how a member is reached: directly via its underlay address
+// (direct), through the fabric via the router that routes its blocks
+// (bgp), or through the TUN (via invalid; note says why not unencapsulated,
+// when direct routing or the fabric is on).
 type path struct {
 	via  netip.Addr
+	kind string
 	note string
+}
+
+// fabricVia returns the fabric's next hop for a member's prefixes and
+// that router's MAC when the member is reached through the fabric: every
+// prefix is routed by it, through one router on our underlay's subnets.
+// If not, why (empty when the fabric is not used).
+func (a *Agent) fabricVia(prefixes []netip.Prefix) (netip.Addr, [6]byte, string) {
+	if a.cfg.Fabric == nil || len(prefixes) == 0 {
+		return netip.Addr{}, [6]byte{}, ""
+	}
+	var via netip.Addr
+	var mac [6]byte
+	for _, pfx := range prefixes {
+		v, m, ok := a.cfg.Fabric.Route(pfx)
+		switch {
+		case !ok:
+			return netip.Addr{}, [6]byte{}, "the fabric announces no route to " + pfx.String()
+		case via.IsValid() && v != via:
+			return netip.Addr{}, [6]byte{}, "the fabric routes the member's prefixes through several routers"
+		}
+		via, mac = v, m
+	}
+	for _, n := range a.cfg.UnderlayNets {
+		if n.Contains(via) {
+			if mac == ([6]byte{}) {
+				a.fabricPending = true // the router's MAC is learned with its first ARP reply
+				return netip.Addr{}, [6]byte{}, "the fabric's next hop " + via.String() + " has no known MAC address yet"
+			}
+			return via, mac, ""
+		}
+	}
+	return netip.Addr{}, [6]byte{}, "the fabric's next hop " + via.String() + " is not on this host's underlay subnets"
 }
 
 // directVia returns the member's underlay address when it is reached
@@ -417,7 +461,7 @@ func (a *Agent) directVia(in gossip.NodeInfo) (netip.Addr, string) {
 // admit gives the filter the direct members' sources when they changed.
 // It reports a failure (retried at the next tick).
 func (a *Agent) admit(srcs []firewall.Source) (failed bool) {
-	if a.cfg.DirectFilter == nil || !a.cfg.Direct {
+	if a.cfg.DirectFilter == nil || (!a.cfg.Direct && a.cfg.Fabric == nil) {
 		return false
 	}
 	slices.SortFunc(srcs, func(x, y firewall.Source) int { return x.Prefix.Addr().Compare(y.Prefix.Addr()) })
@@ -475,7 +519,7 @@ func (a *Agent) syncRoutes(peers []*router.Peer, paths map[string]path, view *go
 		}
 		a.routes[pfx] = rt
 		if rt.Via.IsValid() {
-			a.log.Info("route added", "prefix", pfx, "peer", owner[pfx], "path", PathDirect, "via", rt.Via)
+			a.log.Info("route added", "prefix", pfx, "peer", owner[pfx], "path", paths[owner[pfx]].kind, "via", rt.Via)
 		} else {
 			a.log.Info("route added", "prefix", pfx, "peer", owner[pfx], "path", a.cfg.Encap)
 		}
@@ -484,7 +528,7 @@ func (a *Agent) syncRoutes(peers []*router.Peer, paths map[string]path, view *go
 		pt := paths[owner[pfx]]
 		rv := gossip.RouteView{Prefix: pfx.String(), Peer: owner[pfx], Note: notes[pfx], Path: a.cfg.Encap, PathNote: pt.note}
 		if rt.Via.IsValid() {
-			rv.Path, rv.Via = PathDirect, rt.Via.String()
+			rv.Path, rv.Via = pt.kind, rt.Via.String()
 		}
 		if rt, ok := a.routes[pfx]; ok && rt.Src.IsValid() {
 			rv.Src = rt.Src.String()

@@ -8,7 +8,9 @@
 // sessions (RFC 4271), 4-byte AS numbers (RFC 6793), graceful restart
 // (RFC 4724), TCP MD5 (RFC 2385), multiprotocol IPv6 (RFC 4760). This
 // package decides what is announced and when, and reports each neighbour's
-// state; it never installs routes it learns.
+// state. With Import it also keeps the best route the neighbours announce
+// for each prefix (Learned); it never installs them itself: the agent
+// decides which members to reach through the fabric (docs/routing.md).
 //
 // A neighbour that sends garbage, an unexpected AS or anything else the
 // protocol refuses gets a NOTIFICATION from GoBGP and its session is
@@ -69,7 +71,9 @@ type Config struct {
 	HoldTime time.Duration
 	// ConnectRetry is the wait between connection attempts; 0: 5 s.
 	ConnectRetry time.Duration
-	Log          *slog.Logger
+	// Import keeps the neighbours' best routes (Learned, Changes).
+	Import bool
+	Log    *slog.Logger
 }
 
 // Validate checks c.
@@ -121,6 +125,12 @@ type Speaker struct {
 	lastErr   map[string]string // neighbour → last error seen (notification, refused)
 	stop      context.CancelFunc
 	closed    bool
+
+	// learned: with Import, the best route to each prefix a neighbour
+	// announced, by its next hop; changes is signalled (without blocking)
+	// when it changes.
+	learned map[netip.Prefix]netip.Addr
+	changes chan struct{}
 }
 
 // Start starts the speaker and its sessions; it announces nothing until
@@ -138,7 +148,8 @@ func Start(c Config) (*Speaker, error) {
 	if c.ConnectRetry == 0 {
 		c.ConnectRetry = 5 * time.Second
 	}
-	sp := &Speaker{cfg: c, log: c.Log, announced: map[netip.Prefix]uuid.UUID{}, lastErr: map[string]string{}}
+	sp := &Speaker{cfg: c, log: c.Log, announced: map[netip.Prefix]uuid.UUID{}, lastErr: map[string]string{},
+		learned: map[netip.Prefix]netip.Addr{}, changes: make(chan struct{}, 1)}
 	level := new(slog.LevelVar) // GoBGP's info is chatty per attempt: kept to warnings
 	level.Set(slog.LevelWarn)
 	sp.s = server.NewBgpServer(server.LoggerOption(newLogger(c.Log, sp.noteError), level))
@@ -161,6 +172,12 @@ func Start(c Config) (*Speaker, error) {
 	if err := sp.s.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPeerUpdate: sp.event}, server.WatchPeer()); err != nil {
 		sp.Close(false)
 		return nil, fmt.Errorf("bgp: watch: %w", err)
+	}
+	if c.Import {
+		if err := sp.s.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnBestPath: sp.best}, server.WatchBestPath(true)); err != nil {
+			sp.Close(false)
+			return nil, fmt.Errorf("bgp: watch best paths: %w", err)
+		}
 	}
 	for _, n := range c.Neighbors {
 		if err := sp.s.AddPeer(ctx, &api.AddPeerRequest{Peer: sp.peer(n)}); err != nil {
@@ -229,6 +246,74 @@ func (sp *Speaker) event(pe *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 		}
 	}
 }
+
+// best records the neighbours' best paths (Import). A path of our own
+// (no neighbour) is not learned; a withdrawal forgets the prefix.
+func (sp *Speaker) best(paths []*apiutil.Path, _ time.Time) {
+	changed := false
+	sp.mu.Lock()
+	for _, p := range paths {
+		pfx, ok := prefixOf(p.Nlri)
+		if !ok {
+			continue
+		}
+		nh := nextHop(p)
+		if p.Withdrawal || !p.PeerAddress.IsValid() || !nh.IsValid() {
+			if _, had := sp.learned[pfx]; had {
+				delete(sp.learned, pfx)
+				changed = true
+			}
+			continue
+		}
+		if sp.learned[pfx] != nh {
+			sp.learned[pfx] = nh
+			changed = true
+		}
+	}
+	sp.mu.Unlock()
+	if changed {
+		select {
+		case sp.changes <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// prefixOf is an IPv4 or IPv6 unicast NLRI's prefix.
+func prefixOf(n gobgp.NLRI) (netip.Prefix, bool) {
+	if p, ok := n.(*gobgp.IPAddrPrefix); ok && p.Prefix.IsValid() {
+		return p.Prefix.Masked(), true
+	}
+	return netip.Prefix{}, false
+}
+
+// nextHop is a path's next hop: NEXT_HOP, or MP_REACH_NLRI's.
+func nextHop(p *apiutil.Path) netip.Addr {
+	for _, a := range p.Attrs {
+		switch a := a.(type) {
+		case *gobgp.PathAttributeNextHop:
+			return a.Value.Unmap()
+		case *gobgp.PathAttributeMpReachNLRI:
+			return a.Nexthop.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// Learned returns the neighbours' best route to each prefix, by next hop
+// (with Import; empty otherwise).
+func (sp *Speaker) Learned() map[netip.Prefix]netip.Addr {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	out := make(map[netip.Prefix]netip.Addr, len(sp.learned))
+	for p, nh := range sp.learned {
+		out[p] = nh
+	}
+	return out
+}
+
+// Changes is signalled when Learned may have changed.
+func (sp *Speaker) Changes() <-chan struct{} { return sp.changes }
 
 // expectedAS is the configured AS of the neighbour at a.
 func (sp *Speaker) expectedAS(a netip.Addr) uint32 {

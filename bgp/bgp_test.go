@@ -74,7 +74,7 @@ func status(t *testing.T, sp *Speaker) NeighborStatus {
 // pair starts a "router" speaker on 127.0.0.1 (listening, passive, AS
 // 65000, expecting AS want from 127.0.0.2) and a "host" speaker on
 // 127.0.0.2 with AS as that connects to it.
-func pair(t *testing.T, as, want uint32) (router, host *Speaker, hostLog *logBuf) {
+func pair(t *testing.T, as, want uint32, opts ...func(*Config)) (router, host *Speaker, hostLog *logBuf) {
 	t.Helper()
 	port := freePort(t)
 	hostLog = &logBuf{}
@@ -87,12 +87,16 @@ func pair(t *testing.T, as, want uint32) (router, host *Speaker, hostLog *logBuf
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { router.Close(false) })
-	host, err = Start(Config{
+	hc := Config{
 		AS: as, RouterID: netip.MustParseAddr("192.0.2.1"), Local: netip.MustParseAddr("127.0.0.2"),
 		Neighbors:    []Neighbor{{Address: netip.MustParseAddr("127.0.0.1"), AS: 65000, Port: port}},
 		ConnectRetry: time.Second, GracefulRestart: true, RestartTime: 30 * time.Second,
 		Log: slog.New(slog.NewTextHandler(hostLog, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	for _, o := range opts {
+		o(&hc)
+	}
+	host, err = Start(hc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +175,47 @@ func TestUnexpectedAS(t *testing.T) {
 		t.Errorf("announce after a refused session: %v", err)
 	}
 	t.Logf("refusing side: %s; refused side: %s", s.LastError, status(t, host).LastError)
+}
+
+// TestImport: with Import the host learns what the neighbour announces,
+// by next hop, and forgets a withdrawn prefix; its own announcements are
+// not learned.
+func TestImport(t *testing.T) {
+	router, host, _ := pair(t, 65001, 65001, func(c *Config) { c.Import = true })
+	poll(t, 15*time.Second, func() error {
+		if s := status(t, host); s.State != "established" {
+			return fmt.Errorf("host's session %s (%s)", s.State, s.LastError)
+		}
+		return nil
+	})
+	theirs, ours := netip.MustParsePrefix("10.42.5.0/24"), netip.MustParsePrefix("10.42.1.0/24")
+	if err := host.Announce([]netip.Prefix{ours}); err != nil {
+		t.Fatal(err)
+	}
+	if err := router.Announce([]netip.Prefix{theirs}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 5*time.Second, func() error {
+		got := host.Learned()
+		if len(got) != 1 || got[theirs] != netip.MustParseAddr("127.0.0.1") {
+			return fmt.Errorf("learned %v, want %s via 127.0.0.1 only", got, theirs)
+		}
+		return nil
+	})
+	select {
+	case <-host.Changes():
+	default:
+		t.Error("no change signalled")
+	}
+	if err := router.Announce(nil); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 5*time.Second, func() error {
+		if got := host.Learned(); len(got) != 0 {
+			return fmt.Errorf("learned %v after the withdrawal, want nothing", got)
+		}
+		return nil
+	})
 }
 
 func TestConfigValidate(t *testing.T) {
