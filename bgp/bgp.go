@@ -312,6 +312,14 @@ func (sp *Speaker) Learned() map[netip.Prefix]netip.Addr {
 	return out
 }
 
+// Route returns the learned next hop for exactly p.
+func (sp *Speaker) Route(p netip.Prefix) (netip.Addr, bool) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	nh, ok := sp.learned[p.Masked()]
+	return nh, ok
+}
+
 // Changes is signalled when Learned may have changed.
 func (sp *Speaker) Changes() <-chan struct{} { return sp.changes }
 

@@ -122,7 +122,7 @@ func TestClusterBGP(t *testing.T) {
 		{Configure: configure(1, true), Manual: true}, {Configure: configure(2, false), Manual: true},
 	}})
 	h1, h2 := lab.Hosts[0], lab.Hosts[1]
-	neigh := []BGPNeighbor{{"h1", h1.Underlay, hostAS(1)}, {"h2", h2.Underlay, hostAS(2)}}
+	neigh := []BGPNeighbor{{Name: "h1", Addr: h1.Underlay, AS: hostAS(1)}, {Name: "h2", Addr: h2.Underlay, AS: hostAS(2)}}
 	bird, err := lab.AddBGPRouter("bird", birdIdx, birdAS, birdClients, neigh)
 	if err != nil {
 		t.Fatal(err)
@@ -305,4 +305,102 @@ func nsPing(t *testing.T, ns *NetNS, dst netip.Addr) (string, error) {
 	t.Helper()
 	out, err := exec.CommandContext(t.Context(), "ip", "netns", "exec", ns.Name, "ping", "-c", "1", "-W", "2", dst.String()).CombinedOutput()
 	return string(out), err
+}
+
+// TestClusterBGPFabric: two hosts on different subnets learn each other's
+// block from the fabric (BIRD in the router between the subnets, bgp.import)
+// and reach each other's containers through it without encapsulation
+// (path bgp): no ESP between them on the underlay, nothing through
+// drover's router. When the fabric goes away they fall back to ESP.
+func TestClusterBGPFabric(t *testing.T) {
+	NeedRoot(t)
+	needBGPRouters(t)
+	rtMain, rtRemote := netip.AddrFrom4([4]byte{192, 0, 2, routerIndex}), netip.AddrFrom4([4]byte{198, 51, 100, routerIndex})
+	configure := func(h int, neighbor netip.Addr) func(*config.Config) {
+		return func(c *config.Config) {
+			c.Cluster.DirectTrusted = true // the lab's fabric is trusted: cleartext through it
+			c.BGP = &config.BGP{AS: hostAS(h), Import: true, Neighbors: []config.BGPNeighbor{{Address: neighbor.String(), AS: birdAS}}}
+		}
+	}
+	lab := newClusterLab(t, LabOptions{Hosts: 2, Containers: 1, HostOptions: []HostOptions{
+		{Configure: configure(1, rtMain), Manual: true},
+		{Configure: configure(2, rtRemote), Manual: true, Remote: true},
+	}})
+	h1, h2 := lab.Hosts[0], lab.Hosts[1]
+	bird, err := lab.StartBIRD(lab.Remote, rtMain, birdAS, []BGPNeighbor{
+		{Name: "h1", Addr: h1.Underlay, AS: hostAS(1), Local: rtMain},
+		{Name: "h2", Addr: h2.Underlay, AS: hostAS(2), Local: rtRemote},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.StartRouters(t.Context(), lab.Hosts); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"h1→h2": "bgp via " + rtMain.String(), "h2→h1": "bgp via " + rtRemote.String()}
+	paths := func() map[string]string {
+		got := map[string]string{}
+		for _, h := range lab.Hosts {
+			v, err := h.Router.Cluster()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range v.Routes {
+				p := r.Path
+				if r.Via != "" {
+					p += " via " + r.Via
+				}
+				got[h.Name+"→"+r.Peer] = p
+			}
+		}
+		return got
+	}
+	start := lab.firstStart()
+	err = Poll(t.Context(), 30*time.Second, 50*time.Millisecond, func() error {
+		if got := paths(); !mapsEqual(got, want) {
+			return fmt.Errorf("paths %v, want %v", got, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%v\nviews:\n%s\nbird:\n%s", err, lab.ClusterViews(), bird.Log(30))
+	}
+	t.Logf("RESULT paths through the fabric %v, %v after the hosts started", want, time.Since(start).Round(time.Millisecond))
+
+	capture := startCapture(t, lab)
+	waitMatrix(t, lab, 20*time.Second)
+	before := peerTx(t, h1.Router, h2.Name)
+	res, err := lab.Transfer(t.Context(), h1.Containers[0].Ref, h2.Containers[0].Ref, transferSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := peerTx(t, h1.Router, h2.Name) - before
+	cr := checkCapture(t, capture)
+	plain := 0
+	for _, n := range cr.Plain {
+		plain += n
+	}
+	t.Logf("RESULT transfer h1c1 → h2c1 through the fabric: %s; h1's router sent %d bytes to h2; underlay: %d ESP packets, %d unencapsulated container frames",
+		res, sent, cr.Packets, plain)
+	if cr.Packets != 0 || plain == 0 || sent != 0 {
+		t.Errorf("through the fabric: %d ESP packets and %d plain frames on the underlay, %d bytes through drover's router; want 0, some, 0", cr.Packets, plain, sent)
+	}
+
+	// The fabric goes away: both fall back to ESP and still reach each
+	// other.
+	down := time.Now()
+	if err := bird.stop(); err != nil {
+		t.Logf("bird stop: %v", err)
+	}
+	err = Poll(t.Context(), 30*time.Second, 50*time.Millisecond, func() error {
+		if got := paths(); got["h1→h2"] != "esp" || got["h2→h1"] != "esp" {
+			return fmt.Errorf("paths %v, want esp both ways", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := waitPing(t, h1.Containers[0], h2.Containers[0], 10*time.Second)
+	t.Logf("RESULT fabric gone: both hosts back on ESP and reaching each other %v after BIRD stopped", back.Sub(down).Round(time.Millisecond))
 }

@@ -30,8 +30,12 @@ type BGPRouter struct {
 	Client     *NetNS
 	ClientNet  netip.Prefix
 	ClientAddr netip.Addr
-	dir        string
-	procs      []*process
+	// Export sends every route the router has to every neighbour (next
+	// hop self, as eBGP does): the fabric that routes members' blocks to
+	// each other (bgp.import). Otherwise it exports nothing.
+	Export bool
+	dir    string
+	procs  []*process
 }
 
 // BGPNeighbor is a drover host as a BGP router's neighbour.
@@ -39,6 +43,9 @@ type BGPNeighbor struct {
 	Name string
 	Addr netip.Addr
 	AS   uint32
+	// Local is the router's address towards it; invalid: the router's
+	// underlay address.
+	Local netip.Addr
 }
 
 // AddBGPRouter starts a BGP router of kind ("bird" or "frr") on the
@@ -96,27 +103,45 @@ func (l *Lab) AddBGPRouter(kind string, idx int, as uint32, clientNet netip.Pref
 	if err != nil {
 		return nil, err
 	}
-	// FRR's daemons drop to user frr: their directory must be reachable
-	// and writable by it, so it is not under the lab's (a test's
-	// temporary directory is 0700).
-	if r.dir, err = os.MkdirTemp("", fmt.Sprintf("%s%s-%s%d-", Prefix, l.tag, kind, idx)); err != nil {
-		return nil, err
-	}
-	dir := r.dir
-	l.undo.push("remove "+dir, func() error { return os.RemoveAll(dir) })
-	if err := os.Chmod(r.dir, 0o777); err != nil {
-		return nil, err
-	}
-	l.undo.push("stop "+kind, r.stop)
-	if kind == "bird" {
-		err = r.startBIRD(neighbors)
-	} else {
-		err = r.startFRR(neighbors)
-	}
-	if err != nil {
+	if err := r.start(l, idx, neighbors); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// StartBIRD runs BIRD 2 as a router in ns (an existing namespace of the
+// lab: the router between the lab's two underlay subnets, say), with
+// router ID addr and AS as, exporting every route to every neighbour.
+func (l *Lab) StartBIRD(ns *NetNS, addr netip.Addr, as uint32, neighbors []BGPNeighbor) (*BGPRouter, error) {
+	if _, err := exec.LookPath("bird"); err != nil {
+		return nil, fmt.Errorf("bird: %w (Debian package bird2)", err)
+	}
+	r := &BGPRouter{Kind: "bird", NS: ns, Addr: addr, AS: as, Export: true}
+	if err := r.start(l, 0, neighbors); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// start makes the router's directory and starts its daemons.
+func (r *BGPRouter) start(l *Lab, idx int, neighbors []BGPNeighbor) error {
+	// FRR's daemons drop to user frr: their directory must be reachable
+	// and writable by it, so it is not under the lab's (a test's
+	// temporary directory is 0700).
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%s-%s%d-", Prefix, l.tag, r.Kind, idx))
+	if err != nil {
+		return err
+	}
+	r.dir = dir
+	l.undo.push("remove "+dir, func() error { return os.RemoveAll(dir) })
+	if err := os.Chmod(r.dir, 0o777); err != nil {
+		return err
+	}
+	l.undo.push("stop "+r.Kind, r.stop)
+	if r.Kind == "bird" {
+		return r.startBIRD(neighbors)
+	}
+	return r.startFRR(neighbors)
 }
 
 func (r *BGPRouter) startBIRD(neighbors []BGPNeighbor) error {
@@ -125,9 +150,17 @@ func (r *BGPRouter) startBIRD(neighbors []BGPNeighbor) error {
 	// Learned routes go into the namespace's kernel table, so the
 	// client's packets follow them.
 	b.WriteString("protocol kernel { ipv4 { import none; export all; }; }\n")
+	export := "none"
+	if r.Export {
+		export = "all"
+	}
 	for _, n := range neighbors {
-		fmt.Fprintf(&b, "protocol bgp %s {\n  local %s as %d;\n  neighbor %s as %d;\n  graceful restart on;\n  connect retry time 2;\n  ipv4 { import all; export none; };\n}\n",
-			n.Name, r.Addr, r.AS, n.Addr, n.AS)
+		local := n.Local
+		if !local.IsValid() {
+			local = r.Addr
+		}
+		fmt.Fprintf(&b, "protocol bgp %s {\n  local %s as %d;\n  neighbor %s as %d;\n  graceful restart on;\n  connect retry time 2;\n  ipv4 { import all; export %s; };\n}\n",
+			n.Name, local, r.AS, n.Addr, n.AS, export)
 	}
 	conf := filepath.Join(r.dir, "bird.conf")
 	if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {

@@ -63,3 +63,31 @@ func UnderlayLinkOf(addr netip.Addr) (UnderlayLink, error) {
 	}
 	return UnderlayLink{}, nil
 }
+
+// NeighborMAC returns the MAC address the kernel's neighbour table (ARP,
+// NDP) holds for addr on the named interface, when it holds a usable one.
+func NeighborMAC(dev string, addr netip.Addr) ([6]byte, bool) {
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return [6]byte{}, false
+	}
+	family := netlink.FAMILY_V4
+	if addr.Is6() && !addr.Is4In6() {
+		family = netlink.FAMILY_V6
+	}
+	ns, err := netlink.NeighList(l.Attrs().Index, family)
+	if err != nil {
+		return [6]byte{}, false
+	}
+	for _, n := range ns {
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok || ip.Unmap() != addr.Unmap() || len(n.HardwareAddr) != 6 {
+			continue
+		}
+		if n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED|netlink.NUD_NOARP) != 0 {
+			continue
+		}
+		return [6]byte(n.HardwareAddr), true
+	}
+	return [6]byte{}, false
+}

@@ -3,10 +3,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/netip"
 
+	"github.com/drovernet/drover/agent"
 	"github.com/drovernet/drover/cmd/drover/config"
 	"github.com/drovernet/drover/router"
 )
@@ -23,6 +25,8 @@ func startBGP(cfg *config.Config, _ *slog.Logger) (*bgpSpeaker, error) {
 	return nil, nil
 }
 
-func (b *bgpSpeaker) announce([]netip.Prefix) {}
-func (b *bgpSpeaker) stop()                   {}
-func (b *bgpSpeaker) fill(*router.Status)     {}
+func (b *bgpSpeaker) announce([]netip.Prefix)              {}
+func (b *bgpSpeaker) fabric(string) agent.Fabric           { return nil }
+func (b *bgpSpeaker) follow(context.Context, *agent.Agent) {}
+func (b *bgpSpeaker) stop()                                {}
+func (b *bgpSpeaker) fill(*router.Status)                  {}

@@ -4,14 +4,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 
+	"github.com/drovernet/drover/agent"
 	"github.com/drovernet/drover/bgp"
 	"github.com/drovernet/drover/cmd/drover/config"
 	"github.com/drovernet/drover/router"
+	"github.com/drovernet/drover/tun"
 )
 
 // bgpSpeaker is the daemon's BGP speaker (package bgp); nil without a bgp
@@ -31,7 +34,7 @@ func startBGP(cfg *config.Config, log *slog.Logger) (*bgpSpeaker, error) {
 	}
 	log = log.With("component", "bgp")
 	c := bgp.Config{
-		AS: b.AS, RouterID: b.RouterIDAddr, Local: cfg.Node.UnderlayAddr, ListenPort: b.ListenPort,
+		AS: b.AS, RouterID: b.RouterIDAddr, Local: cfg.Node.UnderlayAddr, ListenPort: b.ListenPort, Import: b.Import,
 		GracefulRestart: b.GracefulRestartOn(), RestartTime: b.RestartTime, HoldTime: b.HoldTime, Log: log,
 	}
 	for i, n := range b.Neighbors {
@@ -52,6 +55,48 @@ func startBGP(cfg *config.Config, log *slog.Logger) (*bgpSpeaker, error) {
 	log.Info("bgp speaker started", "as", b.AS, "router_id", b.RouterIDAddr, "neighbors", len(c.Neighbors),
 		"graceful_restart", c.GracefulRestart, "restart_time", b.RestartTime, "listen_port", b.ListenPort)
 	return &bgpSpeaker{sp: sp, cfg: b, log: log}, nil
+}
+
+// fabric is the agent's Fabric (bgp.import): the speaker's learned routes,
+// and the next hop's MAC from the kernel's neighbour table on the
+// underlay interface. nil without import.
+func (b *bgpSpeaker) fabric(underlay string) agent.Fabric {
+	if b == nil || !b.cfg.Import || underlay == "" {
+		return nil
+	}
+	return speakerFabric{sp: b.sp, dev: underlay}
+}
+
+type speakerFabric struct {
+	sp  *bgp.Speaker
+	dev string
+}
+
+func (f speakerFabric) Route(p netip.Prefix) (netip.Addr, [6]byte, bool) {
+	nh, ok := f.sp.Route(p)
+	if !ok {
+		return netip.Addr{}, [6]byte{}, false
+	}
+	mac, _ := tun.NeighborMAC(f.dev, nh) // zero: not resolved yet
+	return nh, mac, true
+}
+
+// follow wakes the agent whenever the learned routes change, until ctx
+// is done.
+func (b *bgpSpeaker) follow(ctx context.Context, ag *agent.Agent) {
+	if b == nil || !b.cfg.Import {
+		return
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-b.sp.Changes():
+				ag.Wake()
+			}
+		}
+	}()
 }
 
 // readSecretLine reads a one-line secret from a file that only its owner

@@ -102,7 +102,7 @@ func startCluster(ctx context.Context, cfg *config.Config, log *slog.Logger, rt 
 		Name: n.Name, Version: version,
 		Underlay:     netip.AddrPortFrom(n.UnderlayAddr, n.Port),
 		UnderlayNets: ul.Subnets,
-		Direct:       cc.Direct, DirectMAC: ul.MAC, DirectFilter: fwd.direct(),
+		Direct:       cc.Direct, DirectMAC: ul.MAC, DirectFilter: fwd.direct(), Fabric: bs.fabric(ul.Name),
 		Prefixes: n.PrefixList, Addrs: n.AddressList, MAC: n.MACAddr,
 		CIDR: cc.CIDRPrefix, BlockBits: cc.BlockBits, MayClaimAlone: cc.MayClaimAlone(),
 		ClaimSettle: claimSettle(gc),
@@ -114,7 +114,7 @@ func startCluster(ctx context.Context, cfg *config.Config, log *slog.Logger, rt 
 		Log:    log,
 	}
 	if cc.IsKubernetes() {
-		return startKube(ctx, cfg, acfg, r, tunKernel{name: n.TUN, underlay: ul.Name}, pins, log)
+		return startKube(ctx, cfg, acfg, r, tunKernel{name: n.TUN, underlay: ul.Name}, pins, bs, log)
 	}
 	if cc.Direct {
 		log.Info("direct routing on: members on the underlay's subnets that route directly are reached without encapsulation",
@@ -128,6 +128,7 @@ func startCluster(ctx context.Context, cfg *config.Config, log *slog.Logger, rt 
 		return nil, err
 	}
 	ag.Start()
+	bs.follow(ctx, ag)
 	cl, err := gossip.Start(gc, ag.Info())
 	if err != nil {
 		return nil, err

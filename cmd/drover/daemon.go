@@ -112,22 +112,30 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		return fmt.Errorf("underlay subnets: %w", err)
 	}
 	underlayNets := ul.Subnets
-	if cfg.Cluster != nil && cfg.Cluster.Direct {
-		if ul.Name == "" {
-			return fmt.Errorf("cluster.direct: no interface holds node.underlay %s; direct routes go out of that interface", n.UnderlayAddr)
+	// Members reached without encapsulation (cluster.direct, bgp.import)
+	// come in and go out through the underlay interface.
+	direct := cfg.Cluster != nil && cfg.Cluster.Direct
+	fabric := cfg.Cluster != nil && cfg.BGP != nil && cfg.BGP.Import
+	if direct || fabric {
+		what := "cluster.direct"
+		if !direct {
+			what = "bgp.import"
 		}
-		if ul.MAC == ([6]byte{}) {
+		if ul.Name == "" {
+			return fmt.Errorf("%s: no interface holds node.underlay %s; routes without encapsulation go out of that interface", what, n.UnderlayAddr)
+		}
+		if direct && ul.MAC == ([6]byte{}) {
 			return fmt.Errorf("cluster.direct: the underlay interface %s has no MAC address; direct routing needs an Ethernet segment", ul.Name)
 		}
 		// Ours from a daemon that was killed: routes through the TUN
 		// went with it, these did not.
 		if n, err := tun.FlushRoutes(ul.Name); err != nil {
-			return fmt.Errorf("cluster.direct: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		} else if n > 0 {
-			log.Info("stale direct routes of an earlier run removed", "underlay", ul.Name, "count", n)
+			log.Info("stale routes of an earlier run removed from the underlay interface", "underlay", ul.Name, "count", n)
 		}
 	} else {
-		ul.Name = "" // no direct sources are admitted from it
+		ul.Name = "" // no sources are admitted from it
 	}
 	if err := cfg.CheckUnderlaySubnets(underlayNets); err != nil {
 		return err

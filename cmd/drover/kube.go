@@ -34,7 +34,7 @@ const waitLog = 10 * time.Second
 
 // startKube starts the Node informer, waits for the first list (and with
 // pod_cidr node for our Node's podCIDR), then starts the agent over it.
-func startKube(ctx context.Context, cfg *config.Config, acfg agent.Config, r agent.Router, kern tunKernel, pins *agent.Pins, log *slog.Logger) (*cluster, error) {
+func startKube(ctx context.Context, cfg *config.Config, acfg agent.Config, r agent.Router, kern tunKernel, pins *agent.Pins, bs *bgpSpeaker, log *slog.Logger) (*cluster, error) {
 	cc := cfg.Cluster
 	kube.LogTo(log)
 	client, err := kube.NewClient(cc.Kubernetes.Kubeconfig)
@@ -88,6 +88,7 @@ func startKube(ctx context.Context, cfg *config.Config, acfg agent.Config, r age
 		return nil, err
 	}
 	ag.Start()
+	bs.follow(ctx, ag)
 	ag.Attach(m)
 	if err := m.Update(ag.Info()); err != nil {
 		return nil, err

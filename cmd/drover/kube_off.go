@@ -21,7 +21,7 @@ func (k *kubeStore) stop()                                              {}
 func (k *kubeStore) ready() bool                                        { return false }
 func (k *kubeStore) keepNetworkAvailable(context.Context, *agent.Agent) {}
 
-func startKube(context.Context, *config.Config, agent.Config, agent.Router, tunKernel, *agent.Pins, *slog.Logger) (*cluster, error) {
+func startKube(context.Context, *config.Config, agent.Config, agent.Router, tunKernel, *agent.Pins, *bgpSpeaker, *slog.Logger) (*cluster, error) {
 	return nil, errors.New("cluster.datastore kubernetes: this drover was built without Kubernetes support (-tags nokube)")
 }
 

@@ -168,10 +168,10 @@ type Cluster struct {
 	// accepted on the underlay interface from the member's MAC only
 	// (docs/routing.md). Default false.
 	Direct bool `yaml:"direct"`
-	// DirectTrusted says the underlay segment is trusted: required for
-	// direct with encapsulation esp, since traffic between hosts on the
-	// segment then crosses it unencrypted. Encryption is never dropped
-	// without it.
+	// DirectTrusted says the underlay (the segment, and with bgp.import
+	// the fabric) is trusted: required for direct and bgp.import with
+	// encapsulation esp, since traffic between hosts then crosses it
+	// unencrypted. Encryption is never dropped without it.
 	DirectTrusted bool `yaml:"direct_trusted"`
 	// Datastore is where hosts learn of each other: "gossip" (default:
 	// memberlist among the hosts, join/port/timing/bootstrap apply) or
@@ -281,6 +281,13 @@ type BGP struct {
 	RestartTime time.Duration `yaml:"restart_time"`
 	// HoldTime is the hold time proposed to neighbours. Default 90s.
 	HoldTime time.Duration `yaml:"hold_time"`
+	// Import reaches members on other subnets through the fabric (cluster
+	// mode): a member whose blocks the neighbours announce, all through
+	// one router on the underlay's subnets, is routed via that router
+	// without encapsulation (path bgp; docs/routing.md). With
+	// encapsulation esp it needs cluster.direct_trusted: the traffic
+	// crosses the fabric unencrypted. Default false.
+	Import bool `yaml:"import"`
 	// Neighbors are the BGP peers. At least one.
 	Neighbors []BGPNeighbor `yaml:"neighbors"`
 
@@ -874,8 +881,8 @@ func (c *Config) Validate() error {
 		if cl.Direct && c.Encapsulation == EncapESP && !cl.DirectTrusted {
 			add("cluster.direct", "with encapsulation esp, traffic to members on this subnet would leave ESP and cross the underlay unencrypted; set cluster.direct_trusted: true if that segment is trusted")
 		}
-		if cl.DirectTrusted && !cl.Direct {
-			add("cluster.direct_trusted", "set, but cluster.direct is false")
+		if cl.DirectTrusted && !cl.Direct && (c.BGP == nil || !c.BGP.Import) {
+			add("cluster.direct_trusted", "set, but neither cluster.direct nor bgp.import is")
 		}
 		if !slices.Contains(Timings, cl.Timing) {
 			add("cluster.timing", "%q is not one of %s", cl.Timing, strings.Join(Timings, ", "))
@@ -951,6 +958,14 @@ func (c *Config) validateBGP(add func(string, string, ...any)) {
 	}
 	if len(b.Neighbors) == 0 {
 		add("bgp.neighbors", "at least one neighbour is required")
+	}
+	if b.Import {
+		switch {
+		case c.Cluster == nil:
+			add("bgp.import", "needs a cluster section: it reaches other members through the fabric")
+		case c.Encapsulation == EncapESP && !c.Cluster.DirectTrusted:
+			add("bgp.import", "with encapsulation esp, traffic to members reached through the fabric would leave ESP and cross it unencrypted; set cluster.direct_trusted: true if the fabric is trusted")
+		}
 	}
 	seen := map[netip.Addr]int{}
 	for i := range b.Neighbors {

@@ -137,7 +137,7 @@ func TestParseErrors(t *testing.T) {
 		{"metadata everywhere", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nmetadata: {listen: '0.0.0.0:80'}\n", "metadata.listen", "must not listen everywhere"},
 		{"metadata IPv6", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nmetadata: {listen: '[fe80::1]:80'}\n", "metadata.listen", "one unicast IPv4 address"},
 		{"direct with esp, untrusted", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, direct: true}\n", "cluster.direct", "unencrypted; set cluster.direct_trusted: true"},
-		{"direct_trusted alone", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, direct_trusted: true}\n", "cluster.direct_trusted", "cluster.direct is false"},
+		{"direct_trusted alone", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k, direct_trusted: true}\n", "cluster.direct_trusted", "neither cluster.direct nor bgp.import"},
 		{"bgp without as", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {neighbors: [{address: 192.0.2.254, as: 64600}]}\n", "bgp.as", "is required"},
 		{"bgp no neighbours", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {as: 64601}\n", "bgp.neighbors", "at least one"},
 		{"bgp bad neighbour", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {as: 64601, neighbors: [{address: router, as: 64600}]}\n", "bgp.neighbors[0].address", "not an IP address"},
@@ -146,6 +146,8 @@ func TestParseErrors(t *testing.T) {
 		{"bgp passive without listener", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {as: 64601, neighbors: [{address: 192.0.2.254, as: 64600, passive: true}]}\n", "bgp.neighbors[0].passive", "needs bgp.listen_port"},
 		{"bgp router id from IPv6 underlay", "node: {name: a, underlay: '2001:db8::1', prefixes: [10.0.0.0/24]}\nbgp: {as: 64601, neighbors: [{address: '2001:db8::fe', as: 64600}]}\n", "bgp.router_id", "is required when node.underlay is not an IPv4 address"},
 		{"bgp restart time", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {as: 64601, restart_time: 2h, neighbors: [{address: 192.0.2.254, as: 64600}]}\n", "bgp.restart_time", "1s..4095s"},
+		{"bgp import without a cluster", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nbgp: {as: 64601, import: true, neighbors: [{address: 192.0.2.254, as: 64600}]}\n", "bgp.import", "needs a cluster section"},
+		{"bgp import with esp, untrusted", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k}\nbgp: {as: 64601, import: true, neighbors: [{address: 192.0.2.254, as: 64600}]}\n", "bgp.import", "set cluster.direct_trusted: true"},
 		{"allow_from not a prefix", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]}\nfirewall: {allow_from: [198.51.100.7/33]}\n", "firewall.allow_from[0]", "not a prefix"},
 		{"http on the gossip port", "node: {name: a, underlay: 192.0.2.1}\ncluster: {key_file: k}\nhttp: {listen: ':7946'}\n", "http.listen", "cluster.port"},
 	}
