@@ -13,7 +13,8 @@
 # contract (see the top of overlay-bench.sh) so that each host namespace runs
 # `drover run` with a generated config (manual SAs with fresh random keys), and runs the
 # harness. Only namespaces the harness creates are touched. DROVER_ENV="K=V ..." is passed to
-# each drover process (e.g. DROVER_ENV=GOMAXPROCS=1 to compare runtime settings).
+# each drover process (e.g. DROVER_ENV=GOMAXPROCS=1 to compare runtime settings);
+# with --direct, DROVER_CONFIG_EXTRA is appended to each config (e.g. "firewall: {forward: false}").
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -38,7 +39,7 @@ BINDIR=$(mktemp -d /tmp/drv-bench-bin.XXXXXX)
 trap 'rm -rf "$BINDIR"' EXIT
 (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$BINDIR/drover" ./cmd/drover)
 
-export DROVER_ENV=${DROVER_ENV:-} DROVER_BIN=$BINDIR/drover DROVER_ENCAP=$ENCAP DROVER_CIPHER=$CIPHER DROVER_KEYLEN=$KEYLEN
+export DROVER_ENV=${DROVER_ENV:-} DROVER_CONFIG_EXTRA=${DROVER_CONFIG_EXTRA:-} DROVER_BIN=$BINDIR/drover DROVER_ENCAP=$ENCAP DROVER_CIPHER=$CIPHER DROVER_KEYLEN=$KEYLEN
 export ROUTER_NAME="drover-$ENCAP$([ "$ENCAP" = esp ] && echo "-$CIPHER")"
 # The TUN MTU drover computes for a 1500-byte IPv4 underlay; containers get the same.
 if [ "$ENCAP" = esp ]; then export ROUTER_MTU=1438; else export ROUTER_MTU=1450; fi
@@ -79,7 +80,8 @@ if [ "$DIRECT" = 1 ]; then
     echo "state_dir: $OB_WORKDIR/state"
     echo "log: {level: warn}"
     echo "http: {listen: none}"
-    echo "cluster: {key_file: $OB_RUNDIR/cluster.key, join: [$OB_PEER_UNDERLAY], bootstrap: true, timing: fast, direct: true, direct_trusted: true}"
+    echo "cluster: {key_file: $OB_RUNDIR/cluster.key, join: [$OB_PEER_UNDERLAY], bootstrap: true, direct: true, direct_trusted: true}"
+    [ -z "${DROVER_CONFIG_EXTRA:-}" ] || printf "%s\n" "$DROVER_CONFIG_EXTRA"
   } > "$cfg"
   exec env ${DROVER_ENV:-} "$DROVER_BIN" run --config "$cfg"'
 fi

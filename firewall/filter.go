@@ -117,10 +117,13 @@ var ErrNoUnderlay = errors.New("firewall: no underlay interface: direct sources 
 // source's prefix is accepted only from its MAC address. Invalid prefixes
 // are refused before anything changes.
 func (f *Filter) SetDirect(srcs []Source) error {
-	if len(f.rs.Sets) != 2 {
+	if len(f.rs.Sets) < 2 {
 		return ErrNoUnderlay
 	}
-	var e4, e6 []nftables.SetElement
+	// Elements per set, in the order of f.rs.Sets: direct4, direct6 and,
+	// with NoTrack, direct_dst4, direct_dst6.
+	elems := make([][]nftables.SetElement, len(f.rs.Sets))
+	var dst [2][]netip.Prefix
 	for _, s := range srcs {
 		p := s.Prefix
 		if !p.IsValid() {
@@ -130,15 +133,19 @@ func (f *Filter) SetDirect(srcs []Source) error {
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
 		s.Prefix = p
-		if p.Addr().Is4() {
-			e4 = append(e4, directElement(s))
-		} else {
-			e6 = append(e6, directElement(s))
+		fam := 0
+		if p.Addr().Is6() {
+			fam = 1
 		}
+		elems[fam] = append(elems[fam], directElement(s))
+		dst[fam] = append(dst[fam], p)
+	}
+	if len(elems) == 4 {
+		elems[2], elems[3] = dstElements(dst[0]), dstElements(dst[1])
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for i, es := range [][]nftables.SetElement{e4, e6} {
+	for i, es := range elems {
 		set := f.rs.Sets[i]
 		f.c.FlushSet(set)
 		if len(es) == 0 {

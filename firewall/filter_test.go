@@ -436,3 +436,93 @@ func TestFilterDirect(t *testing.T) {
 		t.Errorf("SetDirect without an underlay: got %v, want ErrNoUnderlay", err)
 	}
 }
+
+// TestFilterDirectNoTrack: with NoTrack, a direct member's packets to a
+// container, and the container's to the member's containers, pass
+// untracked (a counter on `ct state untracked` in a table of the test's
+// sees them); everything else is tracked and filtered as before.
+func TestFilterDirectNoTrack(t *testing.T) {
+	l := newFwLab(t)
+	ctr := udpIn(t, l.C, "10.42.1.2:7000")
+	spec := l.spec
+	spec.Underlay, spec.NoTrack = "drv-up", true
+	f, err := firewall.InstallIn(l.R.Handle(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Remove() })
+	nftPath, err := exec.LookPath("nft")
+	if err != nil {
+		t.Skip("nft not installed: the untracked counter is read with it")
+	}
+	nft := func(args ...string) string {
+		t.Helper()
+		b, err := exec.Command("ip", append([]string{"netns", "exec", l.R.Name, nftPath}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft %v: %v\n%s", args, err, b)
+		}
+		return string(b)
+	}
+	nft("add", "table", "inet", "drv_t")
+	nft("add", "chain", "inet", "drv_t", "f", "{ type filter hook forward priority 10; }")
+	nft("add", "rule", "inet", "drv_t", "f", "ct", "state", "untracked", "counter")
+	untracked := func() int {
+		var n int
+		for _, ln := range strings.Split(nft("list", "chain", "inet", "drv_t", "f"), "\n") {
+			if i := strings.Index(ln, "counter packets "); i >= 0 {
+				fmt.Sscanf(ln[i:], "counter packets %d", &n)
+			}
+		}
+		return n
+	}
+	var omac [6]byte
+	withNL(t, l.O, func(h *netlink.Handle) error {
+		ln, err := h.LinkByName("eth0")
+		if err == nil {
+			omac = [6]byte(ln.Attrs().HardwareAddr)
+		}
+		return err
+	})
+	// Two adjacent blocks of the member: merged into one range of the
+	// destination set.
+	err = f.SetDirect([]firewall.Source{
+		{Prefix: netip.MustParsePrefix("10.42.9.0/24"), MAC: omac},
+		{Prefix: netip.MustParsePrefix("10.42.10.0/24"), MAC: omac},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, src := range []string{"10.42.9.5:7000", "10.42.10.5:7000"} {
+		if err := testenv.SendRawUDP(l.O, netip.MustParseAddrPort(src), netip.MustParseAddrPort("10.42.1.2:7000"), []byte(fmt.Sprint("direct", i))); err != nil {
+			t.Fatal(err)
+		}
+		wantRecv(t, ctr, "member block "+src+" from its MAC", fmt.Sprint("direct", i))
+	}
+	if got := untracked(); got != 2 {
+		t.Errorf("untracked packets after 2 from the member: got %d, want 2", got)
+	}
+	// The container to the member's container, routed to the member as
+	// drover routes it: untracked too (counted on its way out).
+	withNL(t, l.R, func(h *netlink.Handle) error {
+		_, dst, _ := net.ParseCIDR("10.42.9.0/24")
+		return h.RouteAdd(&netlink.Route{Dst: dst, Gw: net.ParseIP("192.0.2.200")})
+	})
+	send(t, ctr, "10.42.9.5:7000", "to-member")
+	deadline := time.Now().Add(2 * time.Second)
+	for untracked() != 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := untracked(); got != 3 {
+		t.Errorf("untracked packets after the container's to the member: got %d, want 3", got)
+	}
+	// From the member's MAC with a source outside its blocks: tracked
+	// and dropped, as before.
+	if err := testenv.SendRawUDP(l.O, netip.MustParseAddrPort("10.42.8.5:7001"), netip.MustParseAddrPort("10.42.1.2:7000"), []byte("forged")); err != nil {
+		t.Fatal(err)
+	}
+	wantRecv(t, ctr, "another block from the member's MAC")
+	if got := untracked(); got != 3 {
+		t.Errorf("untracked packets after a packet that is not a direct member's: got %d, want still 3", got)
+	}
+	t.Logf("nft list table inet %s:\n%s", firewall.Table, nft("list", "table", "inet", firewall.Table))
+}

@@ -565,3 +565,19 @@ func TestSetDirectOneTransaction(t *testing.T) {
 		t.Errorf("invalid prefix: got %v after %q, want an error and no calls", err, c.calls)
 	}
 }
+
+func TestDstElements(t *testing.T) {
+	var ps []netip.Prefix
+	for _, s := range []string{"10.42.3.0/24", "10.42.2.0/24", "10.42.9.0/24", "10.42.9.128/25", "255.255.255.0/24"} {
+		ps = append(ps, netip.MustParsePrefix(s))
+	}
+	var got []string
+	for _, e := range dstElements(ps) {
+		a, _ := netip.AddrFromSlice(e.Key)
+		got = append(got, fmt.Sprintf("%s%s", a, map[bool]string{true: ")", false: "["}[e.IntervalEnd]))
+	}
+	want := []string{"10.42.2.0[", "10.42.4.0)", "10.42.9.0[", "10.42.10.0)", "255.255.255.0["}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v (adjacent and covered prefixes merged, no end past the family)", got, want)
+	}
+}

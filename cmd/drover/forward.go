@@ -23,7 +23,10 @@ type forwardFilter struct {
 // interface) from direct members on the underlay.
 func forwardSpec(cfg *config.Config, underlay string) firewall.Spec {
 	n := &cfg.Node
-	s := firewall.Spec{TUN: n.TUN, Underlay: underlay, AllowFrom: cfg.Firewall.AllowFromList}
+	s := firewall.Spec{TUN: n.TUN, Underlay: underlay, AllowFrom: cfg.Firewall.AllowFromList,
+		// Direct and fabric members' traffic is admitted by source and
+		// MAC, not by conntrack, which network policy needs for replies.
+		NoTrack: underlay != "" && !cfg.PolicyOn()}
 	if n.Bridge != "none" {
 		s.Bridge = n.Bridge
 	}
