@@ -48,6 +48,15 @@ func direct(r *remote, mac byte) *remote {
 	return r
 }
 
+// routeNotes is the route view by peer, as "path|via|path note".
+func (h *harness) routeNotes() map[string]string {
+	notes := map[string]string{}
+	for _, rv := range h.view().Routes {
+		notes[rv.Peer] = rv.Path + "|" + rv.Via + "|" + rv.PathNote
+	}
+	return notes
+}
+
 // routesOf lists the kernel's routes as "prefix via|tun".
 func (k *fakeKernel) paths() []string {
 	var out []string
@@ -91,10 +100,7 @@ func TestDirectRoutes(t *testing.T) {
 			t.Errorf("%s is not a router peer", n)
 		}
 	}
-	notes := map[string]string{}
-	for _, rv := range h.view().Routes {
-		notes[rv.Peer] = rv.Path + "|" + rv.Via + "|" + rv.PathNote
-	}
+	notes := h.routeNotes()
 	for peer, want := range map[string]string{
 		"h2": "direct|192.0.2.2|",
 		"h3": "esp||the member does not route directly (cluster.direct)",
@@ -189,11 +195,14 @@ func TestDirectOff(t *testing.T) {
 	}
 }
 
-// fakeFabric is the fabric's routes: prefix → next hop and its MAC.
-type fakeFabric map[netip.Prefix]struct {
+// fabricRoute is a next hop and its MAC.
+type fabricRoute struct {
 	via netip.Addr
 	mac [6]byte
 }
+
+// fakeFabric is the fabric's routes, by prefix.
+type fakeFabric map[netip.Prefix]fabricRoute
 
 func (f fakeFabric) Route(p netip.Prefix) (netip.Addr, [6]byte, bool) {
 	r, ok := f[p]
@@ -215,14 +224,8 @@ func TestFabricRoutes(t *testing.T) {
 	h5.info.Underlay = netip.MustParseAddrPort("198.51.100.5:4500")
 	h6 := newRemote(t, "h6", 6, "10.42.6.0/24", t0.Add(-time.Hour))
 	h6.info.Underlay = netip.MustParseAddrPort("198.51.100.6:4500")
-	fab[netip.MustParsePrefix("10.42.4.0/24")] = struct {
-		via netip.Addr
-		mac [6]byte
-	}{tor, [6]byte{2, 0, 0, 0, 0, 0xfe}}
-	fab[netip.MustParsePrefix("10.42.5.0/24")] = struct {
-		via netip.Addr
-		mac [6]byte
-	}{netip.MustParseAddr("203.0.113.1"), [6]byte{2, 0, 0, 0, 0, 0xfd}}
+	fab[netip.MustParsePrefix("10.42.4.0/24")] = fabricRoute{tor, [6]byte{2, 0, 0, 0, 0, 0xfe}}
+	fab[netip.MustParsePrefix("10.42.5.0/24")] = fabricRoute{netip.MustParseAddr("203.0.113.1"), [6]byte{2, 0, 0, 0, 0, 0xfd}}
 	h.up(h4, h5, h6)
 	want := []string{"10.42.4.0/24 via 192.0.2.254", "10.42.5.0/24 tun", "10.42.6.0/24 tun"}
 	if got := h.k.paths(); !slices.Equal(got, want) {
@@ -231,10 +234,7 @@ func TestFabricRoutes(t *testing.T) {
 	if got, want := f.String(), "10.42.4.0/24@fe"; got != want {
 		t.Fatalf("admitted: got %q, want %q", got, want)
 	}
-	notes := map[string]string{}
-	for _, rv := range h.view().Routes {
-		notes[rv.Peer] = rv.Path + "|" + rv.Via + "|" + rv.PathNote
-	}
+	notes := h.routeNotes()
 	for peer, want := range map[string]string{
 		"h4": "bgp|192.0.2.254|",
 		"h5": "esp||the fabric's next hop 203.0.113.1 is not on this host's underlay subnets",
@@ -246,10 +246,7 @@ func TestFabricRoutes(t *testing.T) {
 	}
 	// The fabric learns h6's block, but the router's MAC is not known
 	// yet: ESP, and a retry at the next tick.
-	fab[netip.MustParsePrefix("10.42.6.0/24")] = struct {
-		via netip.Addr
-		mac [6]byte
-	}{tor, [6]byte{}}
+	fab[netip.MustParsePrefix("10.42.6.0/24")] = fabricRoute{tor, [6]byte{}}
 	h.step()
 	if !h.a.timed || slices.Contains(h.k.paths(), "10.42.6.0/24 via 192.0.2.254") {
 		t.Errorf("router MAC unknown: timed %v, routes %v; want a retry and no fabric route yet", h.a.timed, h.k.paths())

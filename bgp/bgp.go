@@ -389,25 +389,20 @@ func (sp *Speaker) Announce(prefixes []netip.Prefix) error {
 			continue
 		}
 		res, err := sp.s.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}})
-		if err == nil && len(res) == 1 {
+		if err == nil && len(res) != 1 {
+			err = fmt.Errorf("%d results for one path", len(res))
+		}
+		if err == nil {
 			err = res[0].Error
 		}
-		if err != nil || len(res) != 1 {
-			errs = append(errs, fmt.Errorf("bgp: announce %s: %w", p, cmpErr(err, len(res))))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bgp: announce %s: %w", p, err))
 			continue
 		}
 		sp.announced[p] = res[0].UUID
 		sp.log.Info("bgp prefix announced", "prefix", p, "next_hop", sp.cfg.Local)
 	}
 	return errors.Join(errs...)
-}
-
-// cmpErr is err, or one saying AddPath answered n results for one path.
-func cmpErr(err error, n int) error {
-	if err != nil {
-		return err
-	}
-	return fmt.Errorf("%d results for one path", n)
 }
 
 // path is p announced with origin IGP and next hop Local; IPv6 travels

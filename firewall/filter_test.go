@@ -355,6 +355,20 @@ func TestFilterNeedsValidSpec(t *testing.T) {
 	}
 }
 
+// macOf is the MAC address of the interface name in ns.
+func macOf(t *testing.T, ns *testenv.NetNS, name string) [6]byte {
+	t.Helper()
+	var mac [6]byte
+	withNL(t, ns, func(h *netlink.Handle) error {
+		ln, err := h.LinkByName(name)
+		if err == nil {
+			mac = [6]byte(ln.Attrs().HardwareAddr)
+		}
+		return err
+	})
+	return mac
+}
+
 // TestFilterDirect: with an underlay interface, the kernel admits a
 // direct member's container sources from that member's MAC only, and
 // SetDirect replaces the admitted sources in one step.
@@ -368,14 +382,7 @@ func TestFilterDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = f.Remove() })
-	var omac [6]byte
-	withNL(t, l.O, func(h *netlink.Handle) error {
-		ln, err := h.LinkByName("eth0")
-		if err == nil {
-			omac = [6]byte(ln.Attrs().HardwareAddr)
-		}
-		return err
-	})
+	omac := macOf(t, l.O, "eth0")
 	forge := func(src, msg string) {
 		t.Helper()
 		if err := testenv.SendRawUDP(l.O, netip.MustParseAddrPort(src), netip.MustParseAddrPort("10.42.1.2:7000"), []byte(msg)); err != nil {
@@ -475,14 +482,7 @@ func TestFilterDirectNoTrack(t *testing.T) {
 		}
 		return n
 	}
-	var omac [6]byte
-	withNL(t, l.O, func(h *netlink.Handle) error {
-		ln, err := h.LinkByName("eth0")
-		if err == nil {
-			omac = [6]byte(ln.Attrs().HardwareAddr)
-		}
-		return err
-	})
+	omac := macOf(t, l.O, "eth0")
 	// Two adjacent blocks of the member: merged into one range of the
 	// destination set.
 	err = f.SetDirect([]firewall.Source{

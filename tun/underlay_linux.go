@@ -7,23 +7,16 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// UnderlaySubnets returns the subnets connected to the interface that holds
-// addr (each of its addresses with its prefix length, masked: both families,
-// link-local ones included), or none when no interface holds it. The daemon
-// refuses container prefixes that overlap them (config.CheckUnderlaySubnets):
-// routed into the TUN, they would replace the connected route.
-func UnderlaySubnets(addr netip.Addr) ([]netip.Prefix, error) {
-	l, err := UnderlayLinkOf(addr)
-	return l.Subnets, err
-}
-
 // UnderlayLink is the interface that holds the underlay address.
 type UnderlayLink struct {
 	Name string
 	// MAC is its hardware address; zero for a device without one.
 	MAC [6]byte
-	// Subnets are its connected subnets: each address with its prefix
-	// length, masked, both families.
+	// Subnets are its connected subnets: each of its addresses with its
+	// prefix length, masked, both families, link-local ones included.
+	// The daemon refuses container prefixes that overlap them
+	// (config.CheckUnderlaySubnets): routed into the TUN, they would
+	// replace the connected route.
 	Subnets []netip.Prefix
 }
 

@@ -130,7 +130,7 @@ func (c *Config) checkPrefixes(add func(string, string, ...any)) {
 
 // CheckUnderlaySubnets refuses configured prefixes that overlap a subnet
 // connected to the interface holding node.underlay (subnets, as
-// tun.UnderlaySubnets finds them): routed into the tunnel, such a prefix
+// tun.UnderlayLinkOf finds them): routed into the tunnel, such a prefix
 // would replace the connected route and cut the host off its peers. It
 // returns an Errors (so main exits 2), or nil. It is separate from Validate
 // because it needs the host's interfaces; the daemon calls it before it sets
