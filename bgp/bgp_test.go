@@ -2,11 +2,13 @@ package bgp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -286,5 +288,43 @@ func TestGarbageNeighbor(t *testing.T) {
 	})
 	if err := sp.Announce([]netip.Prefix{netip.MustParsePrefix("10.42.1.0/24")}); err != nil {
 		t.Errorf("announce after garbage: %v", err)
+	}
+}
+
+// TestStrangerRefused: with a listener, a connection from an address that
+// is no configured neighbour is closed, and the speaker's sessions and
+// announcements stay as they were.
+func TestStrangerRefused(t *testing.T) {
+	port := freePort(t)
+	sp, err := Start(Config{
+		AS: 65000, RouterID: netip.MustParseAddr("127.0.0.1"), Local: netip.MustParseAddr("127.0.0.1"), ListenPort: port,
+		Neighbors: []Neighbor{{Address: netip.MustParseAddr("127.0.0.2"), AS: 65001, Passive: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close(false)
+	if err := sp.Announce([]netip.Prefix{netip.MustParsePrefix("10.42.1.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}, Timeout: 5 * time.Second}
+	var c net.Conn
+	poll(t, 5*time.Second, func() error {
+		var err error
+		c, err = d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		return err
+	})
+	defer c.Close()
+	// An OPEN would follow here; the speaker must not wait for it.
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 64)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("connection from a stranger: read %d bytes, %v; want it closed", n, err)
+	}
+	st := status(t, sp)
+	if st.Address != "127.0.0.2" || st.State == "established" {
+		t.Errorf("neighbours after a stranger's connection: %+v, want only 127.0.0.2, not established", st)
+	}
+	if got := sp.Announced(); len(got) != 1 {
+		t.Errorf("announced after a stranger's connection: %v", got)
 	}
 }

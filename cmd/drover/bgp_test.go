@@ -5,7 +5,10 @@ package main
 import (
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,5 +55,42 @@ func TestAnnouncingRouter(t *testing.T) {
 		if !slices.Equal(inner.local, step.set) {
 			t.Errorf("router's local prefixes %v, want %v", inner.local, step.set)
 		}
+	}
+}
+
+// TestReadSecretLine: a TCP MD5 key file others can read, an empty one,
+// one of several lines or longer than RFC 2385 allows is refused, naming
+// the file and why; a good one is read without its newline.
+func TestReadSecretLine(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name, content string
+		mode          os.FileMode
+		want, err     string
+	}{
+		{"good", "s3cret\n", 0o600, "s3cret", ""},
+		{"readable", "s3cret\n", 0o644, "", "lets group or others read it"},
+		{"empty", "\n", 0o600, "", "empty"},
+		{"two lines", "a\nb\n", 0o600, "", "more than one line"},
+		{"too long", strings.Repeat("k", 81), 0o600, "", "at most 80"},
+	}
+	for _, tc := range tests {
+		got, err := readSecretLine(write(tc.name, tc.content, tc.mode))
+		if tc.err == "" && (err != nil || got != tc.want) || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), tc.name)) {
+			t.Errorf("%s: got %q, %v; want %q, an error containing %q", tc.name, got, err, tc.want, tc.err)
+		}
+	}
+	if _, err := readSecretLine(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("a directory: got %v, want not a regular file", err)
 	}
 }
