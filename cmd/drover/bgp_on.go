@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/drovernet/drover/agent"
 	"github.com/drovernet/drover/bgp"
@@ -64,21 +66,47 @@ func (b *bgpSpeaker) fabric(underlay string) agent.Fabric {
 	if b == nil || !b.cfg.Import || underlay == "" {
 		return nil
 	}
-	return speakerFabric{sp: b.sp, dev: underlay}
+	return &speakerFabric{sp: b.sp, dev: underlay, macs: map[netip.Addr]macAt{}}
 }
 
+// speakerFabric answers the agent per prefix of every member on every
+// step; most share one next hop (the rack's router), so its MAC is read
+// from the neighbour table (a netlink dump) at most once a second, not
+// once per prefix.
 type speakerFabric struct {
 	sp  *bgp.Speaker
 	dev string
+
+	mu   sync.Mutex
+	macs map[netip.Addr]macAt
 }
 
-func (f speakerFabric) Route(p netip.Prefix) (netip.Addr, [6]byte, bool) {
+type macAt struct {
+	mac [6]byte
+	at  time.Time
+}
+
+// macTTL is how long a next hop's MAC (or its absence) is believed.
+const macTTL = time.Second
+
+func (f *speakerFabric) Route(p netip.Prefix) (netip.Addr, [6]byte, bool) {
 	nh, ok := f.sp.Route(p)
 	if !ok {
 		return netip.Addr{}, [6]byte{}, false
 	}
-	mac, _ := tun.NeighborMAC(f.dev, nh) // zero: not resolved yet
-	return nh, mac, true
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	m, ok := f.macs[nh]
+	if !ok || now.Sub(m.at) > macTTL {
+		if len(f.macs) > 64 { // next hops come and go; never more than a few at once
+			clear(f.macs)
+		}
+		m.mac, _ = tun.NeighborMAC(f.dev, nh) // zero: not resolved yet
+		m.at = now
+		f.macs[nh] = m
+	}
+	return nh, m.mac, true
 }
 
 // follow wakes the agent whenever the learned routes change, until ctx
