@@ -123,7 +123,10 @@ func newTestLab(t *testing.T, opts LabOptions) *Lab {
 	}
 	opts.Log = slog.New(slog.NewTextHandler(t.Output(), nil))
 	leak := goroutineCheck(t)
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	// A minute for namespaces, processes and containers, plus the lab's
+	// own bound on cluster convergence: a test that raises that bound
+	// (TestLabScale100) must not be cut off by this one first.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute+opts.ClusterOptions.ConvergeTimeout)
 	defer cancel()
 	start := time.Now()
 	lab, err := NewLab(ctx, opts)
