@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/drovernet/drover/cni/ipam"
+	"github.com/drovernet/drover/lab"
 	"github.com/drovernet/drover/testenv"
 )
 
@@ -176,12 +177,12 @@ func TestDaemonKilledMidAdds(t *testing.T) {
 	testenv.NeedRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	lab, err := testenv.NewLab(ctx, testenv.LabOptions{Hosts: 1, Containers: 1, Tag: "cnk"})
+	lb, err := lab.NewLab(ctx, lab.Options{Hosts: 1, Containers: 1, Tag: "cnk"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { lab.Close() })
-	host := lab.Hosts[0]
+	t.Cleanup(func() { lb.Close() })
+	host := lb.Hosts[0]
 	sock := host.Router.Config.ControlSocket
 	bin, real := pluginBinary(t)
 	if !real {
@@ -260,7 +261,7 @@ func TestDaemonKilledMidAdds(t *testing.T) {
 	a := batch(phaseA, true, func(f int) {
 		if f == killAt {
 			killOnce.Do(func() {
-				if err := lab.KillRouter(host); err != nil {
+				if err := lb.KillRouter(host); err != nil {
 					t.Error(err)
 				}
 				mu.Lock()
@@ -280,7 +281,7 @@ func TestDaemonKilledMidAdds(t *testing.T) {
 			t.Errorf("ADD while the daemon is down: got %s\nwant CNI error 11 naming the socket", o.run)
 		}
 	}
-	if err := lab.StartRouter(ctx, host); err != nil {
+	if err := lb.StartRouter(ctx, host); err != nil {
 		t.Fatal(err)
 	}
 	// Phase C: the daemon is back.

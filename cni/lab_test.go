@@ -13,16 +13,17 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/drovernet/drover/lab"
 	"github.com/drovernet/drover/testenv"
 )
 
 // outsideNS attaches a namespace to the lab's underlay bridge with addr: a
 // server outside the cluster.
-func outsideNS(t *testing.T, lab *testenv.Lab, addr netip.Prefix) *testenv.NetNS {
+func outsideNS(t *testing.T, lb *lab.Lab, addr netip.Prefix) *testenv.NetNS {
 	t.Helper()
 	out := testenv.NewNetNS(t, "cnio")
 	var bridge string
-	withNL(t, lab.Underlay, func(nl *netlink.Handle) error {
+	withNL(t, lb.Underlay, func(nl *netlink.Handle) error {
 		ls, err := nl.LinkList()
 		for _, l := range ls {
 			if l.Type() == "bridge" {
@@ -34,8 +35,8 @@ func outsideNS(t *testing.T, lab *testenv.Lab, addr netip.Prefix) *testenv.NetNS
 	if bridge == "" {
 		t.Fatal("no bridge in the underlay namespace")
 	}
-	name := testenv.UniqueName("o")
-	withNL(t, lab.Underlay, func(nl *netlink.Handle) error {
+	name := lab.UniqueName("o")
+	withNL(t, lb.Underlay, func(nl *netlink.Handle) error {
 		la := netlink.NewLinkAttrs()
 		la.Name = name
 		if err := nl.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(out.Handle()))}); err != nil {
@@ -102,12 +103,12 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 	if flat {
 		tag += "f"
 	}
-	lab, err := testenv.NewLab(ctx, testenv.LabOptions{Hosts: 2, Containers: 1, Encapsulation: encap, Tag: tag})
+	lb, err := lab.NewLab(ctx, lab.Options{Hosts: 2, Containers: 1, Encapsulation: encap, Tag: tag})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { lab.Close() })
-	out := outsideNS(t, lab, netip.MustParsePrefix("192.0.2.200/24"))
+	t.Cleanup(func() { lb.Close() })
+	out := outsideNS(t, lb, netip.MustParsePrefix("192.0.2.200/24"))
 
 	type attached struct {
 		env  *cniEnv
@@ -116,7 +117,7 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 		sock string // the host daemon's control socket
 	}
 	var cs []attached
-	for _, h := range lab.Hosts {
+	for _, h := range lb.Hosts {
 		list := exampleConflist(t, "drover.conflist", "drvlab", map[string]any{
 			"bridge":       h.Bridge,
 			"daemonSocket": h.Router.Config.ControlSocket,
@@ -152,7 +153,7 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 	}
 	for i, j := range []int{1, 0} {
 		if err := ping(t, cs[i].ctr, cs[j].addr); err != nil {
-			for _, h := range lab.Hosts {
+			for _, h := range lb.Hosts {
 				st, _ := h.Router.Status()
 				if st != nil {
 					t.Logf("%s router: tx %d rx %d arp %d drops %v", h.Name, st.TxPackets, st.RxPackets, st.ARPReplies, st.Drops)
@@ -178,8 +179,8 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 		if err != nil || json.Unmarshal(out, &rec) != nil {
 			t.Fatalf("h%d's container reads its metadata: %v\n%s", i+1, err, out)
 		}
-		if a, _ := netip.ParsePrefix(rec.Address); a.Addr() != c.addr || rec.Host != lab.Hosts[i].Name {
-			t.Errorf("h%d's container's record: %+v, want its address %v on %s", i+1, rec, c.addr, lab.Hosts[i].Name)
+		if a, _ := netip.ParsePrefix(rec.Address); a.Addr() != c.addr || rec.Host != lb.Hosts[i].Name {
+			t.Errorf("h%d's container's record: %+v, want its address %v on %s", i+1, rec, c.addr, lb.Hosts[i].Name)
 		}
 	}
 	src, err := seenFrom(t, cs[0].ctr, listenIn(t, cs[1].ctr, cs[1].addr.String()+":0"))
@@ -187,8 +188,8 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 		t.Fatalf("h2's container saw %v, %v; want h1's container's own %v", src, err, cs[0].addr)
 	}
 	src, err = seenFrom(t, cs[0].ctr, listenIn(t, out, "192.0.2.200:0"))
-	if err != nil || src != lab.Hosts[0].Underlay {
-		t.Fatalf("the outside server saw %v, %v; want h1's %v (hostNat)", src, err, lab.Hosts[0].Underlay)
+	if err != nil || src != lb.Hosts[0].Underlay {
+		t.Fatalf("the outside server saw %v, %v; want h1's %v (hostNat)", src, err, lb.Hosts[0].Underlay)
 	}
 	if hasPacketFilter() {
 		ln := listenIn(t, cs[1].ctr, "0.0.0.0:80")
@@ -198,7 +199,7 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 			}
 		}()
 		err := out.Do(func() error {
-			c, err := net.DialTimeout("tcp4", lab.Hosts[1].Underlay.String()+":8080", 3*time.Second)
+			c, err := net.DialTimeout("tcp4", lb.Hosts[1].Underlay.String()+":8080", 3*time.Second)
 			if err == nil {
 				c.Close()
 			}
@@ -210,7 +211,7 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 	}
 	// All of the above passed h2's forward filter; the outside server
 	// routing the cluster CIDR via h2 still reaches no container.
-	checkForwardFilter(t, lab.Hosts[1], out, cs[1].ctr, cs[1].addr)
+	checkForwardFilter(t, lb.Hosts[1], out, cs[1].ctr, cs[1].addr)
 	for i, c := range cs {
 		if _, err := c.env.run("check", c.ctr); err != nil {
 			t.Fatalf("CHECK on h%d: %v", i+1, err)
@@ -226,7 +227,7 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 // and an underlay machine (out) that routes the cluster CIDR via the host
 // gets no datagram into ctr, with its own source or one forged inside
 // another host's block; the host's filter counts them.
-func checkForwardFilter(t *testing.T, h *testenv.Host, out *testenv.NetNS, ctr *testenv.NetNS, addr netip.Addr) {
+func checkForwardFilter(t *testing.T, h *lab.Host, out *testenv.NetNS, ctr *testenv.NetNS, addr netip.Addr) {
 	t.Helper()
 	drops := func() uint64 {
 		st, err := h.Router.Status()
@@ -263,10 +264,10 @@ func checkForwardFilter(t *testing.T, h *testenv.Host, out *testenv.NetNS, ctr *
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.SendRawUDP(out, netip.MustParseAddrPort("10.42.99.7:4242"), dst, []byte("forged")); err != nil {
+	if err := lab.SendRawUDP(out, netip.MustParseAddrPort("10.42.99.7:4242"), dst, []byte("forged")); err != nil {
 		t.Fatal(err)
 	}
-	err = testenv.Poll(t.Context(), 5*time.Second, 20*time.Millisecond, func() error {
+	err = lab.Poll(t.Context(), 5*time.Second, 20*time.Millisecond, func() error {
 		if n := drops() - before; n < 2 {
 			return fmt.Errorf("%s's forward filter dropped %d of 2", h.Name, n)
 		}

@@ -14,6 +14,7 @@ import (
 
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/drovernet/drover/lab"
 	"github.com/drovernet/drover/router"
 	"github.com/drovernet/drover/testenv"
 )
@@ -32,24 +33,24 @@ func TestLabPartitionHeals(t *testing.T) {
 	testenv.NeedRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	opts := testenv.LabOptions{Hosts: 8, Containers: 1, Cluster: true, Tag: "cpt",
-		HostOptions: []testenv.HostOptions{6: {Manual: true}, 7: {Manual: true}}}
-	lab, err := testenv.NewLab(ctx, opts)
+	opts := lab.Options{Hosts: 8, Containers: 1, Cluster: true, Tag: "cpt",
+		HostOptions: []lab.HostOptions{6: {Manual: true}, 7: {Manual: true}}}
+	lb, err := lab.NewLab(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("cluster views:\n%s", lab.ClusterViews())
-			for _, h := range lab.Running() {
+			t.Logf("cluster views:\n%s", lb.ClusterViews())
+			for _, h := range lb.Running() {
 				t.Logf("--- %s log:\n%s", h.Name, h.Router.LogTail(30))
 			}
 		}
-		lab.Close()
+		lb.Close()
 	})
-	hs := lab.Hosts
-	sideA, sideB := []*testenv.Host{hs[0], hs[1], hs[2], hs[6]}, []*testenv.Host{hs[3], hs[4], hs[5], hs[7]}
-	before := map[*testenv.Host]netip.Prefix{}
+	hs := lb.Hosts
+	sideA, sideB := []*lab.Host{hs[0], hs[1], hs[2], hs[6]}, []*lab.Host{hs[3], hs[4], hs[5], hs[7]}
+	before := map[*lab.Host]netip.Prefix{}
 	for _, h := range hs[:6] {
 		if before[h], err = h.Block(); err != nil {
 			t.Fatal(err)
@@ -57,7 +58,7 @@ func TestLabPartitionHeals(t *testing.T) {
 	}
 
 	type ctr struct {
-		host *testenv.Host
+		host *lab.Host
 		ns   *testenv.NetNS
 		addr netip.Addr
 	}
@@ -67,7 +68,7 @@ func TestLabPartitionHeals(t *testing.T) {
 	// conf is h's network config: addresses from .100 of its block (the
 	// lab's own containers hold the low ones), or no range while it has
 	// no block (the ADD fails before one is needed).
-	conf := func(h *testenv.Host) []byte {
+	conf := func(h *lab.Host) []byte {
 		ipamConf := map[string]any{"type": "drover", "dataDir": filepath.Join(dataDir, h.Name)}
 		if b, err := h.Block(); err == nil {
 			a := b.Addr().As4()
@@ -79,7 +80,7 @@ func TestLabPartitionHeals(t *testing.T) {
 			"bridge": h.Bridge, "daemonSocket": h.ControlSocket(), "ipam": ipamConf,
 		})
 	}
-	add := func(h *testenv.Host, n int) pluginRun {
+	add := func(h *lab.Host, n int) pluginRun {
 		t.Helper()
 		ns := testenv.NewNetNS(t, "cptc")
 		cid := fmt.Sprintf("%s-c%d", h.Name, n)
@@ -103,13 +104,13 @@ func TestLabPartitionHeals(t *testing.T) {
 		}
 	}
 
-	heal, err := lab.Partition(sideA, sideB)
+	heal, err := lb.Partition(sideA, sideB)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cut := time.Now()
-	err = testenv.Poll(ctx, 20*time.Second, 100*time.Millisecond, func() error {
-		for _, pair := range [][2]*testenv.Host{{hs[0], hs[3]}, {hs[3], hs[0]}, {hs[2], hs[5]}, {hs[5], hs[2]}} {
+	err = lab.Poll(ctx, 20*time.Second, 100*time.Millisecond, func() error {
+		for _, pair := range [][2]*lab.Host{{hs[0], hs[3]}, {hs[3], hs[0]}, {hs[2], hs[5]}, {hs[5], hs[2]}} {
 			v, err := pair[0].Router.Cluster()
 			if err != nil {
 				return err
@@ -141,15 +142,15 @@ func TestLabPartitionHeals(t *testing.T) {
 	if d := 7*time.Second - time.Since(dead); d > 0 {
 		time.Sleep(d)
 	}
-	if err := lab.Launch(ctx, hs[6], hs[0]); err != nil {
+	if err := lb.Launch(ctx, hs[6], hs[0]); err != nil {
 		t.Fatal(err)
 	}
-	if err := lab.Launch(ctx, hs[7], hs[3]); err != nil {
+	if err := lb.Launch(ctx, hs[7], hs[3]); err != nil {
 		t.Fatal(err)
 	}
 	for _, h := range hs[6:] {
 		var note string
-		err := testenv.Poll(ctx, 15*time.Second, 100*time.Millisecond, func() error {
+		err := lab.Poll(ctx, 15*time.Second, 100*time.Millisecond, func() error {
 			st, err := h.Router.Status()
 			if err != nil {
 				return err
@@ -184,7 +185,7 @@ func TestLabPartitionHeals(t *testing.T) {
 		t.Fatal(err)
 	}
 	healed := time.Now()
-	if err := lab.WaitConverged(ctx, hs, 30*time.Second); err != nil {
+	if err := lb.WaitConverged(ctx, hs, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("RESULT healed: one cluster of 8 with distinct blocks %v after the heal", time.Since(healed).Round(time.Millisecond))
@@ -194,7 +195,7 @@ func TestLabPartitionHeals(t *testing.T) {
 		}
 	}
 	for _, h := range hs[6:] {
-		if err := lab.AddressHost(h); err != nil {
+		if err := lb.AddressHost(h); err != nil {
 			t.Fatal(err)
 		}
 		if r := add(h, 1); r.exit != 0 {
@@ -204,7 +205,7 @@ func TestLabPartitionHeals(t *testing.T) {
 
 	// No address on two hosts: the plugin's containers and the lab's own.
 	where := map[netip.Addr]string{}
-	claim := func(a netip.Addr, owner string, h *testenv.Host) {
+	claim := func(a netip.Addr, owner string, h *lab.Host) {
 		if o, dup := where[a]; dup {
 			t.Fatalf("address %v in use twice: %s and %s", a, o, owner)
 		}
@@ -231,7 +232,7 @@ func TestLabPartitionHeals(t *testing.T) {
 	// Every plugin container reaches one container on every other host.
 	pairs := 0
 	for _, c := range ctrs {
-		seen := map[*testenv.Host]bool{c.host: true}
+		seen := map[*lab.Host]bool{c.host: true}
 		for _, d := range ctrs {
 			if seen[d.host] {
 				continue
@@ -262,34 +263,34 @@ func TestLabMergeStrands(t *testing.T) {
 	testenv.NeedRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	lab, err := testenv.NewLab(ctx, testenv.LabOptions{Hosts: 4, Containers: 1, Cluster: true, Tag: "cms",
-		ClusterOptions: testenv.ClusterOptions{CIDR: "10.42.0.0/22"},
-		HostOptions:    []testenv.HostOptions{2: {Manual: true}, 3: {Manual: true}}})
+	lb, err := lab.NewLab(ctx, lab.Options{Hosts: 4, Containers: 1, Cluster: true, Tag: "cms",
+		ClusterOptions: lab.ClusterOptions{CIDR: "10.42.0.0/22"},
+		HostOptions:    []lab.HostOptions{2: {Manual: true}, 3: {Manual: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("cluster views:\n%s", lab.ClusterViews())
-			for _, h := range lab.Running() {
+			t.Logf("cluster views:\n%s", lb.ClusterViews())
+			for _, h := range lb.Running() {
 				t.Logf("--- %s log:\n%s", h.Name, h.Router.LogTail(40))
 			}
 		}
-		lab.Close()
+		lb.Close()
 	})
-	h1, h2, h3, h4 := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2], lab.Hosts[3]
+	h1, h2, h3, h4 := lb.Hosts[0], lb.Hosts[1], lb.Hosts[2], lb.Hosts[3]
 	contested := netip.MustParsePrefix("10.42.0.0/24")
 	if b, _ := h2.Block(); b != contested {
 		t.Fatalf("h2 holds %v, want %v (the lab's names choose it)", b, contested)
 	}
 	// Cluster B: h3 founds it alone, h4 joins h3.
-	if err := lab.Launch(ctx, h3); err != nil {
+	if err := lb.Launch(ctx, h3); err != nil {
 		t.Fatal(err)
 	}
-	if err := lab.Launch(ctx, h4, h3); err != nil {
+	if err := lb.Launch(ctx, h4, h3); err != nil {
 		t.Fatal(err)
 	}
-	if err := lab.WaitConverged(ctx, []*testenv.Host{h3, h4}, 15*time.Second); err != nil {
+	if err := lb.WaitConverged(ctx, []*lab.Host{h3, h4}, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := h4.Block(); b != contested {
@@ -323,15 +324,15 @@ func TestLabMergeStrands(t *testing.T) {
 
 	// The sites are connected: h4 restarts with h1 as its seed (killed,
 	// so h3 retries it and comes along).
-	if err := lab.KillRouter(h4); err != nil {
+	if err := lb.KillRouter(h4); err != nil {
 		t.Fatal(err)
 	}
 	met := time.Now()
-	if err := lab.Launch(ctx, h4, h1); err != nil {
+	if err := lb.Launch(ctx, h4, h1); err != nil {
 		t.Fatal(err)
 	}
-	all := lab.Hosts
-	if err := lab.WaitConverged(ctx, all, 30*time.Second); err != nil {
+	all := lb.Hosts
+	if err := lb.WaitConverged(ctx, all, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("RESULT merged: one cluster of 4 with distinct blocks %v after h4 met h1", time.Since(met).Round(time.Millisecond))
@@ -342,7 +343,7 @@ func TestLabMergeStrands(t *testing.T) {
 	if moved == contested {
 		t.Fatalf("h4 still holds %v", contested)
 	}
-	for _, h := range []*testenv.Host{h1, h3} {
+	for _, h := range []*lab.Host{h1, h3} {
 		v, err := h.Router.Cluster()
 		if err != nil {
 			t.Fatal(err)
@@ -353,7 +354,7 @@ func TestLabMergeStrands(t *testing.T) {
 	}
 	// h4 reports both containers, by ID, and hands out from its new block.
 	var st *router.Status
-	err = testenv.Poll(ctx, 15*time.Second, 200*time.Millisecond, func() error {
+	err = lab.Poll(ctx, 15*time.Second, 200*time.Millisecond, func() error {
 		if st, err = h4.Router.Status(); err != nil {
 			return err
 		}
@@ -373,7 +374,7 @@ func TestLabMergeStrands(t *testing.T) {
 			t.Fatalf("stranded[%d]: got %+v, want %v %s eth0 drvms", i, got, want.ip, want.cid)
 		}
 	}
-	out, err := exec.Command(lab.Options().Bin, "status", "--socket", h4.ControlSocket()).CombinedOutput()
+	out, err := exec.Command(lb.Options().Bin, "status", "--socket", h4.ControlSocket()).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "stranded: 2 containers") || !strings.Contains(string(out), "early-1") {
 		t.Fatalf("drover status on h4 (%v):\n%s", err, out)
 	}
@@ -390,7 +391,7 @@ func TestLabMergeStrands(t *testing.T) {
 	if r := runPlugin(t, self(t), h4.NS, execEnv("DEL", "early-1", ns1), conf); r.exit != 0 {
 		t.Fatalf("DEL early-1: %s", r)
 	}
-	err = testenv.Poll(ctx, 15*time.Second, 200*time.Millisecond, func() error {
+	err = lab.Poll(ctx, 15*time.Second, 200*time.Millisecond, func() error {
 		if st, err = h4.Router.Status(); err != nil {
 			return err
 		}

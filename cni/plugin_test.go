@@ -15,12 +15,13 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/drovernet/drover/cni/ipam"
+	"github.com/drovernet/drover/lab"
 	"github.com/drovernet/drover/testenv"
 )
 
 func ping(t testing.TB, ctr *testenv.NetNS, dst netip.Addr) error {
 	t.Helper()
-	c := &testenv.Container{NS: ctr}
+	c := &lab.Container{NS: ctr}
 	_, err := c.Ping(context.Background(), dst, 3*time.Second)
 	return err
 }

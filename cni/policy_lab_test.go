@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drovernet/drover/lab"
 	"github.com/drovernet/drover/testenv"
 )
 
@@ -98,11 +99,11 @@ spec:
     ports: [{port: 80}]
 `
 	writePolicy(aFromB)
-	lab, err := testenv.NewLab(ctx, testenv.LabOptions{Hosts: 2, Containers: 1, Tag: "pol" + encap[:1], PolicyFile: polFile, Encapsulation: encap, Flat: flat})
+	lb, err := lab.NewLab(ctx, lab.Options{Hosts: 2, Containers: 1, Tag: "pol" + encap[:1], PolicyFile: polFile, Encapsulation: encap, Flat: flat})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { lab.Close() })
+	t.Cleanup(func() { lb.Close() })
 
 	type pod struct {
 		name string // ns/name
@@ -112,7 +113,7 @@ spec:
 	}
 	attach := func(name string, host int, labels string) *pod {
 		t.Helper()
-		h := lab.Hosts[host-1]
+		h := lb.Hosts[host-1]
 		list := exampleConflist(t, "drover.conflist", "drvpol", map[string]any{
 			"bridge": h.Bridge, "daemonSocket": h.Router.Config.ControlSocket, "flat": flat,
 			"ipam": map[string]any{"type": "drover", "dataDir": filepath.Join(dir, h.Name), "rangeStart": fmt.Sprintf("10.42.%d.100", h.Index)},
@@ -161,7 +162,7 @@ spec:
 			if f.from.host != f.to.host {
 				src = f.from.addr.String()
 			}
-			x := explain(t, lab.Hosts[f.to.host-1], src, f.to.addr.String(), f.port)
+			x := explain(t, lb.Hosts[f.to.host-1], src, f.to.addr.String(), f.port)
 			if x.Allowed != f.want {
 				t.Errorf("%s: explain %s -> %s:%d on the destination's host: allowed %v, want %v (%s / %s)", stage, f.from.name, f.to.name, f.port, x.Allowed, f.want, x.Egress.Why, x.Ingress.Why)
 			}
@@ -196,7 +197,7 @@ spec:
 	check("after the reload", []flow{{c, a, 81, true}, {b, a, 81, false}})
 
 	// The denied flows were counted under the policy that isolates x/a.
-	m, err := exec.Command(lab.Options().Bin, "status", "--socket", lab.Hosts[0].Router.Config.ControlSocket, "-o", "json").Output()
+	m, err := exec.Command(lb.Options().Bin, "status", "--socket", lb.Hosts[0].Router.Config.ControlSocket, "-o", "json").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +220,7 @@ spec:
 		t.Errorf("policy drops: got %+v, want x/a-from-b ingress counted", st.PolicyDrops)
 	}
 	// And in /metrics, as Prometheus reads it.
-	raw, err := lab.Hosts[0].ControlGet("/metrics")
+	raw, err := lb.Hosts[0].ControlGet("/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,11 +231,11 @@ spec:
 
 	// A broken file changes nothing enforced and says why.
 	writePolicy(aFromB + "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.42.2.0/33}}]}]}\n")
-	out, err := exec.Command(lab.Options().Bin, "policy", "list", "--socket", lab.Hosts[0].Router.Config.ControlSocket).CombinedOutput()
+	out, err := exec.Command(lb.Options().Bin, "policy", "list", "--socket", lb.Hosts[0].Router.Config.ControlSocket).CombinedOutput()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(string(out), "ipBlock.cidr") && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
-		out, err = exec.Command(lab.Options().Bin, "policy", "list", "--socket", lab.Hosts[0].Router.Config.ControlSocket).CombinedOutput()
+		out, err = exec.Command(lb.Options().Bin, "policy", "list", "--socket", lb.Hosts[0].Router.Config.ControlSocket).CombinedOutput()
 	}
 	if err != nil || !strings.Contains(string(out), "spec.ingress[0].from[0].ipBlock.cidr") || !strings.Contains(string(out), "x/a-from-h2") {
 		t.Errorf("policy list after a broken file: %v\n%s\nwant the error named and the old policies listed", err, out)
@@ -248,7 +249,7 @@ type explanation struct {
 }
 
 // explain runs `drover policy explain -o json` against h's daemon.
-func explain(t *testing.T, h *testenv.Host, from, to string, port int) explanation {
+func explain(t *testing.T, h *lab.Host, from, to string, port int) explanation {
 	t.Helper()
 	out, err := exec.Command(testenvBin(t), "policy", "explain", "-o", "json", "--socket", h.Router.Config.ControlSocket, from, to, fmt.Sprintf("%d/tcp", port)).CombinedOutput()
 	if err != nil {

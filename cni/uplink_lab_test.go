@@ -19,6 +19,7 @@ import (
 
 	"github.com/drovernet/drover/agent"
 	droverconfig "github.com/drovernet/drover/cmd/drover/config"
+	"github.com/drovernet/drover/lab"
 	"github.com/drovernet/drover/metadata"
 	"github.com/drovernet/drover/testenv"
 )
@@ -38,7 +39,7 @@ type lanLab struct {
 type lanHost struct {
 	name   string
 	ns     *testenv.NetNS
-	router *testenv.Router
+	router *lab.Router
 	cfg    *droverconfig.Config
 	th     *testHost
 }
@@ -109,7 +110,7 @@ func newLANLab(t *testing.T) *lanLab {
 
 func (l *lanLab) startRouter(t *testing.T, h *lanHost, bin string) {
 	t.Helper()
-	r, err := testenv.StartRouter(context.Background(), bin, h.ns, h.cfg, l.dir)
+	r, err := lab.StartRouter(context.Background(), bin, h.ns, h.cfg, l.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +155,7 @@ func TestLabUplink(t *testing.T) {
 	addrs := map[string]netip.Addr{}
 	var mu sync.Mutex
 	add := func(h *lanHost, cid string) error {
-		ns, err := testenv.CreateNetNS(testenv.UniqueName("lc"))
+		ns, err := lab.CreateNetNS(lab.UniqueName("lc"))
 		if err != nil {
 			return err
 		}
@@ -318,7 +319,7 @@ func TestLabUplink(t *testing.T) {
 	h1.router.Kill()
 	<-h1.router.Done()
 	l.startRouter(t, h1, testenv.DroverBinary(t))
-	if err := testenv.Poll(context.Background(), 20*time.Second, 200*time.Millisecond, func() error {
+	if err := lab.Poll(context.Background(), 20*time.Second, 200*time.Millisecond, func() error {
 		var vs []agent.ChunkView
 		if err := h1.control("/v1/chunks", &vs); err != nil {
 			return err
@@ -462,21 +463,21 @@ func TestLabUplinkThroughput(t *testing.T) {
 			var bps float64
 			var err error
 			if drover {
-				bps, err = testenv.Iperf(ctrs[0], ctrs[1], addrs[1], 3*time.Second)
+				bps, err = lab.Iperf(ctrs[0], ctrs[1], addrs[1], 3*time.Second)
 				viaDrover = append(viaDrover, bps)
 			} else {
-				bps, err = testenv.Iperf(l.P1, l.P2, netip.MustParseAddr("192.168.88.62"), 3*time.Second)
+				bps, err = lab.Iperf(l.P1, l.P2, netip.MustParseAddr("192.168.88.62"), 3*time.Second)
 				plain = append(plain, bps)
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("iperf3 round %d, containers %v: %s", round, drover, testenv.FormatBits(bps))
+			t.Logf("iperf3 round %d, containers %v: %s", round, drover, lab.FormatBits(bps))
 		}
 	}
-	ratio, median := testenv.PairedRatios(viaDrover, plain)
+	ratio, median := lab.PairedRatios(viaDrover, plain)
 	t.Logf("RESULT uplink iperf3 (3 s x 4 rounds each, ABBA): containers h1 -> h2 %s, plain stations %s, ratio of the means %.3f, median ratio of the rounds %.3f",
-		testenv.FormatBits(testenv.Mean(viaDrover)), testenv.FormatBits(testenv.Mean(plain)), ratio, median)
+		lab.FormatBits(lab.Mean(viaDrover)), lab.FormatBits(lab.Mean(plain)), ratio, median)
 	// Issue 13 asks for 90 %. Containers are one veth pair and one host
 	// bridge further from the LAN than a station on it, on each side, and
 	// on this machine a stream between stations ranges from 10 to 20

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/drovernet/drover/firewall"
+	"github.com/drovernet/drover/lab"
 	"github.com/drovernet/drover/testenv"
 )
 
@@ -205,7 +206,7 @@ func TestFilterForward(t *testing.T) {
 	}
 
 	// A forged source inside another host's block.
-	if err := testenv.SendRawUDP(l.O, netip.MustParseAddrPort("10.42.2.2:7000"), netip.MustParseAddrPort("10.42.1.2:7000"), []byte("forged")); err != nil {
+	if err := lab.SendRawUDP(l.O, netip.MustParseAddrPort("10.42.2.2:7000"), netip.MustParseAddrPort("10.42.1.2:7000"), []byte("forged")); err != nil {
 		t.Fatal(err)
 	}
 	wantRecv(t, ctr, "forged source → container")
@@ -218,7 +219,7 @@ func TestFilterForward(t *testing.T) {
 
 	// The flow 10.42.2.2:7000 ↔ 10.42.1.2:7000 is now established: a
 	// forged packet with its tuple from the underlay is still dropped.
-	if err := testenv.SendRawUDP(l.O, netip.MustParseAddrPort("10.42.2.2:7000"), netip.MustParseAddrPort("10.42.1.2:7000"), []byte("forged-established")); err != nil {
+	if err := lab.SendRawUDP(l.O, netip.MustParseAddrPort("10.42.2.2:7000"), netip.MustParseAddrPort("10.42.1.2:7000"), []byte("forged-established")); err != nil {
 		t.Fatal(err)
 	}
 	wantRecv(t, ctr, "forged source on a live flow → container")
@@ -385,7 +386,7 @@ func TestFilterDirect(t *testing.T) {
 	omac := macOf(t, l.O, "eth0")
 	forge := func(src, msg string) {
 		t.Helper()
-		if err := testenv.SendRawUDP(l.O, netip.MustParseAddrPort(src), netip.MustParseAddrPort("10.42.1.2:7000"), []byte(msg)); err != nil {
+		if err := lab.SendRawUDP(l.O, netip.MustParseAddrPort(src), netip.MustParseAddrPort("10.42.1.2:7000"), []byte(msg)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -493,7 +494,7 @@ func TestFilterDirectNoTrack(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, src := range []string{"10.42.9.5:7000", "10.42.10.5:7000"} {
-		if err := testenv.SendRawUDP(l.O, netip.MustParseAddrPort(src), netip.MustParseAddrPort("10.42.1.2:7000"), []byte(fmt.Sprint("direct", i))); err != nil {
+		if err := lab.SendRawUDP(l.O, netip.MustParseAddrPort(src), netip.MustParseAddrPort("10.42.1.2:7000"), []byte(fmt.Sprint("direct", i))); err != nil {
 			t.Fatal(err)
 		}
 		wantRecv(t, ctr, "member block "+src+" from its MAC", fmt.Sprint("direct", i))
@@ -517,7 +518,7 @@ func TestFilterDirectNoTrack(t *testing.T) {
 	}
 	// From the member's MAC with a source outside its blocks: tracked
 	// and dropped, as before.
-	if err := testenv.SendRawUDP(l.O, netip.MustParseAddrPort("10.42.8.5:7001"), netip.MustParseAddrPort("10.42.1.2:7000"), []byte("forged")); err != nil {
+	if err := lab.SendRawUDP(l.O, netip.MustParseAddrPort("10.42.8.5:7001"), netip.MustParseAddrPort("10.42.1.2:7000"), []byte("forged")); err != nil {
 		t.Fatal(err)
 	}
 	wantRecv(t, ctr, "another block from the member's MAC")

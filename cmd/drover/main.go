@@ -38,6 +38,9 @@ Usage:
   drover install-cni --conflist F  install this binary and a conflist for the node's
                                    container runtime (Kubernetes init container; docs/cni.md)
   drover lab [flags]               build a namespace lab, show reachability, tear it down
+  drover netns-exec NS -- PROG [ARGS...]
+                                   run PROG inside network namespace NS (/run/netns/NS);
+                                   drover lab starts foreign-architecture hosts with it
   drover version                   print the version
 
 Run 'drover COMMAND -h' for a command's flags.
@@ -69,9 +72,10 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 	return err
 }
 
-// cmdNetnsExec (hidden; for labs) runs PROG inside the named network
-// namespace: drover netns-exec NAME -- PROG ARGS... It is how a lab starts a
-// foreign-architecture build under qemu-user in a host namespace.
+// cmdNetnsExec runs PROG inside the named network namespace: drover
+// netns-exec NAME -- PROG ARGS... It is how `drover lab` starts a
+// foreign-architecture build under qemu-user in a host namespace, and
+// what an operator without ip(8) uses the same way.
 func cmdNetnsExec(args []string) error {
 	if len(args) < 3 || args[1] != "--" {
 		return usageErr("netns-exec: usage: drover netns-exec NAME -- PROG [ARGS...]")

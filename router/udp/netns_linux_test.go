@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/drovernet/drover/internal/labns"
 	"github.com/drovernet/drover/internal/netnstest"
 )
 
@@ -47,7 +48,7 @@ func nlHandle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
 // indexes f looks up (IPv6 zones) are those of ns.
 func inNS(t *testing.T, ns netns.NsHandle, f func()) {
 	t.Helper()
-	if err := netnstest.DoIn(ns, func() error { f(); return nil }); err != nil {
+	if err := labns.DoIn(ns, func() error { f(); return nil }); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -23,7 +23,7 @@
 //
 //	[A]  ul0 Remote ==veth== [drv-NAME: br0] ── UML (xfrm) Local ── LAN_GW ══ LAN_HOST [drv-NAME-lan]
 //
-// Everything is created with the prefix "drv-" (Prefix, as testenv.Prefix) and removed by
+// Everything is created with the prefix "drv-" (Prefix, as lab.Prefix) and removed by
 // Close; Sweep removes what a killed test process left behind. The run
 // directory must be visible to the UML kernel, which mounts its own tmpfs on
 // /tmp and /run: it is created under /var/tmp by default.

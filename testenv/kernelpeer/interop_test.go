@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/drovernet/drover/cmd/drover/config"
+	"github.com/drovernet/drover/lab"
 	"github.com/drovernet/drover/router"
 	"github.com/drovernet/drover/testenv"
 	"github.com/drovernet/drover/testenv/kernelpeer"
@@ -54,8 +55,8 @@ func TestMain(m *testing.M) {
 }
 
 func TestPrefixMatchesTestenv(t *testing.T) {
-	if kernelpeer.Prefix != testenv.Prefix {
-		t.Fatalf("kernelpeer.Prefix %q, testenv.Prefix %q: leftovers would escape Sweep", kernelpeer.Prefix, testenv.Prefix)
+	if kernelpeer.Prefix != lab.Prefix {
+		t.Fatalf("kernelpeer.Prefix %q, lab.Prefix %q: leftovers would escape Sweep", kernelpeer.Prefix, lab.Prefix)
 	}
 }
 
@@ -351,9 +352,9 @@ func interopVXLAN(t *testing.T, bin string, noStaticARP bool) {
 
 // startRouter starts drover in ns and stops it when the test ends, with its
 // log tail on a bad exit.
-func startRouter(t *testing.T, ctx context.Context, bin string, ns *testenv.NetNS, cfg *config.Config) *testenv.Router {
+func startRouter(t *testing.T, ctx context.Context, bin string, ns *testenv.NetNS, cfg *config.Config) *lab.Router {
 	t.Helper()
-	r, err := testenv.StartRouter(ctx, bin, ns, cfg, t.TempDir())
+	r, err := lab.StartRouter(ctx, bin, ns, cfg, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +386,7 @@ func nonZero(m map[string]uint64) map[string]uint64 {
 // espDiagnostics logs what a failed ESP interop subtest needs: drover's log
 // and status, the kernel's SAs and logs, and a capture of the wire while
 // one ping goes each way.
-func espDiagnostics(t *testing.T, r *testenv.Router, p *kernelpeer.ESPPeer, a *testenv.NetNS) {
+func espDiagnostics(t *testing.T, r *lab.Router, p *kernelpeer.ESPPeer, a *testenv.NetNS) {
 	t.Helper()
 	pcap := filepath.Join(t.TempDir(), "wire.pcap")
 	capErr := p.Capture(pcap, "")
@@ -413,7 +414,7 @@ func espDiagnostics(t *testing.T, r *testenv.Router, p *kernelpeer.ESPPeer, a *t
 	t.Logf("wire (tcpdump on the underlay bridge; capture: %v):\n%s", capErr, pcapSummary(pcap))
 }
 
-func vxlanDiagnostics(t *testing.T, r *testenv.Router, p *kernelpeer.VXLANPeer, a *testenv.NetNS) {
+func vxlanDiagnostics(t *testing.T, r *lab.Router, p *kernelpeer.VXLANPeer, a *testenv.NetNS) {
 	t.Helper()
 	pcap := filepath.Join(t.TempDir(), "wire.pcap")
 	capErr := p.Capture(pcap)
@@ -440,7 +441,7 @@ func vxlanDiagnostics(t *testing.T, r *testenv.Router, p *kernelpeer.VXLANPeer, 
 	t.Logf("wire (tcpdump on the underlay bridge; capture: %v):\n%s", capErr, pcapSummary(pcap))
 }
 
-func logRouter(t *testing.T, r *testenv.Router) {
+func logRouter(t *testing.T, r *lab.Router) {
 	t.Helper()
 	select {
 	case <-r.Done():

@@ -28,7 +28,7 @@ var espScript []byte
 var vxlanScript []byte
 
 // Prefix starts every namespace and link name the peers create, the same
-// as testenv.Prefix (this package does not import testenv, so that it builds
+// as lab.Prefix (this package does not import testenv, so that it builds
 // and its own tests run without the daemon's packages).
 const Prefix = "drv-"
 

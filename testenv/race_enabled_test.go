@@ -1,8 +1,0 @@
-//go:build race
-
-package testenv
-
-// raceEnabled: the race detector slows the test process (its probes and
-// polls), and .ci/run runs every package at once under it; the scale lab
-// skips there and runs alone in the scale step.
-const raceEnabled = true
