@@ -177,7 +177,7 @@ func TestDaemonKilledMidAdds(t *testing.T) {
 	testenv.NeedRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	lb, err := lab.NewLab(ctx, lab.Options{Hosts: 1, Containers: 1, Tag: "cnk"})
+	lb, err := lab.NewLab(ctx, lab.Options{Hosts: 1, Containers: 1, Tag: "cnk", Bin: testenv.DroverBinary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

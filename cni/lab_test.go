@@ -103,7 +103,7 @@ func testLabTwoHosts(t *testing.T, encap string, flat bool) {
 	if flat {
 		tag += "f"
 	}
-	lb, err := lab.NewLab(ctx, lab.Options{Hosts: 2, Containers: 1, Encapsulation: encap, Tag: tag})
+	lb, err := lab.NewLab(ctx, lab.Options{Hosts: 2, Containers: 1, Encapsulation: encap, Tag: tag, Bin: testenv.DroverBinary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func TestLabPartitionHeals(t *testing.T) {
 	testenv.NeedRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	opts := lab.Options{Hosts: 8, Containers: 1, Cluster: true, Tag: "cpt",
+	opts := lab.Options{Hosts: 8, Containers: 1, Cluster: true, Tag: "cpt", Bin: testenv.DroverBinary(t),
 		HostOptions: []lab.HostOptions{6: {Manual: true}, 7: {Manual: true}}}
 	lb, err := lab.NewLab(ctx, opts)
 	if err != nil {
@@ -263,7 +263,7 @@ func TestLabMergeStrands(t *testing.T) {
 	testenv.NeedRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	lb, err := lab.NewLab(ctx, lab.Options{Hosts: 4, Containers: 1, Cluster: true, Tag: "cms",
+	lb, err := lab.NewLab(ctx, lab.Options{Hosts: 4, Containers: 1, Cluster: true, Tag: "cms", Bin: testenv.DroverBinary(t),
 		ClusterOptions: lab.ClusterOptions{CIDR: "10.42.0.0/22"},
 		HostOptions:    []lab.HostOptions{2: {Manual: true}, 3: {Manual: true}}})
 	if err != nil {

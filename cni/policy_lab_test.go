@@ -99,7 +99,7 @@ spec:
     ports: [{port: 80}]
 `
 	writePolicy(aFromB)
-	lb, err := lab.NewLab(ctx, lab.Options{Hosts: 2, Containers: 1, Tag: "pol" + encap[:1], PolicyFile: polFile, Encapsulation: encap, Flat: flat})
+	lb, err := lab.NewLab(ctx, lab.Options{Hosts: 2, Containers: 1, Tag: "pol" + encap[:1], Bin: testenv.DroverBinary(t), PolicyFile: polFile, Encapsulation: encap, Flat: flat})
 	if err != nil {
 		t.Fatal(err)
 	}
