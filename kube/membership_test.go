@@ -73,7 +73,9 @@ func start(t *testing.T, api *fakeAPI, mode string) *Membership {
 // poll calls f until it returns nil or the deadline passes.
 func poll(t *testing.T, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	// Generous: it returns as soon as f holds, and CI runs these under
+	// -race beside the lab's router processes on two cores.
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		err := f()
 		if err == nil {
