@@ -15,6 +15,8 @@
 # harness. Only namespaces the harness creates are touched. DROVER_ENV="K=V ..." is passed to
 # each drover process (e.g. DROVER_ENV=GOMAXPROCS=1 to compare runtime settings);
 # with --direct, DROVER_CONFIG_EXTRA is appended to each config (e.g. "firewall: {forward: false}").
+# DROVER_BUILD=PATH runs that binary instead of building one (e.g. a release build from
+# `go run ./tools/release`, to compare it with a plain go build).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
     --bench) BENCH=$2; shift 2 ;;
     --direct) DIRECT=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) break ;;
   esac
 done
@@ -37,7 +39,11 @@ case $CIPHER in aes-128-gcm) KEYLEN=20 ;; aes-256-gcm|chacha20-poly1305) KEYLEN=
 
 BINDIR=$(mktemp -d /tmp/drv-bench-bin.XXXXXX)
 trap 'rm -rf "$BINDIR"' EXIT
-(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$BINDIR/drover" ./cmd/drover)
+if [ -n "${DROVER_BUILD:-}" ]; then
+  cp "$DROVER_BUILD" "$BINDIR/drover"
+else
+  (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$BINDIR/drover" ./cmd/drover)
+fi
 
 export DROVER_ENV=${DROVER_ENV:-} DROVER_CONFIG_EXTRA=${DROVER_CONFIG_EXTRA:-} DROVER_BIN=$BINDIR/drover DROVER_ENCAP=$ENCAP DROVER_CIPHER=$CIPHER DROVER_KEYLEN=$KEYLEN
 export ROUTER_NAME="drover-$ENCAP$([ "$ENCAP" = esp ] && echo "-$CIPHER")"
@@ -46,11 +52,12 @@ if [ "$ENCAP" = esp ]; then export ROUTER_MTU=1438; else export ROUTER_MTU=1450;
 export ROUTER_ADDR=0 ROUTER_DEV_A=ob-drva ROUTER_DEV_B=ob-drvb
 # Keys: one per direction, random, written once before the routers start.
 export ROUTER_SETUP='umask 077; for d in ab ba; do head -c "$DROVER_KEYLEN" /dev/urandom | od -An -tx1 | tr -d " \n" > "$OB_RUNDIR/key-$d"; done'
-ROUTER_CMD='peer=$([ "$OB_SIDE" = a ] && echo b || echo a)
+ROUTER_CMD='umask 077  # the config holds ESP keys: drover refuses it readable by others
+  peer=$([ "$OB_SIDE" = a ] && echo b || echo a)
   if [ "$OB_SIDE" = a ]; then out=ab; in=ba; spo=0x1001; spi=0x1002; else out=ba; in=ab; spo=0x1002; spi=0x1001; fi
   cfg=$OB_WORKDIR/drover.yaml
   {
-    echo "node: {name: $OB_SIDE, underlay: $OB_LOCAL_UNDERLAY, tun: $OB_DEV, prefixes: [$OB_LOCAL_SUBNET, $OB_LOCAL_TUNNEL_IP/32], address: [$OB_LOCAL_TUNNEL_IP]}"
+    echo "node: {name: $OB_SIDE, underlay: $OB_LOCAL_UNDERLAY, tun: $OB_DEV, bridge: br0, prefixes: [$OB_LOCAL_SUBNET, $OB_LOCAL_TUNNEL_IP/32], address: [$OB_LOCAL_TUNNEL_IP]}"
     echo "encapsulation: $DROVER_ENCAP"
     echo "cipher: $DROVER_CIPHER"
     echo "control_socket: $OB_WORKDIR/drover.sock"
@@ -71,7 +78,8 @@ if [ "$DIRECT" = 1 ]; then
   # a lone space makes the harness's route list empty).
   export ROUTER_SETUP='umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n" > "$OB_RUNDIR/cluster.key"'
   export ROUTER_ROUTES_A=" " ROUTER_ROUTES_B=" "
-  ROUTER_CMD='cfg=$OB_WORKDIR/drover.yaml
+  ROUTER_CMD='umask 077
+  cfg=$OB_WORKDIR/drover.yaml
   {
     echo "node: {name: $OB_SIDE, underlay: $OB_LOCAL_UNDERLAY, tun: $OB_DEV, bridge: br0, prefixes: [$OB_LOCAL_SUBNET, $OB_LOCAL_TUNNEL_IP/32], address: [$OB_LOCAL_TUNNEL_IP]}"
     echo "encapsulation: $DROVER_ENCAP"

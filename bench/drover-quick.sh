@@ -10,6 +10,7 @@
 # `perf report -i FILE --no-children`); --perf-system FILE records the whole machine
 # instead (iperf3 and the kernel's share too: `perf report --sort comm`). Numbers are for comparing changes, one after the
 # other on the same machine; the tables in docs/benchmarks.md come from the full harness.
+# KEEP_LOG=1 keeps the harness log (its path is printed) to see why a run failed.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ENCAP=esp CIPHER=aes-128-gcm T=5 STREAMS=4 PERF="" PERFSYS=""
@@ -21,7 +22,7 @@ while [ $# -gt 0 ]; do
     --streams) STREAMS=$2; shift 2 ;;
     --perf) PERF=$2; shift 2 ;;
     --perf-system) PERF=$2 PERFSYS=1; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "drover-quick: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -34,7 +35,7 @@ HOLDPID=""
 cleanup() {
   [ -d "$RUN" ] && touch "$RUN/release" 2>/dev/null || true
   [ -n "$HOLDPID" ] && wait "$HOLDPID" 2>/dev/null || true
-  rm -f "$LOG"
+  [ -n "${KEEP_LOG:-}" ] && echo "log: $LOG" >&2 || rm -f "$LOG"
 }
 trap cleanup EXIT
 "$HERE/drover-bench.sh" --encap "$ENCAP" --cipher "$CIPHER" -- --hold custom >"$LOG" 2>&1 &
