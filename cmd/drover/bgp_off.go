@@ -16,6 +16,8 @@ import (
 // A build with -tags nobgp leaves GoBGP out (about 12 MB of a stripped
 // amd64 binary, for edge boards that announce nothing by BGP).
 
+const withBGP = false
+
 type bgpSpeaker struct{}
 
 func startBGP(cfg *config.Config, _ *slog.Logger) (*bgpSpeaker, error) {

@@ -21,6 +21,9 @@ import (
 
 // bgpSpeaker is the daemon's BGP speaker (package bgp); nil without a bgp
 // section.
+// withBGP is shown by `drover version` (-tags nobgp builds leave it out).
+const withBGP = true
+
 type bgpSpeaker struct {
 	sp  *bgp.Speaker
 	cfg *config.BGP

@@ -16,6 +16,7 @@ import (
 	"github.com/drovernet/drover/crypto/aesgcm"
 	"github.com/drovernet/drover/crypto/esp"
 	"github.com/drovernet/drover/gossip"
+	"github.com/drovernet/drover/internal/sdnotify"
 	"github.com/drovernet/drover/internal/statedir"
 	"github.com/drovernet/drover/router"
 	"github.com/drovernet/drover/router/udp"
@@ -361,15 +362,16 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		if cfg.CipherID != esp.ChaCha20Poly1305 {
 			// Which AES-GCM this CPU gets: a slow host is easier to
 			// explain when the log says so.
-			impl := "Go standard library"
-			if aesgcm.Accelerated() {
-				impl = "vaes+vpclmulqdq"
-			}
-			attrs = append(attrs, "aes_gcm", impl)
+			attrs = append(attrs, "aes_gcm", aesgcm.Implementation())
 		}
 	}
 	log.Info("drover running", attrs...)
 	started = true
+	// Type=notify (deploy/systemd/drover.service): units ordered after
+	// drover start once it routes and its control socket answers.
+	if _, err := sdnotify.Notify("READY=1\nSTATUS=routing"); err != nil {
+		log.Warn("could not tell systemd the daemon is ready", "err", err)
+	}
 	if n.Bridge != "none" {
 		arpCtx, stopARP := context.WithCancel(ctx)
 		arpDone := make(chan struct{})
@@ -383,6 +385,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		defer func() { stopSeq(); <-seqDone }()
 	}
 	runErr := r.Run(ctx)
+	if _, err := sdnotify.Notify("STOPPING=1"); err != nil {
+		log.Warn("could not tell systemd the daemon is stopping", "err", err)
+	}
 	if runErr != nil {
 		return fmt.Errorf("router: %w", runErr)
 	}

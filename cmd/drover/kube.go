@@ -17,6 +17,9 @@ import (
 )
 
 // kubeStore is the kubernetes datastore's membership and its goroutine.
+// withKube is shown by `drover version` (-tags nokube builds leave it out).
+const withKube = true
+
 type kubeStore struct {
 	m      *kube.Membership
 	cancel context.CancelFunc

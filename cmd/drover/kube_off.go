@@ -15,6 +15,8 @@ import (
 // A build with -tags nokube leaves client-go out (about 8 MB of a stripped
 // amd64 binary, for edge boards that never run Kubernetes).
 
+const withKube = false
+
 type kubeStore struct{}
 
 func (k *kubeStore) stop()                                              {}

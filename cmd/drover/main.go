@@ -20,9 +20,6 @@ import (
 	"github.com/drovernet/drover/cni"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 const usage = `drover: a userspace overlay router for container networks
 
 Usage:
@@ -41,7 +38,8 @@ Usage:
   drover netns-exec NS -- PROG [ARGS...]
                                    run PROG inside network namespace NS (/run/netns/NS);
                                    drover lab starts foreign-architecture hosts with it
-  drover version                   print the version
+  drover version                   print the version, commit, Go version, optional
+                                   features and the AES-GCM this machine gets
 
 Run 'drover COMMAND -h' for a command's flags.
 `
@@ -129,7 +127,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer stop()
 		err = cmdLab(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "drover", version)
+		if len(args) > 1 {
+			err = usageErr("version: unexpected argument %q", args[1])
+			break
+		}
+		err = readBuildInfo().write(stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:

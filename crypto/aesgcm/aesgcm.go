@@ -39,3 +39,13 @@ func New(key []byte) (cipher.AEAD, error) {
 // Accelerated reports whether New returns this package's assembly (true) or
 // the standard library's AES-GCM (false) on this machine and build.
 func Accelerated() bool { return useAsm }
+
+// Implementation names the AES-GCM New returns on this machine and build,
+// for the daemon's start line and `drover version`: a slow host is easier
+// to explain when they say which one it got.
+func Implementation() string {
+	if useAsm {
+		return "vaes+vpclmulqdq (drover's assembly)"
+	}
+	return "Go standard library"
+}
