@@ -19,7 +19,10 @@ const PluginType = "drover"
 // it.
 type ConfList struct {
 	CNIVersion string
-	Name       string
+	// CNIVersions is the list's "cniVersions" (CNI 1.1): a libcni of 1.2
+	// or later runs the highest it implements; older ones read CNIVersion.
+	CNIVersions []string
+	Name        string
 	// Types are plugins[].type in chain order; drover among them.
 	Types []string
 }
@@ -69,11 +72,10 @@ func ParseConfList(b []byte) (*ConfList, error) {
 	case !slices.Contains(version.All.SupportedVersions(), l.CNIVersion):
 		return nil, fmt.Errorf("cniVersion: %q is not a version drover supports (%s)", l.CNIVersion, strings.Join(version.All.SupportedVersions(), ", "))
 	}
-	var versions []string
-	if err := field(top, "cniVersions", &versions); err != nil {
+	if err := field(top, "cniVersions", &l.CNIVersions); err != nil {
 		return nil, err
 	}
-	for i, v := range versions {
+	for i, v := range l.CNIVersions {
 		if !slices.Contains(version.All.SupportedVersions(), v) {
 			return nil, fmt.Errorf("cniVersions[%d]: %q is not a version drover supports (%s)", i, v, strings.Join(version.All.SupportedVersions(), ", "))
 		}

@@ -20,6 +20,12 @@ func TestParseConfListExamples(t *testing.T) {
 		if l.Name != "drover" || l.Types[0] != PluginType {
 			t.Fatalf("%s: got %+v", f, l)
 		}
+		// What ships must start containers under Podman 4.3 and
+		// containerd 1.6 (libcni 1.1: at most 1.0.0) and get GC and
+		// STATUS from containerd 2.x (libcni 1.2+ reads cniVersions).
+		if l.CNIVersion != "1.0.0" || !slices.Equal(l.CNIVersions, []string{"1.0.0", "1.1.0"}) {
+			t.Errorf("%s: got cniVersion %q, cniVersions %q; want 1.0.0 and [1.0.0 1.1.0]", f, l.CNIVersion, l.CNIVersions)
+		}
 	}
 }
 

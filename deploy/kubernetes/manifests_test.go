@@ -317,8 +317,8 @@ func TestConfigMapConflist(t *testing.T) {
 	if err != nil {
 		t.Fatalf("conflist: %v", err)
 	}
-	if l.CNIVersion != "1.0.0" {
-		t.Errorf("cniVersion: got %s, want 1.0.0 (containerd 1.6, Podman 4 refuse 1.1.0)", l.CNIVersion)
+	if l.CNIVersion != "1.0.0" || !slices.Equal(l.CNIVersions, []string{"1.0.0", "1.1.0"}) {
+		t.Errorf("got cniVersion %s, cniVersions %q; want 1.0.0 (containerd 1.6, Podman 4 refuse 1.1.0) and [1.0.0 1.1.0] (containerd 2.x then runs GC and STATUS)", l.CNIVersion, l.CNIVersions)
 	}
 	if !slices.Equal(l.Types, []string{cni.PluginType, "portmap"}) {
 		t.Errorf("plugins: got %q, want drover then portmap", l.Types)
