@@ -28,6 +28,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (YAML, see docs/config.md)")
 	nsName := fs.String("netns", "", "run inside this named network namespace (/run/netns/NAME)")
+	check := fs.Bool("check", false, "only check the configuration (and --join) and exit: 0 valid, 2 not, the field named")
 	var join multiFlag
 	fs.Var(&join, "join", "seed address of a cluster member (host or host:port); repeatable; adds to cluster.join")
 	if err := fs.Parse(args); err != nil {
@@ -51,6 +52,19 @@ func cmdRun(args []string, stderr io.Writer) error {
 			return usageErr("run: --join needs a cluster section in %s (cluster.key_file)", *cfgPath)
 		}
 		cfg.Cluster.Join = append(cfg.Cluster.Join, join...)
+	}
+	if *check {
+		// What config.Load checks needs no privilege and touches nothing:
+		// systemd's ExecStartPre runs it so that a bad file stops the unit
+		// with status 2 (RestartPreventExitStatus) instead of a restart loop.
+		// The cluster key is read as the daemon will read it (mode, length).
+		if cfg.Cluster != nil && cfg.Cluster.KeyFile != "" {
+			if _, err := gossip.LoadKey(cfg.Cluster.KeyFile); err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("%s: cluster.key_file: %w", *cfgPath, err)}
+			}
+		}
+		fmt.Fprintf(stderr, "drover: %s: configuration is valid\n", *cfgPath)
+		return nil
 	}
 	if *nsName != "" {
 		// Re-exec without --netns, inside the namespace. Only returns on error.

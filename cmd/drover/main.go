@@ -24,6 +24,7 @@ const usage = `drover: a userspace overlay router for container networks
 
 Usage:
   drover run --config FILE         run the router daemon (see docs/config.md)
+  drover run --check --config FILE check the file (and the cluster key) and exit
   drover status [-o json]          show the running daemon's counters and drops
   drover peers [-o json]           cluster members, blocks, SAs with age and counters
   drover routes [-o json]          routes the daemon installed through its TUN

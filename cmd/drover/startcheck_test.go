@@ -150,3 +150,45 @@ func TestTooBroadAgrees(t *testing.T) {
 		}
 	}
 }
+
+// run --check is systemd's ExecStartPre: valid files exit 0 having touched
+// nothing (no state_dir created), bad ones 2 with the field named.
+func TestRunCheck(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "cluster.key")
+	if err := os.WriteFile(key, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loose := filepath.Join(dir, "loose.key")
+	if err := os.WriteFile(loose, []byte(strings.Repeat("ab", 32)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	for _, tc := range []struct {
+		name, yaml string
+		code       int
+		want       string
+	}{
+		{"valid", "node: {name: b, underlay: 192.0.2.2}\ncluster: {key_file: " + key + ", join: [192.0.2.1]}\nstate_dir: " + state + "\n", 0, "configuration is valid"},
+		{"no key file", "node: {name: b, underlay: 192.0.2.2}\ncluster: {key_file: " + filepath.Join(dir, "none") + "}\n", 2, "cluster.key_file: gossip: key file: open"},
+		{"key readable by others", "node: {name: b, underlay: 192.0.2.2}\ncluster: {key_file: " + loose + "}\n", 2, "mode 0644 lets group or others access it"},
+		{"bad field", "node: {name: b, underlay: 192.0.2.300}\n", 2, "node.underlay"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "drover.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var out, errb bytes.Buffer
+			if code := run([]string{"run", "--check", "--config", path}, &out, &errb); code != tc.code {
+				t.Fatalf("exit status: got %d, want %d (stderr %q)", code, tc.code, errb.String())
+			}
+			if !strings.Contains(errb.String(), tc.want) {
+				t.Errorf("stderr %q does not contain %q", errb.String(), tc.want)
+			}
+			if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("state_dir %s: got %v, want it not created by --check", state, err)
+			}
+		})
+	}
+}
