@@ -164,8 +164,15 @@ func Build(root, dir string, t Target) (Artifact, error) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return Artifact{}, fmt.Errorf("%s: go %s: %w\n%s", t.FileName(), strings.Join(args, " "), err, b)
 	}
-	a := Artifact{Target: t, Path: out}
-	f, err := os.Open(out)
+	a, err := Sum(out)
+	a.Target = t
+	return a, err
+}
+
+// Sum is the file at path as an artifact: size and SHA-256.
+func Sum(path string) (Artifact, error) {
+	a := Artifact{Path: path}
+	f, err := os.Open(path)
 	if err != nil {
 		return Artifact{}, err
 	}

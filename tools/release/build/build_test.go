@@ -1,12 +1,18 @@
 package build
 
 import (
+	"archive/tar"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/drovernet/drover/internal/ociimage"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 func TestParsePlatform(t *testing.T) {
@@ -125,4 +131,119 @@ func TestEdgeRelease(t *testing.T) {
 		t.Fatalf("go tool nm listed %d symbols: not a symbol table", n)
 	}
 	t.Logf("%d symbols, %d of package testing or testenv", n, bad)
+}
+
+// The image archive holds one index with a manifest per platform (the ARM
+// variant in its platform), each image the binary for that platform, the
+// shipped conflists and nothing to pull, named for podman load.
+func TestWriteImage(t *testing.T) {
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var arts []Artifact
+	for _, s := range Platforms {
+		p, err := ParsePlatform(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg := Target{Platform: p, Flavour: Edge, Version: "v1.2.3+dirty"}
+		path := filepath.Join(dir, tg.FileName())
+		if err := os.WriteFile(path, []byte("binary for "+s), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		arts = append(arts, Artifact{Target: tg, Path: path})
+	}
+	ref := ImageRef(Edge, "v1.2.3+dirty")
+	if ref != "drover:v1.2.3-dirty" {
+		t.Errorf("ImageRef: got %q, want drover:v1.2.3-dirty", ref)
+	}
+	archive := filepath.Join(dir, ImageArchiveName(Edge))
+	if err := WriteImage(archive, ref, root, arts); err != nil {
+		t.Fatal(err)
+	}
+	// Unpack the archive and read it back as an OCI layout.
+	layoutDir := filepath.Join(dir, "layout")
+	if out, err := exec.Command("tar", "-C", dir, "--one-top-level=layout", "-xf", archive).CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v\n%s", err, out)
+	}
+	lp, err := layout.FromPath(layoutDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := lp.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := top.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tm.Manifests) != 1 || tm.Manifests[0].Annotations[ociimage.RefNameAnnotation] != ref || tm.Manifests[0].MediaType != types.OCIImageIndex {
+		t.Fatalf("index.json: got %+v, want one OCI index named %s", tm.Manifests, ref)
+	}
+	idx, err := top.ImageIndex(tm.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range im.Manifests {
+		plat := m.Platform.OS + "/" + m.Platform.Architecture
+		if m.Platform.Variant != "" {
+			plat += "/" + m.Platform.Variant
+		}
+		got = append(got, plat)
+		img, err := idx.Image(m.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cf.Architecture != m.Platform.Architecture || cf.Variant != m.Platform.Variant {
+			t.Errorf("%s: config says %s/%s", plat, cf.Architecture, cf.Variant)
+		}
+		if !slices.Equal(cf.Config.Entrypoint, []string{ImageBinary}) || !slices.Equal(cf.Config.Cmd, []string{"run", "--config", ImageConfig}) {
+			t.Errorf("%s: entrypoint %q cmd %q", plat, cf.Config.Entrypoint, cf.Config.Cmd)
+		}
+		files := map[string]string{}
+		ls, err := img.Layers()
+		if err != nil || len(ls) != 1 {
+			t.Fatalf("%s: layers %d, %v; want 1 (no base image)", plat, len(ls), err)
+		}
+		rc, err := ls[0].Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(tr)
+			files["/"+strings.TrimSuffix(h.Name, "/")] = string(b)
+		}
+		rc.Close()
+		if files[ImageBinary] != "binary for "+plat {
+			t.Errorf("%s: %s holds %q, want that platform's binary", plat, ImageBinary, files[ImageBinary])
+		}
+		for _, c := range conflists {
+			if _, ok := files[ImageConflists+"/"+c]; !ok {
+				t.Errorf("%s: no %s/%s", plat, ImageConflists, c)
+			}
+		}
+	}
+	if !slices.Equal(got, Platforms) {
+		t.Errorf("platforms: got %q, want %q", got, Platforms)
+	}
 }
