@@ -119,13 +119,20 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	}
 	d.undo = append(d.undo, func() { _ = lock.Release() }) // undone last
 	n := &cfg.Node
+	// Everything below binds to the underlay address or reads its
+	// interface, so it must be there first (node.underlay_wait).
+	ul, err := waitUnderlay(ctx, n.UnderlayAddr, tun.UnderlayLinkOf, n.UnderlayWait, underlayPoll, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			// SIGTERM while waiting: a stop, not a failure.
+			log.Info("stopped while waiting for the underlay address", "address", n.UnderlayAddr)
+			return nil
+		}
+		return err
+	}
 	// Prefixes that would replace the underlay's connected route: refused
 	// as configuration errors (exit 2), like Validate's. The agent refuses
 	// the same from every member.
-	ul, err := tun.UnderlayLinkOf(n.UnderlayAddr)
-	if err != nil {
-		return fmt.Errorf("underlay subnets: %w", err)
-	}
 	underlayNets := ul.Subnets
 	// Members reached without encapsulation (cluster.direct, bgp.import)
 	// come in and go out through the underlay interface.
@@ -135,9 +142,6 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		what := "cluster.direct"
 		if !direct {
 			what = "bgp.import"
-		}
-		if ul.Name == "" {
-			return fmt.Errorf("%s: no interface holds node.underlay %s; routes without encapsulation go out of that interface", what, n.UnderlayAddr)
 		}
 		if direct && ul.MAC == ([6]byte{}) {
 			return fmt.Errorf("cluster.direct: the underlay interface %s has no MAC address; direct routing needs an Ethernet segment", ul.Name)

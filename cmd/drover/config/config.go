@@ -368,6 +368,12 @@ type Node struct {
 	Name string `yaml:"name"`
 	// Underlay is the address peers send to (IPv4 or IPv6). Required.
 	Underlay string `yaml:"underlay"`
+	// UnderlayWait is how long the daemon waits at start for an interface
+	// to hold Underlay, before it sets anything up: in containerlab the
+	// links and their addresses come after the daemon's process, and on
+	// DHCP boards the lease after the unit. Default 0: no interface
+	// holding it is a configuration error. At most 1h.
+	UnderlayWait time.Duration `yaml:"underlay_wait"`
 	// Port is the UDP port to listen on. Default 4500 for esp, 4789 for vxlan.
 	Port uint16 `yaml:"port"`
 	// TUN is the TUN device name. Default drover0.
@@ -765,6 +771,9 @@ func (c *Config) Validate() error {
 		add("node.underlay", "%q is not an IP address", n.Underlay)
 	} else {
 		n.UnderlayAddr = a.Unmap()
+	}
+	if n.UnderlayWait < 0 || n.UnderlayWait > time.Hour {
+		add("node.underlay_wait", "%v is outside 0s..1h", n.UnderlayWait)
 	}
 	if n.TUN == "" || len(n.TUN) > 15 || strings.ContainsAny(n.TUN, "/ \t") {
 		add("node.tun", "%q is not a valid interface name (1-15 characters, no '/' or space)", n.TUN)

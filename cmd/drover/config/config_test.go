@@ -36,6 +36,7 @@ func TestParseGood(t *testing.T) {
 		got, want any
 	}{
 		{"node.port", c.Node.Port, uint16(4500)},
+		{"node.underlay_wait", c.Node.UnderlayWait, time.Duration(0)},
 		{"node.tun", c.Node.TUN, "drover0"},
 		{"node.mac", c.Node.MACAddr.String(), "0e:00:c0:00:02:01"},
 		{"node.address", c.Node.AddressList, []netip.Addr{netip.MustParseAddr("10.42.1.1")}},
@@ -48,6 +49,29 @@ func TestParseGood(t *testing.T) {
 	for _, ck := range checks {
 		if !equal(ck.got, ck.want) {
 			t.Errorf("%s: got %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+}
+
+// node.underlay_wait is a Go duration; unset (0) means no wait.
+func TestParseUnderlayWait(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		want time.Duration
+	}{
+		{"", 0},
+		{", underlay_wait: 0s", 0},
+		{", underlay_wait: 500ms", 500 * time.Millisecond},
+		{", underlay_wait: 60s", time.Minute},
+		{", underlay_wait: 1h", time.Hour},
+	} {
+		y := "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24]" + tc.key + "}\n"
+		c, err := Parse(strings.NewReader(y))
+		if err != nil {
+			t.Fatalf("%q: %v", y, err)
+		}
+		if got := c.Node.UnderlayWait; got != tc.want {
+			t.Errorf("%q: got %v, want %v", y, got, tc.want)
 		}
 	}
 }
@@ -105,6 +129,9 @@ func TestParseErrors(t *testing.T) {
 		{"no underlay", "node: {name: a, prefixes: [10.0.0.0/24]}\n", "node.underlay", "not an IP"},
 		{"bad underlay", "node: {name: a, underlay: 1.2.3, prefixes: [10.0.0.0/24]}\n", "node.underlay", `"1.2.3"`},
 		{"no prefixes", "node: {name: a, underlay: 192.0.2.1}\n", "node.prefixes", "required"},
+		{"underlay_wait negative", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24], underlay_wait: -1s}\n", "node.underlay_wait", "-1s is outside 0s..1h"},
+		{"underlay_wait too long", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24], underlay_wait: 2h}\n", "node.underlay_wait", "2h0m0s is outside 0s..1h"},
+		{"underlay_wait without unit", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24], underlay_wait: 60}\n", "(yaml)", "time.Duration"},
 		{"host bits", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.1/24]}\n", "node.prefixes[0]", "10.0.0.0/24"},
 		{"bad prefix", "node: {name: a, underlay: 192.0.2.1, prefixes: [banana]}\n", "node.prefixes[0]", "not a prefix"},
 		{"bad mac", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.0.0.0/24], mac: zz}\n", "node.mac", "not a MAC"},
