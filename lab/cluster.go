@@ -221,9 +221,14 @@ func (l *Lab) launch(ctx context.Context, h *Host, seeds []string) error {
 	h.Started = time.Now()
 	var r *Router
 	var err error
-	if isNative(h.opts.Arch) {
+	switch {
+	case h.opts.Command != nil:
+		r, err = startRouterCmd(ctx, h.NS, h.cfg, l.Dir, func(cfgPath string) []string {
+			return h.opts.Command(h.NS.Name, cfgPath)
+		})
+	case isNative(h.opts.Arch):
 		r, err = StartRouter(ctx, l.opts.Bin, h.NS, h.cfg, l.Dir)
-	} else {
+	default:
 		r, err = l.startForeign(ctx, h)
 	}
 	if err != nil {

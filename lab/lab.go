@@ -115,6 +115,16 @@ type HostOptions struct {
 	// Configure, when set, edits the host's router configuration before
 	// it is validated (cluster mode): a bgp section, firewall.allow_from.
 	Configure func(*config.Config)
+	// Command, when set, is the command line that runs this host's router
+	// instead of the lab's binary: given the host's namespace name and the
+	// path of the configuration the lab wrote, it returns argv, which runs
+	// in the lab's own namespace and must enter the host's itself (for
+	// example through "drover netns-exec NS --"). It is how a container
+	// runtime runs the drover image as a lab host (docs/install.md); the
+	// lab's directory, which holds the configuration, the cluster key, the
+	// state directory and the control socket, must be visible to the
+	// router at the same path. SIGTERM to the command must stop the router.
+	Command func(ns, cfgPath string) []string
 	// Remote puts the host on a second underlay subnet, 198.51.100.0/24
 	// (RFC 5737), behind a router namespace that joins it to the lab's
 	// underlay (IPv4 underlay only): a member one routed hop away.

@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/drovernet/drover/lab"
+	"github.com/drovernet/drover/lab/topology"
 )
 
 func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -28,6 +29,11 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.DurationVar(&opts.ClusterOptions.ConvergeTimeout, "converge-timeout", 0, "cluster mode: how long to wait for every router to see every other one (default 30s)")
 	fs.StringVar(&opts.Dir, "dir", "", "keep the routers' configs, logs and state in this directory (default: a temporary one, removed)")
 	verbose := fs.Bool("v", false, "log the lab's steps")
+	topo := lab.TopologyOptions{ArchBin: map[string]string{}}
+	fs.StringVar(&topo.File, "topology", "", "realize this containerlab topology (.clab.yml) in namespaces instead, drover in place of the drover image, and check reachability between nodes labelled drover.lab/probe (docs/lab.md)")
+	binARM64 := fs.String("bin-arm64", "", "--topology: the arm64 drover for nodes labelled drover.lab/arch: arm64 (run under qemu-user)")
+	binARM := fs.String("bin-arm", "", "--topology: the arm drover for nodes labelled drover.lab/arch: arm (run under qemu-user)")
+	fs.DurationVar(&topo.Timeout, "timeout", 0, "--topology: how long to wait for full reachability (default 60s)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -36,6 +42,31 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if fs.NArg() > 0 {
 		return usageErr("lab: unexpected argument %q", fs.Arg(0))
+	}
+	if topo.File != "" {
+		var conflict string
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "topology", "bin-arm64", "bin-arm", "timeout", "dir", "v":
+			default:
+				conflict = f.Name
+			}
+		})
+		if conflict != "" {
+			return usageErr("lab: --%s does not apply to --topology (the file says what to build)", conflict)
+		}
+	} else if *binARM64 != "" || *binARM != "" || topo.Timeout != 0 {
+		return usageErr("lab: --bin-arm64, --bin-arm and --timeout need --topology")
+	}
+	if topo.Timeout < 0 {
+		return usageErr("lab: --timeout %v: want a positive duration", topo.Timeout)
+	}
+	if topo.File != "" {
+		// A file that cannot be realized is reported before anything
+		// else, root or not.
+		if _, err := topology.Load(topo.File); err != nil {
+			return &exitError{code: 2, err: err}
+		}
 	}
 	if opts.Hosts < 2 || opts.Hosts > 200 {
 		return usageErr("lab: --hosts %d: want 2..200", opts.Hosts)
@@ -73,6 +104,20 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		lvl = slog.LevelInfo
 	}
 	opts.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	if topo.File != "" {
+		topo.Bin, topo.Dir, topo.Log = exe, opts.Dir, opts.Log
+		if *binARM64 != "" {
+			topo.ArchBin["arm64"] = *binARM64
+		}
+		if *binARM != "" {
+			topo.ArchBin["arm"] = *binARM
+		}
+		err := lab.RunTopology(ctx, topo, stdout)
+		if te := (*topology.Error)(nil); errors.As(err, &te) {
+			return &exitError{code: 2, err: err} // the file is wrong, not the machine
+		}
+		return err
+	}
 	return lab.Run(ctx, opts, stdout)
 }
 

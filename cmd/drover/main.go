@@ -36,6 +36,7 @@ Usage:
   drover install-cni --conflist F  install this binary and a conflist for the node's
                                    container runtime (Kubernetes init container; docs/cni.md)
   drover lab [flags]               build a namespace lab, show reachability, tear it down
+  drover lab --topology FILE       the same for a containerlab topology (docs/lab.md)
   drover netns-exec NS -- PROG [ARGS...]
                                    run PROG inside network namespace NS (/run/netns/NS);
                                    drover lab starts foreign-architecture hosts with it

@@ -22,6 +22,10 @@ func TestExitStatus(t *testing.T) {
 		return p
 	}
 	bad := write("bad.yaml", "node: {name: a, underlay: 192.0.2.1, prefixes: [10.42.1.0/24]}\ncipher: rot13\n")
+	badTopo := filepath.Join(dir, "bad.clab.yml")
+	if err := os.WriteFile(badTopo, []byte("name: t\ntopology:\n  nodes:\n    h1: {kind: linux, image: drover:x}\n  links:\n    - endpoints: [h1:eth1, h9:eth1]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -37,6 +41,10 @@ func TestExitStatus(t *testing.T) {
 		{"status bad output", []string{"status", "-o", "xml"}, 2, `-o "xml"`},
 		{"status no daemon", []string{"status", "--socket", filepath.Join(dir, "none.sock")}, 1, "does not exist"},
 		{"lab bad hosts", []string{"lab", "--hosts", "1"}, 2, "--hosts 1"},
+		{"lab topology and hosts", []string{"lab", "--topology", "x.clab.yml", "--hosts", "4"}, 2, "--hosts does not apply to --topology"},
+		{"lab bin-arm64 alone", []string{"lab", "--bin-arm64", "x"}, 2, "need --topology"},
+		{"lab topology missing", []string{"lab", "--topology", filepath.Join(dir, "none.clab.yml")}, 2, "no such file"},
+		{"lab topology malformed", []string{"lab", "--topology", badTopo}, 2, `links[0]: endpoints[1]: no node "h9"`},
 		{"version", []string{"version"}, 0, "drover"},
 	}
 	for _, tc := range cases {
