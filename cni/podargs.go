@@ -27,11 +27,16 @@ const (
 // adds some (K8S_POD_UID, K8S_POD_INFRA_CONTAINER_ID, IgnoreUnknown). A
 // namespace without a name, or a value Kubernetes would never send, is an
 // error naming the key: what is recorded is what network policy matches.
+// K8S_POD_NAME without K8S_POD_NAMESPACE is not a pod: Podman sets it
+// alone to the container's name, for the dnsname plugin (containers/common
+// libnetwork/cni, "Do not set the K8S env vars"), and a container name may
+// be anything Podman allows ("My_App"); it is ignored.
 func podFromArgs(args string) (ipam.Pod, *types.Error) {
 	var pod ipam.Pod
 	if args == "" {
 		return pod, nil
 	}
+	name, hasName := "", false
 	for _, kv := range strings.Split(args, ";") {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
@@ -59,14 +64,18 @@ func podFromArgs(args string) (ipam.Pod, *types.Error) {
 			}
 			pod.Labels = l
 		case "K8S_POD_NAME":
-			if !dnsName(v, maxPodName, true) {
-				return ipam.Pod{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS: K8S_POD_NAME %q is not a DNS subdomain (RFC 1123, at most %d characters)", clip([]byte(v)), maxPodName), "")
-			}
-			pod.Name = v
+			name, hasName = v, true
 		}
 	}
-	if (pod.Namespace == "") != (pod.Name == "") {
-		return ipam.Pod{}, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: K8S_POD_NAMESPACE and K8S_POD_NAME come together", "")
+	switch {
+	case pod.Namespace == "":
+		// No pod (Podman's K8S_POD_NAME alone, or none at all).
+	case !hasName || name == "":
+		return ipam.Pod{}, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: K8S_POD_NAMESPACE without K8S_POD_NAME: a pod needs both", "")
+	case !dnsName(name, maxPodName, true):
+		return ipam.Pod{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS: K8S_POD_NAME %q is not a DNS subdomain (RFC 1123, at most %d characters)", clip([]byte(name)), maxPodName), "")
+	default:
+		pod.Name = name
 	}
 	return pod, nil
 }

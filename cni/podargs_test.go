@@ -20,7 +20,11 @@ func TestPodFromArgs(t *testing.T) {
 		{"IgnoreUnknown=1", ipam.Pod{}, ""},
 		{"IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=a-5d8f.b;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=1-2", ipam.Pod{Namespace: "x", Name: "a-5d8f.b"}, ""},
 		{"K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns-1;", ipam.Pod{Namespace: "kube-system", Name: "coredns-1"}, ""},
-		{"K8S_POD_NAMESPACE=x", ipam.Pod{}, "come together"},
+		{"K8S_POD_NAMESPACE=x", ipam.Pod{}, "K8S_POD_NAMESPACE without K8S_POD_NAME"},
+		{"K8S_POD_NAMESPACE=x;K8S_POD_NAME=", ipam.Pod{}, "K8S_POD_NAMESPACE without K8S_POD_NAME"},
+		// Podman 4: the container's name alone, any name Podman allows.
+		{"IgnoreUnknown=1;K8S_POD_NAME=My_App.1", ipam.Pod{}, ""},
+		{"K8S_POD_NAME=drv-pc-h1", ipam.Pod{}, ""},
 		{"K8S_POD_NAMESPACE=X;K8S_POD_NAME=a", ipam.Pod{}, "K8S_POD_NAMESPACE \"X\" is not a DNS label"},
 		{"K8S_POD_NAMESPACE=a.b;K8S_POD_NAME=a", ipam.Pod{}, "not a DNS label"},
 		{"K8S_POD_NAMESPACE=x;K8S_POD_NAME=-a", ipam.Pod{}, "K8S_POD_NAME \"-a\" is not a DNS subdomain"},
