@@ -33,7 +33,34 @@ type ContainerdOptions struct {
 	// see Containerd.CNIConfDir; the CRI reports the network not ready
 	// until a conflist appears there (it watches the directory).
 	CNIConfDir string
+	// V2Bin is a containerd 2.x build's bin directory (containerd, its
+	// containerd-shim-runc-v2 and ctr; .ci/run step kube builds them from
+	// the module proxy): run it instead of Debian's 1.6, with a version 3
+	// configuration and its shim first on PATH. Empty: Debian's 1.6.
+	V2Bin string
 }
+
+// Containerd2Bin is the containerd 2.x bin directory .ci/run builds
+// (DROVER_CONTAINERD2_BIN), or an error naming how to get one.
+func Containerd2Bin() (string, error) {
+	dir := os.Getenv("DROVER_CONTAINERD2_BIN")
+	if dir == "" {
+		dir = DefaultContainerd2Bin
+	}
+	for _, c := range []string{"containerd", "containerd-shim-runc-v2", "ctr"} {
+		if st, err := os.Stat(filepath.Join(dir, c)); err != nil || st.Mode()&0o111 == 0 {
+			return "", fmt.Errorf("containerd 2.x: %s not found in %s (DROVER_CONTAINERD2_BIN; .ci/run step kube builds it: GOBIN=DIR go install github.com/containerd/containerd/v2/cmd/{containerd,containerd-shim-runc-v2,ctr}@%s)", c, dir, Containerd2Version)
+		}
+	}
+	return dir, nil
+}
+
+// Containerd2Version is the containerd 2.x the tests run (the module
+// proxy serves it; ../shared/kubernetes/README.md tried it).
+const Containerd2Version = "v2.4.2"
+
+// DefaultContainerd2Bin is where .ci/run's cache puts it.
+const DefaultContainerd2Bin = "/var/cache/drover-ci/containerd-" + Containerd2Version + "/bin"
 
 // Containerd is a containerd (Debian's 1.6, with its CRI plugin) running
 // inside a network namespace, with its own root, state, socket and runc
@@ -51,6 +78,9 @@ type Containerd struct {
 	Socket string
 	// CNIBinDir and CNIConfDir are the CRI's CNI directories.
 	CNIBinDir, CNIConfDir string
+
+	// V2 is a containerd 2.x (ContainerdOptions.V2Bin).
+	V2 bool
 
 	crictl, ctr string
 	proc        *process
@@ -87,6 +117,12 @@ func StartContainerd(t testing.TB, ns *NetNS, o ContainerdOptions) *Containerd {
 	needTool(t, err, "apt-get install --no-install-recommends runc")
 	ctr, err := lookPath("ctr")
 	needTool(t, err, "ctr comes with Debian's containerd")
+	var env []string
+	if o.V2Bin != "" {
+		bin, ctr = filepath.Join(o.V2Bin, "containerd"), filepath.Join(o.V2Bin, "ctr")
+		// containerd 2 finds its shim on PATH: its own first, not 1.6's.
+		env = append(os.Environ(), "PATH="+o.V2Bin+":"+os.Getenv("PATH"))
+	}
 	crictl, err := KubeBin("crictl")
 	if err != nil {
 		if p, err2 := lookPath("crictl"); err2 == nil {
@@ -108,7 +144,7 @@ func StartContainerd(t testing.TB, ns *NetNS, o ContainerdOptions) *Containerd {
 		t.Fatal(err)
 	}
 	c := &Containerd{NS: ns, Dir: dir, Socket: filepath.Join(dir, "containerd.sock"),
-		CNIBinDir: o.CNIBinDir, CNIConfDir: o.CNIConfDir, crictl: crictl, ctr: ctr}
+		CNIBinDir: o.CNIBinDir, CNIConfDir: o.CNIConfDir, V2: o.V2Bin != "", crictl: crictl, ctr: ctr}
 	ctdHostAcquire()
 	t.Cleanup(func() {
 		err := c.stop()
@@ -131,7 +167,7 @@ func StartContainerd(t testing.TB, ns *NetNS, o ContainerdOptions) *Containerd {
 	if err := os.WriteFile(filepath.Join(dir, "crictl.yaml"), []byte(crictlCfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.proc, err = startProcess("containerd", ns, filepath.Join(dir, "containerd.log"), []string{bin, "--config", cfg}, nil)
+	c.proc, err = startProcess("containerd", ns, filepath.Join(dir, "containerd.log"), []string{bin, "--config", cfg}, env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,6 +191,9 @@ func StartContainerd(t testing.TB, ns *NetNS, o ContainerdOptions) *Containerd {
 
 // config is containerd's config.toml.
 func (c *Containerd) config() string {
+	if c.V2 {
+		return c.configV3()
+	}
 	return fmt.Sprintf(`version = 2
 root = %q
 state = %q
@@ -179,6 +218,40 @@ state = %q
     bin_dir = %q
     conf_dir = %q
     max_conf_num = 1
+`, filepath.Join(c.Dir, "root"), filepath.Join(c.Dir, "state"), c.Socket, PauseImage,
+		filepath.Join(c.Dir, "runc"), c.CNIBinDir, c.CNIConfDir)
+}
+
+// configV3 is containerd 2.x's config.toml (version 3: the CRI split
+// into its images and runtime plugins; CNI bin_dirs a list), with the
+// same settings as config's.
+func (c *Containerd) configV3() string {
+	return fmt.Sprintf(`version = 3
+root = %q
+state = %q
+[grpc]
+  address = %q
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = %q
+[plugins."io.containerd.cri.v1.runtime"]
+  # else runc: "can't get final child's PID from pipe: EOF" on these machines
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = %q
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = [%q]
+    conf_dir = %q
+    max_conf_num = 1
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
 `, filepath.Join(c.Dir, "root"), filepath.Join(c.Dir, "state"), c.Socket, PauseImage,
 		filepath.Join(c.Dir, "runc"), c.CNIBinDir, c.CNIConfDir)
 }
@@ -549,10 +622,14 @@ var refCNIPlugins = []string{
 	"github.com/containernetworking/plugins/plugins/main/bridge@v1.9.1",
 	"github.com/containernetworking/plugins/plugins/main/loopback@v1.9.1",
 	"github.com/containernetworking/plugins/plugins/ipam/host-local@v1.9.1",
+	// what examples/drover.conflist chains (the runtime tests)
+	"github.com/containernetworking/plugins/plugins/meta/portmap@v1.9.1",
+	"github.com/containernetworking/plugins/plugins/meta/bandwidth@v1.9.1",
+	"github.com/containernetworking/plugins/plugins/meta/tuning@v1.9.1",
 }
 
 // ReferenceCNIPlugins returns a directory holding the reference CNI
-// plugins bridge, loopback and host-local: $DROVER_CNI_TOOLS when it has
+// plugins bridge, loopback, host-local, portmap, bandwidth and tuning: $DROVER_CNI_TOOLS when it has
 // them (.ci/run installs them there), else a cache in $TMPDIR that the
 // first call fills with `go install` through the module proxy.
 func ReferenceCNIPlugins(t testing.TB) string {
@@ -563,13 +640,13 @@ func ReferenceCNIPlugins(t testing.TB) string {
 			dir = d
 		}
 		missing := false
-		for _, n := range []string{"bridge", "loopback", "host-local"} {
+		for _, n := range []string{"bridge", "loopback", "host-local", "portmap", "bandwidth", "tuning"} {
 			if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
 				missing = true
 			}
 		}
 		if missing && inCI() && os.Getenv("DROVER_CNI_TOOLS") != "" {
-			refCNI.err = fmt.Errorf("bridge, loopback or host-local missing in DROVER_CNI_TOOLS=%s (.ci/run CNI_TOOLS)", dir)
+			refCNI.err = fmt.Errorf("a reference plugin (bridge, loopback, host-local, portmap, bandwidth, tuning) is missing in DROVER_CNI_TOOLS=%s (.ci/run CNI_TOOLS)", dir)
 			return
 		}
 		if missing {
