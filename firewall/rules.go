@@ -377,8 +377,13 @@ func Build(s Spec) (Ruleset, error) {
 				if p.Addr().Is6() {
 					set = v6
 				}
+				// The destination first: a comparison most packets fail
+				// (every packet of the host passes this chain), before
+				// the set lookup only a direct member's need. In the
+				// bench's held topology, 4 streams: 27.7 against 24.8
+				// Gbit/s with the lookup first (docs/benchmarks.md).
 				add(raw, "drover: no conntrack for a direct member's containers to "+p.String(),
-					append(matchDirect(s.Underlay, set, p.Addr().Is6()), append(matchAddr(p, false), notrack)...)...)
+					append(matchAddr(p, false), append(matchDirect(s.Underlay, set, p.Addr().Is6()), notrack)...)...)
 			}
 			if s.Bridge != "" {
 				add(raw, "drover: no conntrack from the containers to a direct member's",
