@@ -91,6 +91,20 @@ func (p *podman) run(t *testing.T, args ...string) string {
 	return out.String()
 }
 
+// routerCommand is a lab host's router as docs/install.md runs the image:
+// podman run in the host's namespace (entered through the lab's binary)
+// with NET_ADMIN, the TUN device and the host's network, the lab's
+// directory bound at its own path; opts go before the image (--arch).
+func (p *podman) routerCommand(lab, name, ref string, opts ...string) func(ns, cfgPath string) []string {
+	return func(ns, cfgPath string) []string {
+		dir := filepath.Dir(cfgPath)
+		args := append([]string{"run", "--rm", "--name", name}, opts...)
+		args = append(args, "--cap-add", "NET_ADMIN", "--device", "/dev/net/tun", "--network", "host",
+			"--volume", dir+":"+dir, ref, "run", "--config", cfgPath)
+		return append([]string{lab, "netns-exec", ns, "--"}, p.args(args...)...)
+	}
+}
+
 // releaseImage builds the edge release binaries for platforms and the
 // multi-platform image archive from them, as tools/release does.
 func releaseImage(t *testing.T, platforms ...string) (archive, ref string) {
@@ -137,12 +151,7 @@ func TestClusterPodmanImage(t *testing.T) {
 	}
 	lab := testenv.DroverBinary(t)
 	name := "drv-pm-" + testTag()
-	command := func(ns, cfgPath string) []string {
-		dir := filepath.Dir(cfgPath)
-		return append([]string{lab, "netns-exec", ns, "--"}, pm.args("run", "--rm", "--name", name,
-			"--cap-add", "NET_ADMIN", "--device", "/dev/net/tun", "--network", "host",
-			"--volume", dir+":"+dir, ref, "run", "--config", cfgPath)...)
-	}
+	command := pm.routerCommand(lab, name, ref)
 	l := newClusterLab(t, Options{Hosts: 3, Containers: 1, Encapsulation: "esp",
 		HostOptions: []HostOptions{{Command: command}}})
 	// The seed is podman's: its router process is drover inside the
@@ -240,12 +249,7 @@ func TestClusterPodmanImageARM64(t *testing.T) {
 	}
 	lab := testenv.DroverBinary(t)
 	name := "drv-pma-" + testTag()
-	command := func(ns, cfgPath string) []string {
-		dir := filepath.Dir(cfgPath)
-		return append([]string{lab, "netns-exec", ns, "--"}, pm.args("run", "--rm", "--name", name, "--arch", "arm64",
-			"--cap-add", "NET_ADMIN", "--device", "/dev/net/tun", "--network", "host",
-			"--volume", dir+":"+dir, armRef, "run", "--config", cfgPath)...)
-	}
+	command := pm.routerCommand(lab, name, armRef, "--arch", "arm64")
 	noFilter := func(c *config.Config) { off := false; c.Firewall.Forward = &off }
 	l := newClusterLab(t, Options{Hosts: 3, Containers: 1, Encapsulation: "esp",
 		HostOptions: []HostOptions{{}, {}, {Command: command, Configure: noFilter}}})

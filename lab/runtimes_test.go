@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -293,38 +292,34 @@ func TestRuntimeContainerd(t *testing.T) {
 	}
 }
 
+// criCNI is the CNI part of crictl info: the networks as the CNI library
+// parsed them.
+type criCNI struct {
+	Networks []struct {
+		Config struct {
+			Name       string `json:"Name"`
+			CNIVersion string `json:"CNIVersion"`
+		} `json:"Config"`
+	} `json:"Networks"`
+}
+
 // criCNIVersion is the cniVersion containerd's CRI runs its network with,
 // from crictl info (the CNI library's parsed list), once the CRI has
 // loaded the conflist.
 func criCNIVersion(t *testing.T, ctd *Containerd) string {
 	t.Helper()
 	var version string
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	err := Poll(ctx, 20*time.Second, 200*time.Millisecond, func() error {
+	err := Poll(t.Context(), 20*time.Second, 200*time.Millisecond, func() error {
 		out, err := ctd.Crictl("info")
 		if err != nil {
 			return err
 		}
+		// containerd 1.6 puts the CNI status at the top, 2.x under config.
 		var info struct {
+			CNI    criCNI `json:"cniconfig"`
 			Config struct {
-				CNI struct {
-					Networks []struct {
-						Config struct {
-							Name       string `json:"Name"`
-							CNIVersion string `json:"CNIVersion"`
-						} `json:"Config"`
-					} `json:"Networks"`
-				} `json:"cniconfig"`
+				CNI criCNI `json:"cniconfig"`
 			} `json:"config"`
-			CNI struct {
-				Networks []struct {
-					Config struct {
-						Name       string `json:"Name"`
-						CNIVersion string `json:"CNIVersion"`
-					} `json:"Config"`
-				} `json:"Networks"`
-			} `json:"cniconfig"`
 		}
 		if err := json.Unmarshal([]byte(out), &info); err != nil {
 			return fmt.Errorf("crictl info: %w", err)

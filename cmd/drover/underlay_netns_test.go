@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/drovernet/drover/internal/netnstest"
+	"github.com/drovernet/drover/lab"
 	"github.com/drovernet/drover/testenv"
 )
 
@@ -100,7 +101,7 @@ func (d *droverRun) exited() bool {
 // exits first.
 func (d *droverRun) waitLog(t *testing.T, msg string) {
 	t.Helper()
-	if err := poll(10*time.Second, func() error {
+	if err := lab.Poll(t.Context(), 10*time.Second, 50*time.Millisecond, func() error {
 		if d.exited() {
 			return errors.New("drover exited")
 		}
@@ -163,7 +164,7 @@ func TestRunWaitsForUnderlay(t *testing.T) {
 	}
 	h.ip(t, "addr", "add", "192.0.2.1/24", "dev", "drv-uw0")
 	h.ip(t, "link", "set", "drv-uw0", "up")
-	if err := poll(20*time.Second, func() error { return h.status(bin) }); err != nil {
+	if err := lab.Poll(t.Context(), 20*time.Second, 50*time.Millisecond, func() error { return h.status(bin) }); err != nil {
 		t.Fatalf("after the underlay address came: %v\n%s", err, d.out.String())
 	}
 	if want := `msg="underlay address up" address=192.0.2.1 interface=drv-uw0 waited=`; !strings.Contains(d.out.String(), want) {
@@ -231,23 +232,6 @@ func TestRunWithoutUnderlay(t *testing.T) {
 
 func linkExists(ns, name string) bool {
 	return exec.Command("ip", "-n", ns, "link", "show", name).Run() == nil
-}
-
-// poll calls check every 50 ms until it returns nil or timeout passes.
-func poll(timeout time.Duration, check func() error) error {
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %v: %w", timeout, err)
-		}
-		<-tick.C
-	}
 }
 
 // syncBuffer is a bytes.Buffer the process's output goroutine writes

@@ -112,7 +112,7 @@ func (n *Node) IsDrover() bool {
 		return false
 	}
 	repo := n.Image
-	if i := strings.IndexAny(repo, "@"); i >= 0 {
+	if i := strings.IndexByte(repo, '@'); i >= 0 {
 		repo = repo[:i]
 	}
 	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
