@@ -122,6 +122,25 @@ func (a *Agent) peer(m gossip.Member, routed []netip.Prefix, now time.Time) (*ro
 	if a.prev != nil {
 		ours = append(ours, pairkey.Local{Identity: a.cfg.Identity, Ephemeral: *a.prev, Epoch: a.prevEp})
 	}
+	// Outbound: after our own rotation, an SA that is in use keeps the
+	// previous key until the switch delay ends; a new peer, or a peer that
+	// rotated, gets the current combination at once (it has the inbound).
+	local := ours[0]
+	if len(ours) > 1 && now.Before(a.switchAt) && pk.outFor.ours == a.prev.Public {
+		local = ours[1]
+	}
+	outFor := saFor{ours: local.Ephemeral.Public, theirs: them.Ephemeral, theirsID: them.Identity}
+	// A member seen for the first time needs both directions of the same
+	// combination: one Pair shares the four X25519 and the two key
+	// checks between them, half the cost of Inbound and Outbound apart
+	// (BenchmarkPair), which in a start-up storm of 100 hosts is each
+	// host's largest share of CPU.
+	var spare *pairkey.SA
+	defer func() {
+		if spare != nil {
+			clear(spare.Key)
+		}
+	}()
 	for i, o := range ours {
 		for j, t := range theirs {
 			f := saFor{ours: o.Ephemeral.Public, theirs: t.Ephemeral, theirsID: t.Identity}
@@ -133,7 +152,15 @@ func (a *Agent) peer(m gossip.Member, routed []netip.Prefix, now time.Time) (*ro
 					}
 					continue
 				}
-				k, err := pairkey.Inbound(a.cfg.Cipher, a.cfg.ClusterKey, o, t)
+				var k pairkey.SA
+				var err error
+				if _, have := pk.out[f]; f == outFor && !have && spare == nil {
+					var out pairkey.SA
+					out, k, err = pairkey.Pair(a.cfg.Cipher, a.cfg.ClusterKey, o, t)
+					spare = &out
+				} else {
+					k, err = pairkey.Inbound(a.cfg.Cipher, a.cfg.ClusterKey, o, t)
+				}
 				if err != nil {
 					return nil, err
 				}
@@ -151,21 +178,17 @@ func (a *Agent) peer(m gossip.Member, routed []netip.Prefix, now time.Time) (*ro
 		}
 	}
 
-	// Outbound: after our own rotation, an SA that is in use keeps the
-	// previous key until the switch delay ends; a new peer, or a peer that
-	// rotated, gets the current combination at once (it has the inbound).
-	local := ours[0]
-	if len(ours) > 1 && now.Before(a.switchAt) && pk.outFor.ours == a.prev.Public {
-		local = ours[1]
-	}
-	f := saFor{ours: local.Ephemeral.Public, theirs: them.Ephemeral, theirsID: them.Identity}
+	f := outFor
 	out, ok := pk.out[f]
 	if !ok {
 		if pk.combos() >= maxCombos {
 			return nil, fmt.Errorf("more than %d key combinations held: the member changes its ephemeral key too often", maxCombos)
 		}
-		k, err := pairkey.Outbound(a.cfg.Cipher, a.cfg.ClusterKey, local, them)
-		if err != nil {
+		var k pairkey.SA
+		var err error
+		if spare != nil {
+			k, spare = *spare, nil // derived with the inbound above
+		} else if k, err = pairkey.Outbound(a.cfg.Cipher, a.cfg.ClusterKey, local, them); err != nil {
 			return nil, err
 		}
 		if out, err = esp.NewOutSA(a.cfg.Cipher, k.SPI, k.Key, derivedESN); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -89,6 +90,104 @@ func TestDirectRouteAndFlush(t *testing.T) {
 		}
 		if err := DelRoute("drv-ul", rt); err != nil {
 			t.Errorf("delete a flushed route: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRoutesReusesIndex: Routes adds and removes through one socket with
+// the interface's index cached; when the interface is deleted and created
+// again under the same name, the next Add finds the new index, and a Del
+// after the interface is gone is no error.
+func TestRoutesReusesIndex(t *testing.T) {
+	netnstest.NeedRoot(t)
+	ns := netnstest.New(t, "rti")
+	err := ns.Do(func() error {
+		up := func() (netlink.Link, error) {
+			veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "drv-rt"}, PeerName: "drv-rtp"}
+			if err := netlink.LinkAdd(veth); err != nil {
+				return nil, err
+			}
+			l, err := netlink.LinkByName("drv-rt")
+			if err != nil {
+				return nil, err
+			}
+			return l, netlink.LinkSetUp(l)
+		}
+		l, err := up()
+		if err != nil {
+			return err
+		}
+		routes, err := NewRoutes()
+		if err != nil {
+			return err
+		}
+		defer routes.Close()
+		has := func(want int) error {
+			rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL)
+			if err != nil {
+				return err
+			}
+			if len(rs) != want {
+				t.Errorf("drover's routes: got %d (%v), want %d", len(rs), rs, want)
+			}
+			return nil
+		}
+		rt := Route{Prefix: netip.MustParsePrefix("10.42.7.0/24")}
+		if err := routes.Add("drv-rt", rt); err != nil {
+			return err
+		}
+		if err := routes.Add("drv-rt", rt); !errors.Is(err, ErrRouteExists) {
+			t.Errorf("second Add: got %v, want ErrRouteExists", err)
+		}
+		if err := has(1); err != nil {
+			return err
+		}
+		if err := routes.Del("drv-rt", rt); err != nil {
+			t.Errorf("Del: got %v, want nil", err)
+		}
+		if err := routes.Del("drv-rt", rt); err != nil {
+			t.Errorf("Del of a route already gone: got %v, want nil", err)
+		}
+		if err := has(0); err != nil {
+			return err
+		}
+
+		// The interface goes and comes back with another index.
+		if err := netlink.LinkDel(l); err != nil {
+			return err
+		}
+		l2, err := up()
+		if err != nil {
+			return err
+		}
+		if l2.Attrs().Index == l.Attrs().Index {
+			t.Fatalf("recreated interface kept index %d", l.Attrs().Index)
+		}
+		if err := routes.Add("drv-rt", rt); err != nil {
+			t.Errorf("Add after the interface was recreated: got %v, want nil", err)
+		}
+		rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			return err
+		}
+		if len(rs) != 1 || rs[0].LinkIndex != l2.Attrs().Index {
+			t.Errorf("route after recreation: got %+v, want one through index %d", rs, l2.Attrs().Index)
+		}
+
+		if err := netlink.LinkDel(l2); err != nil {
+			return err
+		}
+		if err := routes.Del("drv-rt", rt); err != nil {
+			t.Errorf("Del after the interface is gone: got %v, want nil", err)
+		}
+		if err := routes.Add("drv-rt", rt); err == nil {
+			t.Error("Add through a missing interface: got nil, want an error")
+		} else if !strings.Contains(err.Error(), "link drv-rt") {
+			t.Errorf("Add through a missing interface: got %q, want it to name link drv-rt", err)
 		}
 		return nil
 	})

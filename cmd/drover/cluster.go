@@ -38,12 +38,18 @@ type cluster struct {
 	kube *kubeStore      // nil with gossip
 	pins *agent.Pins
 	book *gossip.AddrBook // members seen alive, to rejoin through after a restart
-	log  *slog.Logger
+	// routes is the agent's netlink socket for routes; closed after the
+	// agent's Stop has removed them.
+	routes *tun.Routes
+	log    *slog.Logger
 }
 
 // tunKernel is agent.Kernel over the TUN device; routes with a next hop
 // (direct ones) go out of the underlay interface.
-type tunKernel struct{ name, underlay string }
+type tunKernel struct {
+	name, underlay string
+	routes         *tun.Routes
+}
 
 func (k tunKernel) dev(r tun.Route) string {
 	if r.Via.IsValid() {
@@ -52,8 +58,8 @@ func (k tunKernel) dev(r tun.Route) string {
 	return k.name
 }
 
-func (k tunKernel) AddRoute(r tun.Route) error    { return tun.AddRoute(k.dev(r), r) }
-func (k tunKernel) DelRoute(r tun.Route) error    { return tun.DelRoute(k.dev(r), r) }
+func (k tunKernel) AddRoute(r tun.Route) error    { return k.routes.Add(k.dev(r), r) }
+func (k tunKernel) DelRoute(r tun.Route) error    { return k.routes.Del(k.dev(r), r) }
 func (k tunKernel) SetAddrs(a []netip.Addr) error { return tun.SetAddrs(k.name, a) }
 
 // startCluster loads the cluster key, the identity key, the persisted block
@@ -113,8 +119,19 @@ func startCluster(ctx context.Context, cfg *config.Config, log *slog.Logger, rt 
 		Chunks: lanpool.OpenStore(filepath.Join(cfg.StateDir, "chunks.json")),
 		Log:    log,
 	}
+	routes, err := tun.NewRoutes()
+	if err != nil {
+		return nil, err
+	}
+	k := tunKernel{name: n.TUN, underlay: ul.Name, routes: routes}
 	if cc.IsKubernetes() {
-		return startKube(ctx, cfg, acfg, r, tunKernel{name: n.TUN, underlay: ul.Name}, pins, bs, log)
+		c, err := startKube(ctx, cfg, acfg, r, k, pins, bs, log)
+		if err != nil {
+			routes.Close()
+			return nil, err
+		}
+		c.routes = routes
+		return c, nil
 	}
 	if cc.Direct {
 		log.Info("direct routing on: members on the underlay's subnets that route directly are reached without encapsulation",
@@ -123,18 +140,21 @@ func startCluster(ctx context.Context, cfg *config.Config, log *slog.Logger, rt 
 			log.Warn("direct routing with the forward filter off: the host forwards whatever arrives on the underlay for containers")
 		}
 	}
-	ag, err := agent.New(acfg, r, tunKernel{name: n.TUN, underlay: ul.Name})
+	ag, err := agent.New(acfg, r, k)
 	if err != nil {
+		routes.Close()
 		return nil, err
 	}
 	ag.Start()
 	bs.follow(ctx, ag)
 	cl, err := gossip.Start(gc, ag.Info())
 	if err != nil {
+		ag.Stop()
+		routes.Close()
 		return nil, err
 	}
 	ag.Attach(cl)
-	c := &cluster{ag: ag, cl: cl, pins: pins, log: ratelog.New(log.With("component", "cluster"), 0, 0),
+	c := &cluster{ag: ag, cl: cl, routes: routes, pins: pins, log: ratelog.New(log.With("component", "cluster"), 0, 0),
 		book: gossip.OpenAddrBook(filepath.Join(cfg.StateDir, "members.json"))}
 	// Members seen alive by an earlier run are tried while alone, after
 	// the seeds: a restarted host finds its cluster even if every seed is
@@ -239,6 +259,7 @@ func (c *cluster) stop() {
 		// the Node does.
 		c.kube.stop()
 		c.ag.Stop()
+		c.routes.Close()
 		return
 	}
 	if err := c.cl.Leave(2 * time.Second); err != nil {
@@ -246,6 +267,7 @@ func (c *cluster) stop() {
 	}
 	_ = c.cl.Shutdown()
 	c.ag.Stop()
+	c.routes.Close()
 }
 
 // register adds the control API's identity endpoint:
