@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log"
@@ -59,6 +60,7 @@ type Cluster struct {
 type entry struct {
 	Member
 	leaving      bool      // its last meta announced a Leave
+	meta         []byte    // as memberlist holds it (replaced whole, never modified)
 	suspectUntil time.Time // Suspect: when to assume memberlist saw it refute
 }
 
@@ -197,9 +199,44 @@ func (c *Cluster) Update(info NodeInfo) error {
 		return errors.New("gossip: update after leave")
 	}
 	c.setMeta(meta)
-	// UpdateNode's only error is that the broadcast is still going out.
-	_ = c.ml.UpdateNode(c.cfg.ProbeInterval)
-	return nil
+	return c.publish(meta, c.cfg.ProbeInterval)
+}
+
+// publishTries bounds publish's attempts.
+const publishTries = 5
+
+// publish has memberlist take meta (set with setMeta) as this node's and
+// gossip it, and checks that it did. memberlist's UpdateNode numbers the
+// update before it takes its node lock; a refutation of a suspicion (or
+// of a stale record of this node) that takes the lock in between gets the
+// next number, and the update then looks older than this node's own
+// record and is dropped without an error: a block claim published that
+// way reached no one, not even this node's own table, and in a 100-host
+// start-up storm, where starved hosts are suspected and refute all the
+// time, one host's claim was never seen (TestPublishSurvivesRefutes). The
+// update is in memberlist when its NotifyUpdate for this node has carried
+// it (alive records it); until then it is made again, with a new number.
+// UpdateNode's timeout error only says that the broadcast is still going
+// out.
+func (c *Cluster) publish(meta []byte, wait time.Duration) error {
+	for try := 1; ; try++ {
+		_ = c.ml.UpdateNode(wait)
+		if c.holds(meta) {
+			return nil
+		}
+		if try == publishTries {
+			return fmt.Errorf("gossip: memberlist dropped this node's update %d times", try)
+		}
+		c.rlog.Warn("this node's update was dropped by memberlist (a refutation took its number); publishing again", "try", try)
+	}
+}
+
+// holds reports whether memberlist's record of this node carries meta.
+func (c *Cluster) holds(meta []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.members[c.cfg.Name]
+	return e != nil && bytes.Equal(e.meta, meta)
 }
 
 func (c *Cluster) setMeta(meta []byte) {

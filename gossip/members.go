@@ -118,6 +118,7 @@ func (c *Cluster) alive(n *memberlist.Node, join bool) {
 	addr := nodeAddr(n)
 	e.Addr = addr
 	e.Info, e.InfoErr = info, err
+	e.meta = n.Meta
 	e.leaving = err == nil && flags&flagLeaving != 0
 	if prev != Alive || !known {
 		e.State, e.Since = Alive, now

@@ -223,16 +223,20 @@ func (l *Lab) launch(ctx context.Context, h *Host, seeds []string) error {
 	var err error
 	switch {
 	case h.opts.Command != nil:
-		r, err = startRouterCmd(ctx, h.NS, h.cfg, l.Dir, func(cfgPath string) []string {
+		r, err = startRouterCmd(ctx, h.NS, h.cfg, l.Dir, h.gate, func(cfgPath string) []string {
 			return h.opts.Command(h.NS.Name, cfgPath)
 		})
 	case isNative(h.opts.Arch):
-		r, err = StartRouter(ctx, l.opts.Bin, h.NS, h.cfg, l.Dir)
+		r, err = startRouter(ctx, l.opts.Bin, h.NS, h.cfg, l.Dir, h.gate)
 	default:
 		r, err = l.startForeign(ctx, h)
 	}
 	if err != nil {
 		return err
+	}
+	if h.gate != nil {
+		// Started at the gate, with the rest of its wave.
+		h.Started = h.gate.opened()
 	}
 	h.Router = r
 	return nil

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,15 +37,79 @@ type Router struct {
 // the control socket and state directory are placed in dir. It returns once
 // the control socket answers, or with an error carrying the log's tail.
 func StartRouter(ctx context.Context, bin string, ns *NetNS, cfg *config.Config, dir string) (*Router, error) {
-	return startRouterCmd(ctx, ns, cfg, dir, func(cfgPath string) []string {
+	return startRouter(ctx, bin, ns, cfg, dir, nil)
+}
+
+func startRouter(ctx context.Context, bin string, ns *NetNS, cfg *config.Config, dir string, gate *gateTicket) (*Router, error) {
+	return startRouterCmd(ctx, ns, cfg, dir, gate, func(cfgPath string) []string {
 		return []string{bin, "run", "--netns", ns.Name, "--config", cfgPath}
 	})
 }
 
+// startGate starts a wave of routers at one instant (StartAtOnce). Each
+// process is stopped (SIGSTOP) as soon as it exists, and all continue
+// (SIGCONT) once the last one exists. Without it, "at once" meant as fast
+// as one process can fork 100 others while the first ones already run:
+// on 2 cores, with 50 routers busy joining, the last fork came 12 s after
+// the first and its daemon reached its first line 12 s after that, and
+// the lab's convergence time measured mostly that.
+type startGate struct {
+	wg   sync.WaitGroup
+	open chan struct{}
+	at   time.Time // when the gate opened; written before open is closed
+}
+
+// newStartGate returns a gate for n routers and a ticket for each.
+func newStartGate(n int) []*gateTicket {
+	g := &startGate{open: make(chan struct{})}
+	g.wg.Add(n)
+	ts := make([]*gateTicket, n)
+	for i := range ts {
+		ts[i] = &gateTicket{g: g, arrive: sync.OnceFunc(g.wg.Done)}
+	}
+	go func() {
+		g.wg.Wait()
+		g.at = time.Now()
+		close(g.open)
+	}()
+	return ts
+}
+
+// gateTicket is one router's place at a startGate. arrive says that its
+// process exists, stopped (or will not: a failed start); only the first
+// call counts.
+type gateTicket struct {
+	g      *startGate
+	arrive func()
+}
+
+// pass stops the process, arrives, waits for the gate to open (or ctx to
+// end), and continues the process.
+func (t *gateTicket) pass(ctx context.Context, p *os.Process) {
+	_ = p.Signal(syscall.SIGSTOP)
+	t.arrive()
+	select {
+	case <-t.g.open:
+	case <-ctx.Done():
+	}
+	_ = p.Signal(syscall.SIGCONT)
+}
+
+// opened is when the gate opened (zero if it has not).
+func (t *gateTicket) opened() time.Time {
+	select {
+	case <-t.g.open:
+		return t.g.at
+	default:
+		return time.Time{}
+	}
+}
+
 // startRouterCmd writes cfg into dir, runs the command line argv returns
 // for the configuration's path, and returns once the control socket
-// answers (30 s: a router under qemu-user starts slowly).
-func startRouterCmd(ctx context.Context, ns *NetNS, cfg *config.Config, dir string, argv func(cfgPath string) []string) (*Router, error) {
+// answers (30 s: a router under qemu-user starts slowly). With a gate, the
+// process waits at it before it runs.
+func startRouterCmd(ctx context.Context, ns *NetNS, cfg *config.Config, dir string, gate *gateTicket, argv func(cfgPath string) []string) (*Router, error) {
 	name := cfg.Node.Name
 	if cfg.ControlSocket == "" || cfg.ControlSocket == config.DefaultControlSocket {
 		cfg.ControlSocket = filepath.Join(dir, name+".sock")
@@ -89,6 +154,9 @@ func startRouterCmd(ctx context.Context, ns *NetNS, cfg *config.Config, dir stri
 	if err := <-started; err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start router %s: %w", name, err)
+	}
+	if gate != nil {
+		gate.pass(ctx, r.cmd.Process)
 	}
 	err = Poll(ctx, 30*time.Second, 50*time.Millisecond, func() error {
 		select {

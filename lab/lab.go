@@ -280,8 +280,12 @@ type Host struct {
 	// Router is the host's `drover run` process; nil until started, and
 	// again after Lab.StopRouter or Lab.KillRouter.
 	Router *Router
-	// Started is when the current (or last) router process was launched.
+	// Started is when the current (or last) router process was launched;
+	// for a wave started at once, when the wave's gate opened.
 	Started time.Time
+	// gate holds the router at its wave's start gate while the wave is
+	// being launched (startWave); nil otherwise.
+	gate *gateTicket
 
 	cfg       *config.Config
 	opts      HostOptions
@@ -473,15 +477,30 @@ func (l *Lab) startWave(ctx context.Context, hosts []*Host) error {
 	for i, host := range hosts {
 		seeds[i] = l.seedsFor(host)
 	}
+	// In cluster mode with StartAtOnce, the routers start at one instant
+	// (startGate); otherwise each as soon as it is launched.
+	var tickets []*gateTicket
+	if l.opts.Cluster && l.opts.ClusterOptions.StartAtOnce && len(hosts) > 1 {
+		tickets = newStartGate(len(hosts))
+	}
 	var wg sync.WaitGroup
 	for i, host := range hosts {
+		if tickets != nil {
+			host.gate = tickets[i]
+		}
 		wg.Go(func() {
+			if tickets != nil {
+				defer tickets[i].arrive() // a launch that failed before its process existed
+			}
 			if err := l.launch(ctx, host, seeds[i]); err != nil {
 				errs[i] = fmt.Errorf("host %s: %w", host.Name, err)
 			}
 		})
 	}
 	wg.Wait()
+	for _, host := range hosts {
+		host.gate = nil
+	}
 	// A router that gave up because ctx ended reports its last probe
 	// error; the cause is the context.
 	if err := ctx.Err(); err != nil {
