@@ -50,6 +50,9 @@ type Cluster struct {
 	stop chan struct{} // closed by Shutdown: housekeeping returns
 	done chan struct{} // closed when housekeeping has returned
 
+	// updateNode is c.ml.UpdateNode; a test drops updates through it.
+	updateNode func(time.Duration) error
+
 	started   time.Time   // when Start returned: alone since then, at least
 	joining   atomic.Bool // a reconnect's joins are running
 	joinsDone sync.WaitGroup
@@ -119,6 +122,7 @@ func Start(cfg Config, info NodeInfo) (*Cluster, error) {
 		_ = c.streams.Shutdown()
 		return nil, fmt.Errorf("gossip: start on %s: %w", bind, err)
 	}
+	c.updateNode = c.ml.UpdateNode
 	go c.housekeeping()
 	c.log.Info("gossip started", "addr", bind)
 	return c, nil
@@ -213,14 +217,14 @@ const publishTries = 5
 // record and is dropped without an error: a block claim published that
 // way reached no one, not even this node's own table, and in a 100-host
 // start-up storm, where starved hosts are suspected and refute all the
-// time, one host's claim was never seen (TestPublishSurvivesRefutes). The
+// time, one host's claim was never seen (TestPublishSurvivesDroppedUpdate). The
 // update is in memberlist when its NotifyUpdate for this node has carried
 // it (alive records it); until then it is made again, with a new number.
 // UpdateNode's timeout error only says that the broadcast is still going
 // out.
 func (c *Cluster) publish(meta []byte, wait time.Duration) error {
 	for try := 1; ; try++ {
-		_ = c.ml.UpdateNode(wait)
+		_ = c.updateNode(wait)
 		if c.holds(meta) {
 			return nil
 		}

@@ -528,3 +528,49 @@ func TestStartErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestPublishSurvivesDroppedUpdate: memberlist drops an update without an
+// error when a refutation overtook its number (Cluster.publish). Update
+// sees that memberlist's record of this node lacks the new info, publishes
+// again, and the other member gets it; an update memberlist never takes
+// fails, saying so.
+func TestPublishSurvivesDroppedUpdate(t *testing.T) {
+	leakCheck(t)
+	a := startNode(t, "a", testInfo("a", 1))
+	b := startNode(t, "b", testInfo("b", 2))
+	if _, err := b.Join([]string{a.LocalAddr().String()}); err != nil {
+		t.Fatal(err)
+	}
+	real := a.updateNode
+	calls, drops := 0, 2
+	a.updateNode = func(d time.Duration) error {
+		calls++
+		if drops > 0 {
+			drops--
+			return nil // dropped: nothing in memberlist changes
+		}
+		return real(d)
+	}
+	info := testInfo("a", 1)
+	info.Block = netip.MustParsePrefix("10.42.77.0/24")
+	if err := a.Update(info); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	if calls != 3 {
+		t.Errorf("UpdateNode calls: got %d, want 3 (two dropped, then taken)", calls)
+	}
+	if err := poll(5*time.Second, func() error { return expectState(b, "a", Alive, &info) }); err != nil {
+		t.Fatal(err)
+	}
+
+	a.updateNode = func(time.Duration) error { calls++; return nil }
+	calls = 0
+	info.Block = netip.MustParsePrefix("10.42.78.0/24")
+	err := a.Update(info)
+	if err == nil || !strings.Contains(err.Error(), "dropped") {
+		t.Errorf("Update memberlist never takes: got %v, want an error saying it was dropped", err)
+	}
+	if calls != publishTries {
+		t.Errorf("UpdateNode calls: got %d, want %d", calls, publishTries)
+	}
+}
