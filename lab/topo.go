@@ -343,7 +343,7 @@ func (l *topoLab) startDrover(ctx context.Context, n *topology.Node) (*Router, e
 	off := false
 	cfg.Firewall.Forward = &off
 	bin := l.opts.ArchBin[n.Arch]
-	return startRouterCmd(ctx, ns, cfg, dir, nil, func(cfgPath string) []string {
+	return startRouterCmd(ctx, ns, cfg, dir, launchOpts{}, func(cfgPath string) []string {
 		return []string{l.opts.Bin, "netns-exec", ns.Name, "--", qemu, bin, "run", "--config", cfgPath}
 	})
 }

@@ -22,7 +22,7 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&opts.Encapsulation, "encapsulation", "esp", "esp or vxlan")
 	fs.StringVar(&opts.Cipher, "cipher", "aes-128-gcm", "ESP cipher: aes-128-gcm, aes-256-gcm, chacha20-poly1305")
 	fs.BoolVar(&opts.Cluster, "cluster", false, "cluster mode: routers get only a cluster key and a seed, and claim their blocks by gossip")
-	fs.StringVar(&opts.ClusterOptions.Timing, "timing", "", fmt.Sprintf("cluster mode: the cluster.timing profile, fast, lan or edge (default: fast up to %d hosts, lan above)", lab.FastTimingHosts))
+	fs.StringVar(&opts.ClusterOptions.Timing, "timing", "", fmt.Sprintf("cluster mode: the cluster.timing profile, fast, lan or edge (default: fast up to %d hosts, edge above)", lab.FastTimingHosts))
 	fs.IntVar(&opts.Sample, "sample", 0, fmt.Sprintf("probe from each container the next one and this many others at random, not every pair (default: every pair up to %d containers, %d above)", lab.FullMatrixContainers, lab.DefaultSample))
 	fs.DurationVar(&opts.Idle, "idle", 0, "cluster mode: then leave the cluster idle this long and report per-host gossip bytes/s, CPU, RSS and \"member dead\" lines (any fails the lab)")
 	fs.BoolVar(&opts.ClusterOptions.StartAtOnce, "at-once", false, "cluster mode: start every router at the same instant (default: host 1 first, then the others)")

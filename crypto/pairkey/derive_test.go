@@ -159,6 +159,10 @@ func TestErrors(t *testing.T) {
 	staleEph.Ephemeral.Public = b.Ephemeral.Public
 	staleID := a
 	staleID.Identity.Public[0] ^= 1
+	// The prepared crypto/ecdh key of a KeyPair is not used once Private
+	// was changed under it.
+	changedPriv := a
+	changedPriv.Ephemeral.Private[1] ^= 1 // not byte 0: X25519 clamps its low bits
 	cases := []struct {
 		name string
 		c    esp.Cipher
@@ -176,6 +180,7 @@ func TestErrors(t *testing.T) {
 		{"no identity", esp.AES128GCM, testClusterKey, noID, b.Party(), pairkey.ErrZeroKey},
 		{"ephemeral public not ours", esp.AES128GCM, testClusterKey, staleEph, b.Party(), pairkey.ErrMismatch},
 		{"identity public not ours", esp.AES128GCM, testClusterKey, staleID, b.Party(), pairkey.ErrMismatch},
+		{"ephemeral private changed", esp.AES128GCM, testClusterKey, changedPriv, b.Party(), pairkey.ErrMismatch},
 	}
 	for _, tc := range cases {
 		if _, _, err := pairkey.Pair(tc.c, tc.ck, tc.self, tc.peer); !errors.Is(err, tc.want) {
@@ -206,7 +211,7 @@ func TestNewKeyPairUsesReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fromPriv(t, priv)
-	if kp != want {
+	if kp.Private != want.Private || kp.Public != want.Public {
 		t.Errorf("got %x/%x, want %x/%x", kp.Private, kp.Public, want.Private, want.Public)
 	}
 	kp.Erase()
@@ -302,5 +307,22 @@ func TestPropertyRandomHosts(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestPreparedKeyFollowsFields: a KeyPair whose fields were replaced by
+// another key's derives as that key does, not with the crypto/ecdh key it
+// was made with.
+func TestPreparedKeyFollowsFields(t *testing.T) {
+	r := newRand(6)
+	a, b, c := newHost(t, r, 1), newHost(t, r, 1), newHost(t, r, 1)
+	swapped := a
+	swapped.Ephemeral.Private, swapped.Ephemeral.Public = c.Ephemeral.Private, c.Ephemeral.Public
+	want := a
+	want.Ephemeral = c.Ephemeral
+	gotOut, gotIn := mustPair(t, esp.AES128GCM, testClusterKey, swapped, b.Party())
+	wantOut, wantIn := mustPair(t, esp.AES128GCM, testClusterKey, want, b.Party())
+	if !bytes.Equal(gotOut.Key, wantOut.Key) || !bytes.Equal(gotIn.Key, wantIn.Key) {
+		t.Errorf("keys with swapped fields: got %x/%x, want %x/%x", gotOut.Key, gotIn.Key, wantOut.Key, wantIn.Key)
 	}
 }

@@ -31,6 +31,15 @@ var (
 // as generated (X25519 clamps it on use); Public is its u-coordinate.
 type KeyPair struct {
 	Private, Public [32]byte
+	// prepared is Private as crypto/ecdh holds it, kept by NewKeyPair and
+	// KeyPairFromPrivate, which make it to compute Public anyway:
+	// crypto/ecdh computes the public key (a scalar multiplication) every
+	// time it makes a private key, and pair needs both of this host's
+	// keys for every peer, a third of its cost. nil in a KeyPair built
+	// field by field (ecdhKey makes one then) and after Erase. Like every
+	// crypto/ecdh key it holds its own copy of the scalar, which Erase
+	// cannot clear; it is dropped, as the keys made per call were before.
+	prepared *ecdh.PrivateKey
 }
 
 // NewKeyPair reads 32 bytes from rand (crypto/rand.Reader when nil) and
@@ -61,7 +70,7 @@ func KeyPairFromPrivate(priv [32]byte) (KeyPair, error) {
 	if err != nil { // unreachable: X25519 only checks the length
 		return KeyPair{}, fmt.Errorf("pairkey: %w", err)
 	}
-	kp := KeyPair{Private: priv}
+	kp := KeyPair{Private: priv, prepared: k}
 	copy(kp.Public[:], k.PublicKey().Bytes())
 	return kp, nil
 }
@@ -69,7 +78,10 @@ func KeyPairFromPrivate(priv [32]byte) (KeyPair, error) {
 // Erase zeroes the private key. The daemon calls it on an ephemeral key
 // once the grace period after its replacement is over: forward secrecy
 // starts there (docs/keys.md). Copies the caller made are not reached.
-func (k *KeyPair) Erase() { clear(k.Private[:]) }
+func (k *KeyPair) Erase() {
+	clear(k.Private[:])
+	k.prepared = nil
+}
 
 // Party is what a host publishes about its keys: the identity and current
 // ephemeral public keys and the ephemeral's epoch (a counter the daemon
@@ -91,12 +103,26 @@ func (l Local) Party() Party {
 	return Party{Identity: l.Identity.Public, Ephemeral: l.Ephemeral.Public, Epoch: l.Epoch}
 }
 
-// ecdhKey returns kp's private key as a crypto/ecdh key, after checking
-// that kp.Public belongs to it: the public key goes into the info, and a
-// stale one would make the two ends disagree without any error. The check is
-// free, as crypto/ecdh computes the public key eagerly (that scalar
-// multiplication is why pair makes each of its two keys once).
+// ecdhKey returns kp's private key as a crypto/ecdh key (kp.prepared when
+// it still holds kp.Private), after checking that kp.Public belongs to it:
+// the public key goes into the info, and a stale one would make the two
+// ends disagree without any error. The check is free, as crypto/ecdh
+// computes the public key eagerly (that scalar multiplication is why pair
+// makes each of its two keys once, and why KeyPair keeps one).
 func ecdhKey(kp *KeyPair, what string) (*ecdh.PrivateKey, error) {
+	if k := kp.prepared; k != nil {
+		// Still the key it was made from: the fields are exported, and a
+		// changed Private must not derive with the old scalar.
+		priv := k.Bytes() // a copy
+		same := bytes.Equal(priv, kp.Private[:])
+		clear(priv)
+		if same {
+			if !bytes.Equal(k.PublicKey().Bytes(), kp.Public[:]) {
+				return nil, fmt.Errorf("%w: %s", ErrMismatch, what)
+			}
+			return k, nil
+		}
+	}
 	k, err := ecdh.X25519().NewPrivateKey(kp.Private[:])
 	if err != nil { // unreachable: X25519 only checks the length
 		return nil, fmt.Errorf("pairkey: %s: %w", what, err)
