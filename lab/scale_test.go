@@ -13,8 +13,8 @@ import (
 // TestLabScale100 is the real-process scale point of issue 10: 100 hosts,
 // each its own `drover run`, started at the same instant, one container
 // each. It checks one cluster with distinct blocks (Converged), converged
-// within 45 s of the last start (the 30 s target: see convergeWithin), a
-// sample of container pairs reachable (every container to the next and to
+// within 30 s of the instant every router was released, a sample of
+// container pairs reachable (every container to the next and to
 // 10 others: 1100 pairs), and no
 // "member dead" over 60 s idle, and logs gossip bytes/s, CPU and RSS per
 // host. DROVER_SCALE_HOSTS sets another size (2..200), DROVER_SCALE_IDLE
@@ -25,7 +25,7 @@ func TestLabScale100(t *testing.T) {
 		t.Skip("scale lab: 100 router processes (skipped with -short)")
 	}
 	if raceEnabled {
-		t.Skip("scale lab: runs alone, without -race, in .ci/run's scale step: go test -run TestLabScale100 ./testenv/")
+		t.Skip("scale lab: runs alone, without -race, in .ci/run's scale step: go test -run TestLabScale100 ./lab/")
 	}
 	testenv.NeedRoot(t)
 	hosts, idle := 100, 60*time.Second
@@ -43,23 +43,19 @@ func TestLabScale100(t *testing.T) {
 		}
 		idle = d
 	}
-	// Issue 10 asks for 30 s, which standalone runs meet (20-26 s) but CI's
-	// 2-core machine, right after the test step, does not reliably: 17.0,
-	// 20.2, 33.9 and 36.6 s in four runs of 2026-12-06; on 2026-12-07 the
-	// same machine kind took 25.2 s standalone with the build of
-	// 2026-12-06 and 27.4 s with that day's, and over 45 s once in CI's
-	// scale step. The bound here catches stalls (a cluster that never
-	// converges); the 30 s target stays open in the issue, and the log
-	// says whether this run met it.
-	const convergeWithin = 90 * time.Second
-	const target = 30 * time.Second
+	// Issue 10's bound. "The last start" is the instant the gate released
+	// every router (Options.StartAtOnce). Before the lab forked its
+	// routers behind a gate, gave oversubscribed labs edge timing and one P
+	// per router, and before this host's own CPU was cut (one Pair per
+	// member, one netlink socket), runs took 17 to 45 s and the test only
+	// bounded stalls at 90 s; on 2026-12-07 they took 15.5 to 18.3 s.
+	const convergeWithin = 30 * time.Second
 	start := time.Now()
 	lab := newTestLab(t, Options{Hosts: hosts, Containers: 1, Cluster: true,
-		ClusterOptions: ClusterOptions{StartAtOnce: true, ConvergeTimeout: convergeWithin}})
+		ClusterOptions: ClusterOptions{StartAtOnce: true, ConvergeTimeout: 90 * time.Second}})
 	after := lab.ConvergedAt.Sub(lab.lastStart())
-	t.Logf("%d hosts (timing %s): up in %v; converged %v after the last router was launched; %s",
+	t.Logf("%d hosts (timing %s): up in %v; converged %v after the routers were released; %s",
 		hosts, lab.Options().ClusterOptions.Timing, time.Since(start).Round(time.Millisecond), after.Round(time.Millisecond), lab.BlocksSummary())
-	t.Logf("converged within issue 10's %v target: %v", target, after <= target)
 	if after > convergeWithin {
 		t.Errorf("converged %v after the last start, want within %v", after, convergeWithin)
 	}
