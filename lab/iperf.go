@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/netip"
 	"os/exec"
 	"runtime"
@@ -101,4 +102,43 @@ func PairedRatios(a, b []float64) (ofMeans, median float64) {
 		median = (rs[m/2-1] + rs[m/2]) / 2
 	}
 	return Mean(a[:n]) / Mean(b[:n]), median
+}
+
+// RatioInterval is the mean of the rounds' ratios a[i]/b[i] and its 95 %
+// confidence interval (Student's t over the rounds): how close the two
+// series are, and how sure the run is of it.
+func RatioInterval(a, b []float64) (mean, lo, hi float64) {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		if b[i] > 0 {
+			rs = append(rs, a[i]/b[i])
+		}
+	}
+	n := len(rs)
+	if n == 0 {
+		return 0, 0, 0
+	}
+	mean = Mean(rs)
+	if n == 1 {
+		return mean, mean, mean
+	}
+	ss := 0.0
+	for _, r := range rs {
+		ss += (r - mean) * (r - mean)
+	}
+	half := tQuantile975(n-1) * math.Sqrt(ss/float64(n-1)/float64(n))
+	return mean, mean - half, mean + half
+}
+
+// tQuantile975 is the 97.5th percentile of Student's t distribution with
+// df degrees of freedom (two-sided 95 %), from the standard table; above
+// 30 degrees of freedom the normal's 1.96 is within 3 %.
+func tQuantile975(df int) float64 {
+	table := [...]float64{12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+		2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+		2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042}
+	if df >= 1 && df <= len(table) {
+		return table[df-1]
+	}
+	return 1.96
 }

@@ -64,3 +64,24 @@ func TestPairedRatios(t *testing.T) {
 		}
 	}
 }
+
+func TestRatioInterval(t *testing.T) {
+	for _, tc := range []struct {
+		a, b         []float64
+		mean, lo, hi float64
+	}{
+		{[]float64{5, 7}, []float64{5, 7}, 1, 1, 1},
+		// Ratios 0.9 and 1.1: mean 1, s = 0.1414, t(1) = 12.706,
+		// half-width 12.706 * 0.1414 / sqrt(2) = 1.2706.
+		{[]float64{9, 11}, []float64{10, 10}, 1, 1 - 1.2706, 1 + 1.2706},
+		// Ratios 0.9, 1.0, 1.1: s = 0.1, t(2) = 4.303, half 4.303 * 0.1 / sqrt(3).
+		{[]float64{9, 10, 11}, []float64{10, 10, 10}, 1, 1 - 0.4303/math.Sqrt(3), 1 + 0.4303/math.Sqrt(3)},
+		{[]float64{3}, []float64{2}, 1.5, 1.5, 1.5},
+		{nil, nil, 0, 0, 0},
+	} {
+		m, lo, hi := RatioInterval(tc.a, tc.b)
+		if math.Abs(m-tc.mean) > 1e-4 || math.Abs(lo-tc.lo) > 1e-4 || math.Abs(hi-tc.hi) > 1e-4 {
+			t.Errorf("RatioInterval(%v, %v): got %.4f [%.4f, %.4f]; want %.4f [%.4f, %.4f]", tc.a, tc.b, m, lo, hi, tc.mean, tc.lo, tc.hi)
+		}
+	}
+}
