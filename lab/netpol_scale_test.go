@@ -283,6 +283,13 @@ func TestNetpolScale(t *testing.T) {
 		}
 	}
 	setPolicies(false) // the 20 probes go too
+	// With no policy left, the table and its base chain stay: a flow
+	// established meets the same first rule in both states compared
+	// below.
+	if out, err := exec.Command("ip", "netns", "exec", lab.Hosts[1].NS.Name, "nft", "list", "chain", "inet", "drover_policy", "forward").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "ct state established,related accept") {
+		t.Fatalf("h2 with no policy: nft list chain inet drover_policy forward: %v\n%s", err, out)
+	}
 	setPolicies(true)
 	if x, err := lab.Hosts[1].Explain(client.Key, server.Key, "TCP", 5201); err != nil || !x.Allowed {
 		t.Fatalf("explain client -> server: %+v, %v; want allowed by perf/server", x, err)
