@@ -132,7 +132,7 @@ func RatioInterval(a, b []float64) (mean, lo, hi float64) {
 
 // tQuantile975 is the 97.5th percentile of Student's t distribution with
 // df degrees of freedom (two-sided 95 %), from the standard table; above
-// 30 degrees of freedom the normal's 1.96 is within 3 %.
+// 30 degrees of freedom the normal's 1.96 is within 4 %.
 func tQuantile975(df int) float64 {
 	table := [...]float64{12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
 		2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,

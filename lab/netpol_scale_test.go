@@ -73,6 +73,34 @@ func TestNetpolScale(t *testing.T) {
 			addr:   netip.AddrFrom4([4]byte{10, 99, byte(i / 250), byte(i%250 + 2)}),
 			labels: map[string]string{"app": fmt.Sprintf("app%d", i%50), "tier": []string{"web", "db"}[i%2]}})
 	}
+	// parallel makes calls, 8 at a time, and fails the test with every
+	// error once all have returned.
+	parallel := func(calls []func() error) {
+		t.Helper()
+		var wg sync.WaitGroup
+		errs := make(chan error, len(calls))
+		sem := make(chan struct{}, 8)
+		for _, call := range calls {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				errs <- call()
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		failed := false
+		for err := range errs {
+			if err != nil {
+				t.Error(err)
+				failed = true
+			}
+		}
+		if failed {
+			t.FailNow()
+		}
+	}
 	t0 := time.Now()
 	createPods := func(ps []simPod) {
 		t.Helper()
@@ -87,20 +115,14 @@ func TestNetpolScale(t *testing.T) {
 		if err := k.Apply(`{"apiVersion":"v1","kind":"List","items":[` + strings.Join(items, ",") + `]}`); err != nil {
 			t.Fatal(err)
 		}
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 8)
+		var calls []func() error
 		for _, p := range ps {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
+			calls = append(calls, func() error {
 				st := map[string]any{"status": map[string]any{"phase": "Running", "podIP": p.addr.String(), "podIPs": []any{map[string]string{"ip": p.addr.String()}}}}
-				if err := k.call(http.MethodPatch, "/api/v1/namespaces/"+p.ns+"/pods/"+p.name+"/status", "application/merge-patch+json", st, nil); err != nil {
-					t.Error(err)
-				}
-			}()
+				return k.call(http.MethodPatch, "/api/v1/namespaces/"+p.ns+"/pods/"+p.name+"/status", "application/merge-patch+json", st, nil)
+			})
 		}
-		wg.Wait()
+		parallel(calls)
 	}
 	createPods(sims)
 	policyItems := func(n int, prefix string) []string {
@@ -216,27 +238,6 @@ func TestNetpolScale(t *testing.T) {
 	for i := range nss {
 		nsNames = append(nsNames, fmt.Sprintf("ns%d", i))
 	}
-	parallel := func(calls []func() error) {
-		t.Helper()
-		var wg sync.WaitGroup
-		errs := make(chan error, len(calls))
-		sem := make(chan struct{}, 8)
-		for _, call := range calls {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				errs <- call()
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	policiesOn := true // the 200 of the scale part, and the 20 probes
 	setPolicies := func(on bool) {
 		t.Helper()
@@ -313,15 +314,13 @@ func TestNetpolScale(t *testing.T) {
 	// 2 s with 0.5 s pauses: the pair ratio's spread is 6-11 % in one
 	// run; the mean of 20 has a 95 % interval of about ±3-5 %.
 	const rounds, runFor, pause = 20, 2 * time.Second, 500 * time.Millisecond
-	busy := []struct {
+	type proc struct {
 		name string
 		pid  int
-	}{{"api", k.api.cmd.Process.Pid}, {"etcd", k.etcd.cmd.Process.Pid}}
+	}
+	busy := []proc{{"api", k.api.cmd.Process.Pid}, {"etcd", k.etcd.cmd.Process.Pid}}
 	for _, h := range lab.Hosts {
-		busy = append(busy, struct {
-			name string
-			pid  int
-		}{h.Name, h.Router.PID()})
+		busy = append(busy, proc{h.Name, h.Router.PID()})
 	}
 	var with, without []float64
 	for round := range rounds {
