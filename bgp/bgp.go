@@ -169,6 +169,10 @@ func Start(c Config) (*Speaker, error) {
 		sp.s.Stop()
 		return nil, fmt.Errorf("bgp: start: %w", err)
 	}
+	if err := sp.exportOwnOnly(ctx); err != nil {
+		sp.Close(false)
+		return nil, fmt.Errorf("bgp: export policy: %w", err)
+	}
 	if err := sp.s.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPeerUpdate: sp.event}, server.WatchPeer()); err != nil {
 		sp.Close(false)
 		return nil, fmt.Errorf("bgp: watch: %w", err)
@@ -186,6 +190,32 @@ func Start(c Config) (*Speaker, error) {
 		}
 	}
 	return sp, nil
+}
+
+// exportOwnOnly makes the speaker announce its own prefixes (those of
+// Announce) and nothing it learned. A BGP speaker passes its best routes
+// on to its other neighbours (RFC 4271 §9.1.3), and GoBGP does so by
+// default, with next-hop self towards external peers: a host peering
+// with two routers would offer each the other's routes — other hosts'
+// blocks — through itself. The routers might prefer that path when the
+// owner's session flaps, and traffic for another host's containers would
+// then go through this one; a route withdrawn by its owner would also
+// linger while the copy is withdrawn in turn. A host is a leaf, not a
+// transit router.
+func (sp *Speaker) exportOwnOnly(ctx context.Context) error {
+	const name = "drover-own-prefixes-only"
+	pol := &api.Policy{Name: name, Statements: []*api.Statement{{
+		Name:       name + "-local",
+		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
+	}}}
+	if err := sp.s.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
+		return err
+	}
+	return sp.s.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_EXPORT,
+		Policies: []*api.Policy{{Name: name}}, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
+	}})
 }
 
 // peer is n as GoBGP configures it.
@@ -526,9 +556,8 @@ func (sp *Speaker) Close(graceful bool) {
 		sp.stop()
 		return
 	}
-	if err := sp.s.StopBgp(context.Background(), &api.StopBgpRequest{}); err != nil {
-		sp.log.Warn("bgp: stop", "err", err)
-	}
-	sp.stop()
+	// Stop sends the Ceases (StopBgp) and ends the rest; calling StopBgp
+	// before it made it log an error for the second stop.
 	sp.s.Stop()
+	sp.stop()
 }

@@ -328,3 +328,70 @@ func TestStrangerRefused(t *testing.T) {
 		t.Errorf("announced after a stranger's connection: %v", got)
 	}
 }
+
+// TestNoTransit: a host announces its own prefixes only. A route one
+// neighbour announces to it never reaches another neighbour through it:
+// passed on, it would make the host a transit router for someone else's
+// prefix, with its own address as the next hop.
+func TestNoTransit(t *testing.T) {
+	host := netip.MustParseAddr("127.0.0.2")
+	router := func(addr string, as uint32) (*Speaker, uint16) {
+		port := freePort(t)
+		sp, err := Start(Config{
+			AS: as, RouterID: netip.MustParseAddr(addr), Local: netip.MustParseAddr(addr), ListenPort: port,
+			Neighbors: []Neighbor{{Address: host, AS: 65001, Passive: true}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sp.Close(false) })
+		return sp, port
+	}
+	r1, p1 := router("127.0.0.1", 65000)
+	r2, p2 := router("127.0.0.3", 65002)
+	h, err := Start(Config{
+		AS: 65001, RouterID: netip.MustParseAddr("192.0.2.1"), Local: host, ConnectRetry: time.Second,
+		Neighbors: []Neighbor{
+			{Address: netip.MustParseAddr("127.0.0.1"), AS: 65000, Port: p1},
+			{Address: netip.MustParseAddr("127.0.0.3"), AS: 65002, Port: p2},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close(false) })
+	theirs, ours := netip.MustParsePrefix("10.99.0.0/24"), netip.MustParsePrefix("10.42.1.0/24")
+	if err := r1.Announce([]netip.Prefix{theirs}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Announce([]netip.Prefix{ours}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 15*time.Second, func() error {
+		st, err := h.Status()
+		if err != nil {
+			return err
+		}
+		for _, n := range st {
+			if n.State != "established" {
+				return fmt.Errorf("host's session with %s %s (%s)", n.Address, n.State, n.LastError)
+			}
+			if n.Address == "127.0.0.1" && n.Received != 1 {
+				return fmt.Errorf("host received %d prefixes from 127.0.0.1, want 1", n.Received)
+			}
+		}
+		if s := status(t, r2); s.Received != 1 {
+			return fmt.Errorf("127.0.0.3 received %d prefixes, want 1 (the host's own)", s.Received)
+		}
+		return nil
+	})
+	// GoBGP passes a route on as soon as it is best: a second later it
+	// would have been sent.
+	time.Sleep(time.Second)
+	if s := status(t, r2); s.Received != 1 {
+		t.Errorf("127.0.0.3 received %d prefixes, want 1: the host passed on what 127.0.0.1 announced", s.Received)
+	}
+	if s := status(t, r1); s.Received != 1 {
+		t.Errorf("127.0.0.1 received %d prefixes, want 1 (the host's own)", s.Received)
+	}
+}
