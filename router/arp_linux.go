@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -67,6 +70,11 @@ func (r *Router) answerARPOn(ctx context.Context, ifname string) error {
 		return err
 	}
 	defer p.close()
+	// A stop must not wait out the receive timeout (up to a second of a
+	// daemon's shutdown, before its BGP Cease and its leave): closing
+	// the socket wakes the read at once.
+	stop := context.AfterFunc(ctx, p.close)
+	defer stop()
 	return r.serveARP(ctx, p, ifname)
 }
 
@@ -120,12 +128,29 @@ func (r *Router) serveARP(ctx context.Context, p arpPort, ifname string) error {
 	return nil
 }
 
-// packetPort is an AF_PACKET socket bound to the bridge for ARP.
+// packetPort is an AF_PACKET socket bound to the bridge for ARP. The
+// descriptor is non-blocking and registered with the Go poller, so a
+// deadline bounds each read and close wakes a read in progress.
 type packetPort struct {
-	fd      int
+	file    *os.File
+	rc      syscall.RawConn
 	ifindex int
 	proto   uint16
+
+	// The poller callbacks' arguments and results: method values made
+	// once (readFn, sendFn), not a closure per frame.
+	buf       []byte
+	n         int
+	from      unix.Sockaddr
+	err       error
+	to        unix.SockaddrLinklayer
+	readFn    func(fd uintptr) bool
+	sendFn    func(fd uintptr) bool
+	closeOnce sync.Once
 }
+
+// arpRecvTimeout bounds a read, so that the loop notices a vanished bridge.
+const arpRecvTimeout = time.Second
 
 func openPacketPort(ifname string) (*packetPort, error) {
 	ifi, err := net.InterfaceByName(ifname)
@@ -136,7 +161,7 @@ func openPacketPort(ifname string) (*packetPort, error) {
 		return nil, fmt.Errorf("%s: not an Ethernet interface", ifname)
 	}
 	proto := htons(unix.ETH_P_ARP)
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(proto))
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, int(proto))
 	if err != nil {
 		return nil, fmt.Errorf("packet socket: %w", err)
 	}
@@ -144,31 +169,55 @@ func openPacketPort(ifname string) (*packetPort, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("bind %s: %w", ifname, err)
 	}
-	// A receive timeout lets the loop notice ctx and a vanished bridge.
-	tv := unix.Timeval{Sec: 1}
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("%s: SO_RCVTIMEO: %w", ifname, err)
+	p := &packetPort{file: os.NewFile(uintptr(fd), "arp:"+ifname), ifindex: ifi.Index, proto: proto}
+	if p.rc, err = p.file.SyscallConn(); err != nil {
+		p.file.Close()
+		return nil, fmt.Errorf("%s: %w", ifname, err)
 	}
-	return &packetPort{fd: fd, ifindex: ifi.Index, proto: proto}, nil
+	p.to = unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index, Halen: 6}
+	p.readFn, p.sendFn = p.read, p.sendTo
+	return p, nil
 }
 
 func (p *packetPort) recv(buf []byte) (int, bool, error) {
-	n, from, err := unix.Recvfrom(p.fd, buf, 0)
+	if err := p.file.SetReadDeadline(time.Now().Add(arpRecvTimeout)); err != nil {
+		return 0, false, err
+	}
+	p.buf = buf
+	err := p.rc.Read(p.readFn)
+	if err == nil {
+		err = p.err
+	}
 	if err != nil {
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return 0, false, errTimeout
 		}
 		return 0, false, err
 	}
-	ll, ok := from.(*unix.SockaddrLinklayer)
-	return n, ok && ll.Pkttype == unix.PACKET_OUTGOING, nil
+	ll, ok := p.from.(*unix.SockaddrLinklayer)
+	return p.n, ok && ll.Pkttype == unix.PACKET_OUTGOING, nil
+}
+
+// read is the poller callback for recv: false (not done) on EAGAIN makes
+// the poller wait until the socket is readable.
+func (p *packetPort) read(fd uintptr) bool {
+	p.n, p.from, p.err = unix.Recvfrom(int(fd), p.buf, 0)
+	return p.err != unix.EAGAIN && p.err != unix.EINTR
 }
 
 func (p *packetPort) send(frame []byte, to packet.MAC) error {
-	sa := &unix.SockaddrLinklayer{Protocol: p.proto, Ifindex: p.ifindex, Halen: 6}
-	copy(sa.Addr[:], to[:])
-	return unix.Sendto(p.fd, frame, 0, sa)
+	copy(p.to.Addr[:], to[:])
+	p.buf = frame
+	if err := p.rc.Write(p.sendFn); err != nil {
+		return err
+	}
+	return p.err
+}
+
+// sendTo is the poller callback for send.
+func (p *packetPort) sendTo(fd uintptr) bool {
+	p.err = unix.Sendto(int(fd), p.buf, 0, &p.to)
+	return p.err != unix.EAGAIN && p.err != unix.EINTR
 }
 
 func (p *packetPort) mac() (packet.MAC, error) {
@@ -181,7 +230,9 @@ func (p *packetPort) mac() (packet.MAC, error) {
 	return mac, nil
 }
 
-func (p *packetPort) close() { unix.Close(p.fd) }
+// close is safe to call twice and from another goroutine: it wakes a read
+// in progress.
+func (p *packetPort) close() { p.closeOnce.Do(func() { p.file.Close() }) }
 
 // isRemote reports whether a live peer owns a (so traffic to it goes into
 // the tunnel) and it is not one of our own addresses.

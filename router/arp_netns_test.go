@@ -1,0 +1,131 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/drovernet/drover/internal/netnstest"
+	"github.com/drovernet/drover/router/udp"
+	"github.com/drovernet/drover/tun/tuntest"
+)
+
+// syncBuf is a log sink safe for the responder's goroutine.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestAnswerARPKernel: on a real veth in a namespace, the kernel's ARP
+// request for a remote container's address is answered with the bridge
+// side's MAC, and AnswerARP returns as soon as its context ends instead of
+// waiting out the socket's receive timeout (it held a daemon's shutdown,
+// and with it the BGP Cease, for up to a second).
+func TestAnswerARPKernel(t *testing.T) {
+	ns := netnstest.New(t, "arp")
+	h, err := ns.Netlink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	const br, station = "drv-arpbr", "drv-arpst"
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: br}, PeerName: station}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{br, station} {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _ := h.LinkByName(station)
+	addr, _ := netlink.ParseAddr("10.42.1.2/16")
+	if err := h.AddrAdd(st, addr); err != nil {
+		t.Fatal(err)
+	}
+	brLink, _ := h.LinkByName(br)
+
+	conn, err := udp.Listen(udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	var logs syncBuf
+	r, err := New(Config{Name: "a", Encap: EncapVXLAN, VNI: 1, MAC: macA, Prefixes: []netip.Prefix{pfxA},
+		MTU: 1400, TUN: "tuntest", Log: slog.New(slog.NewTextHandler(&logs, nil))}, tuntest.NewFrames(), conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := &Peer{Name: "b", Underlay: netip.MustParseAddrPort("127.0.0.9:4789"), MAC: macB, Prefixes: []netip.Prefix{pfxB}, TunnelMTU: 1400}
+	if err := r.SetPeers([]*Peer{peer}); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- ns.Do(func() error { return r.AnswerARP(ctx, br) }) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "answering ARP") {
+		if time.Now().After(deadline) {
+			t.Fatalf("responder not attached after 5 s:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// The station's kernel asks for b's container; the answer is the
+	// bridge side's MAC.
+	remote := "10.42.2.9"
+	var neigh string
+	for time.Now().Before(deadline) {
+		_ = exec.Command("ip", "netns", "exec", ns.Name, "ping", "-c", "1", "-W", "0.3", remote).Run()
+		out, _ := exec.Command("ip", "-n", ns.Name, "neigh", "show", remote, "dev", station).CombinedOutput()
+		if neigh = strings.TrimSpace(string(out)); strings.Contains(neigh, "lladdr") {
+			break
+		}
+	}
+	if want := fmt.Sprintf("lladdr %s", brLink.Attrs().HardwareAddr); !strings.Contains(neigh, want) {
+		t.Fatalf("station's neighbour entry for %s: got %q, want %q", remote, neigh, want)
+	}
+	if got := r.Status().ARPReplies; got == 0 {
+		t.Errorf("arp_replies: got 0, want at least 1")
+	}
+
+	stop := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if took := time.Since(stop); took > 200*time.Millisecond {
+			t.Errorf("AnswerARP returned %v after its context ended, want at once (under 200 ms)", took)
+		}
+		if err != nil {
+			t.Errorf("AnswerARP: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("AnswerARP still running 3 s after its context ended")
+	}
+}
