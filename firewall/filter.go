@@ -76,6 +76,11 @@ func install(c conn, s Spec) (*Filter, error) {
 			return nil, fmt.Errorf("firewall: set %s: %w", set.Name, err)
 		}
 	}
+	for _, m := range rs.Maps {
+		if err := c.AddSet(m, rs.Elements[m.Name]); err != nil {
+			return nil, fmt.Errorf("firewall: map %s: %w", m.Name, err)
+		}
+	}
 	for _, r := range rs.Rules {
 		c.AddRule(r)
 	}

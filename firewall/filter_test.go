@@ -247,8 +247,8 @@ func TestFilterForward(t *testing.T) {
 		}
 		s := string(b)
 		t.Logf("nft list table inet %s:\n%s", firewall.Table, s)
-		for _, want := range []string{"hook forward priority filter; policy accept;", `iifname "drv-tun" accept`,
-			`iifname "drv-br" accept`, "ct status dnat accept", "ct state established,related accept",
+		for _, want := range []string{"hook forward priority filter; policy accept;", "iifname vmap @by_iif",
+			`"drv-tun" : accept`, `"drv-br" : accept`, "ct status dnat accept", "ct state established,related accept",
 			`counter name "forward_drops" drop`, "packets 4 bytes"} {
 			if !strings.Contains(s, want) {
 				t.Errorf("nft list: no %q", want)
@@ -427,9 +427,11 @@ func TestFilterDirect(t *testing.T) {
 			t.Fatalf("nft list: %v\n%s", err, b)
 		}
 		t.Logf("nft list table inet %s:\n%s", firewall.Table, b)
-		want := fmt.Sprintf(`iifname "drv-up" ip saddr . ether saddr @%s accept`, firewall.DirectSet4)
-		if !strings.Contains(string(b), want) {
-			t.Errorf("nft list: no %q", want)
+		for _, want := range []string{`"drv-up" : jump ` + firewall.UnderlayChain,
+			fmt.Sprintf(`ip saddr . ether saddr @%s accept`, firewall.DirectSet4)} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("nft list: no %q", want)
+			}
 		}
 		if !strings.Contains(string(b), "10.42.9.0/24 . "+net.HardwareAddr(omac[:]).String()) {
 			t.Errorf("nft list: no element for 10.42.9.0/24 . %s", net.HardwareAddr(omac[:]))
@@ -524,6 +526,28 @@ func TestFilterDirectNoTrack(t *testing.T) {
 	wantRecv(t, ctr, "another block from the member's MAC")
 	if got := untracked(); got != 3 {
 		t.Errorf("untracked packets after a packet that is not a direct member's: got %d, want still 3", got)
+	}
+	// The member's block from another MAC (a station on the segment
+	// forging it): the raw chain looks at the prefix only and lets it
+	// pass untracked, and the forward chain, which checks the MAC, drops
+	// it; untracked, it cannot pass as a reply either.
+	before, _, err := f.Drops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	withNL(t, l.O, func(h *netlink.Handle) error {
+		eth, err := h.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		return h.LinkSetHardwareAddr(eth, net.HardwareAddr{0x02, 0xdd, 0, 0, 0, 0x66})
+	})
+	if err := lab.SendRawUDP(l.O, netip.MustParseAddrPort("10.42.9.5:7000"), netip.MustParseAddrPort("10.42.1.2:7000"), []byte("forged-mac")); err != nil {
+		t.Fatal(err)
+	}
+	wantRecv(t, ctr, "the member's block from another MAC")
+	if after, _, err := f.Drops(); err != nil || after != before+1 {
+		t.Errorf("drops after the member's block from another MAC: got %d (%v), want %d", after, err, before+1)
 	}
 	t.Logf("nft list table inet %s:\n%s", firewall.Table, nft("list", "table", "inet", firewall.Table))
 }

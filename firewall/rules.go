@@ -38,6 +38,20 @@ const (
 	// RawChain is the prerouting chain at raw priority that exempts
 	// direct members' traffic from conntrack (Spec.NoTrack).
 	RawChain = "raw"
+	// UnderlayChain holds the forward verdicts for what arrives on the
+	// underlay interface (Spec.Underlay); RawBridgeChain and
+	// RawUnderlayChain the notrack rules per interface (Spec.NoTrack).
+	UnderlayChain    = "from_underlay"
+	RawBridgeChain   = "raw_from_bridge"
+	RawUnderlayChain = "raw_from_underlay"
+	// IfaceMap and RawIfaceMap are the verdict maps keyed by input
+	// interface that start the forward and raw chains.
+	IfaceMap    = "by_iif"
+	RawIfaceMap = "raw_by_iif"
+	// Protected4 and Protected6 hold the protected prefixes, for the raw
+	// chain (Spec.NoTrack).
+	Protected4 = "protected4"
+	Protected6 = "protected6"
 )
 
 // Set IDs name a set within the transaction that adds it (rules refer to
@@ -49,6 +63,10 @@ const (
 	idDirect6 = 2
 	idDst4    = 3
 	idDst6    = 4
+	idIfaces  = 5
+	idRawIf   = 6
+	idProt4   = 7
+	idProt6   = 8
 )
 
 // Priority of the forward chain: the filter priority (0), as iptables'
@@ -185,9 +203,15 @@ type Ruleset struct {
 	// Chains: the forward base chain, then the containers chain.
 	Chains []*nftables.Chain
 	// Sets: DirectSet4 and DirectSet6 with Spec.Underlay (then, with
-	// NoTrack, DirectDst4 and DirectDst6), else none.
-	Sets  []*nftables.Set
-	Rules []*nftables.Rule
+	// NoTrack, DirectDst4 and DirectDst6), else none. Filter.SetDirect
+	// fills them.
+	Sets []*nftables.Set
+	// Maps are the sets and maps whose elements never change, installed
+	// with their Elements: the verdict maps keyed by input interface
+	// (IfaceMap, then with NoTrack RawIfaceMap, Protected4, Protected6).
+	Maps     []*nftables.Set
+	Elements map[string][]nftables.SetElement
+	Rules    []*nftables.Rule
 }
 
 // directSets are the filter's sets of direct sources in table t.
@@ -272,15 +296,15 @@ func directElement(s Source) nftables.SetElement {
 	return nftables.SetElement{Key: append(first, mac...), KeyEnd: append(last, mac...)}
 }
 
-// matchDirect matches packets of a family (v6) that arrived on the
-// underlay interface with a source address and source MAC in set:
-// `iifname UNDERLAY ip saddr . ether saddr @direct4`.
-func matchDirect(underlay string, set *nftables.Set, v6 bool) []expr.Any {
+// matchDirect matches packets of a family (v6) with a source address and
+// source MAC in set: `ip saddr . ether saddr @direct4`. The input
+// interface is the map's (from_underlay), not compared again here.
+func matchDirect(set *nftables.Set, v6 bool) []expr.Any {
 	proto, off, n := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4)
 	if v6 {
 		proto, off, n = unix.NFPROTO_IPV6, 8, 16
 	}
-	e := append(matchIfname(underlay),
+	e := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 		// Interfaces without a link-layer header (a TUN, a WireGuard
@@ -290,7 +314,7 @@ func matchDirect(underlay string, set *nftables.Set, v6 bool) []expr.Any {
 		&expr.Payload{DestRegister: regReg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
 		&expr.Payload{DestRegister: reg32First + n/4, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
 		&expr.Lookup{SourceRegister: regReg1, SetName: set.Name, SetID: set.ID},
-	)
+	}
 	return e
 }
 
@@ -298,16 +322,21 @@ func matchDirect(underlay string, set *nftables.Set, v6 bool) []expr.Any {
 //
 //	table inet drover_filter {
 //	  counter forward_drops {}
+//	  map by_iif { type ifname : verdict;
+//	    elements = { "drover0" : accept,                 # out of the tunnel
+//	                 "drover-br0" : accept,              # from the containers
+//	                 "eth0" : jump from_underlay } }     # with Spec.Underlay
 //	  chain forward {
 //	    type filter hook forward priority filter; policy accept;
+//	    iifname vmap @by_iif
 //	    ip daddr 10.42.0.0/16 jump to_containers        # one rule per protected prefix
 //	  }
+//	  chain from_underlay {                             # with Spec.Underlay: direct members
+//	    ip saddr . ether saddr @direct4 accept
+//	    ip6 saddr . ether saddr @direct6 accept
+//	  }
 //	  chain to_containers {
-//	    iifname "drover0" accept                        # out of the tunnel
-//	    iifname "drover-br0" accept                     # from the containers
 //	    ct status dnat accept                           # a host port (portmap)
-//	    iifname "eth0" ip saddr . ether saddr @direct4 accept    # with Spec.Underlay:
-//	    iifname "eth0" ip6 saddr . ether saddr @direct6 accept   # direct members
 //	    ip saddr 10.42.0.0/16 counter name forward_drops drop   # a container source from elsewhere
 //	    ip saddr 198.51.100.0/24 accept                 # firewall.allow_from, one rule each
 //	    ct state established,related accept             # replies (host NAT)
@@ -315,11 +344,42 @@ func matchDirect(underlay string, set *nftables.Set, v6 bool) []expr.Any {
 //	  }
 //	}
 //
+// The accepts for the TUN and the bridge cover every destination: for one
+// outside the protected prefixes they only say early what the chain's
+// policy says at its end. Every forwarded packet of the host passes this
+// chain, and on a 2-core host each expression evaluated per packet is
+// measurable (docs/benchmarks.md): one map lookup on the input interface
+// settles the container's own traffic, the tunnel's and, through
+// from_underlay, a direct member's.
+//
 // The source rule comes before the conntrack accept: an address of the
 // cluster never arrives from outside the TUN and the bridge, so such a
 // packet is forged, and without the rule one that hits the tuple of a live
 // flow (conntrack does not look at interfaces) would pass as established.
 // DNAT comes before it, as a mapped host port is open to every source.
+//
+// With NoTrack a prerouting chain at raw priority exempts direct members'
+// traffic from conntrack, again through a map on the input interface:
+//
+//	chain raw {
+//	  type filter hook prerouting priority raw; policy accept;
+//	  iifname vmap @raw_by_iif       # "drover-br0" : jump raw_from_bridge, "eth0" : jump raw_from_underlay
+//	}
+//	chain raw_from_bridge {
+//	  ip daddr @direct_dst4 notrack
+//	  ip6 daddr @direct_dst6 notrack
+//	}
+//	chain raw_from_underlay {
+//	  ip saddr @direct_dst4 ip daddr @protected4 notrack
+//	  ip6 saddr @direct_dst6 ip6 daddr @protected6 notrack
+//	}
+//
+// raw_from_underlay looks at a member's prefix, not at its MAC address:
+// the forward chain still admits the packet only from the member's MAC
+// (from_underlay), and an untracked packet can never pass as established
+// there, so a forged one is dropped as before. Only a packet to a
+// protected prefix is exempt: a direct member's container reaching this
+// host's own address (a host port's DNAT) stays tracked.
 func Build(s Spec) (Ruleset, error) {
 	if err := s.Validate(); err != nil {
 		return Ruleset{}, err
@@ -332,9 +392,10 @@ func Build(s Spec) (Ruleset, error) {
 	}
 	ctr := &nftables.Chain{Name: ContainersChain, Table: t}
 	rs := Ruleset{
-		Table:   t,
-		Counter: &nftables.NamedObj{Table: t, Name: DropCounter, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}},
-		Chains:  []*nftables.Chain{fwd, ctr},
+		Table:    t,
+		Counter:  &nftables.NamedObj{Table: t, Name: DropCounter, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}},
+		Chains:   []*nftables.Chain{fwd, ctr},
+		Elements: map[string][]nftables.SetElement{},
 	}
 	add := func(ch *nftables.Chain, comment string, e ...expr.Any) {
 		rs.Rules = append(rs.Rules, &nftables.Rule{
@@ -347,22 +408,32 @@ func Build(s Spec) (Ruleset, error) {
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	}
 	accept := &expr.Verdict{Kind: expr.VerdictAccept}
+	jump := func(chain string) *expr.Verdict { return &expr.Verdict{Kind: expr.VerdictJump, Chain: chain} }
+
+	byIif := ifaceMap(t, IfaceMap, idIfaces)
+	rs.Maps = append(rs.Maps, byIif)
+	elems := []nftables.SetElement{ifaceElement(s.TUN, accept)}
+	if s.Bridge != "" {
+		elems = append(elems, ifaceElement(s.Bridge, accept))
+	}
+	if s.Underlay != "" {
+		elems = append(elems, ifaceElement(s.Underlay, jump(UnderlayChain)))
+	}
+	rs.Elements[IfaceMap] = elems
+	add(fwd, "drover: the tunnel, the containers and direct members by input interface", matchIfaceMap(byIif)...)
 
 	pfx := s.prefixes()
 	for _, p := range pfx {
-		add(fwd, "drover: to containers "+p.String(),
-			append(matchAddr(p, false), &expr.Verdict{Kind: expr.VerdictJump, Chain: ContainersChain})...)
-	}
-	add(ctr, "drover: out of the tunnel", append(matchIfname(s.TUN), accept)...)
-	if s.Bridge != "" {
-		add(ctr, "drover: from the containers", append(matchIfname(s.Bridge), accept)...)
+		add(fwd, "drover: to containers "+p.String(), append(matchAddr(p, false), jump(ContainersChain))...)
 	}
 	add(ctr, "drover: host port (dnat)", append(matchCt(expr.CtKeySTATUS, ctStatusDstNAT), accept)...)
 	if s.Underlay != "" {
 		v4, v6 := directSets(t)
 		rs.Sets = []*nftables.Set{v4, v6}
-		add(ctr, "drover: a direct member's containers", append(matchDirect(s.Underlay, v4, false), accept)...)
-		add(ctr, "drover: a direct member's containers (IPv6)", append(matchDirect(s.Underlay, v6, true), accept)...)
+		ul := &nftables.Chain{Name: UnderlayChain, Table: t}
+		rs.Chains = append(rs.Chains, ul)
+		add(ul, "drover: a direct member's containers", append(matchDirect(v4, false), accept)...)
+		add(ul, "drover: a direct member's containers (IPv6)", append(matchDirect(v6, true), accept)...)
 		if s.NoTrack {
 			d4, d6 := dstSets(t)
 			rs.Sets = append(rs.Sets, d4, d6)
@@ -370,27 +441,41 @@ func Build(s Spec) (Ruleset, error) {
 				Name: RawChain, Table: t, Type: nftables.ChainTypeFilter,
 				Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &policy,
 			}
-			rs.Chains = append(rs.Chains, raw)
+			rawUl := &nftables.Chain{Name: RawUnderlayChain, Table: t}
+			rs.Chains = append(rs.Chains, raw, rawUl)
+			rawIif := ifaceMap(t, RawIfaceMap, idRawIf)
+			rs.Maps = append(rs.Maps, rawIif)
+			rawElems := []nftables.SetElement{ifaceElement(s.Underlay, jump(RawUnderlayChain))}
 			notrack := &expr.Notrack{}
-			for _, p := range pfx {
-				set := v4
-				if p.Addr().Is6() {
-					set = v6
-				}
-				// The destination first: a comparison most packets fail
-				// (every packet of the host passes this chain), before
-				// the set lookup only a direct member's need. In the
-				// bench's held topology, 4 streams: 27.7 against 24.8
-				// Gbit/s with the lookup first (docs/benchmarks.md).
-				add(raw, "drover: no conntrack for a direct member's containers to "+p.String(),
-					append(matchAddr(p, false), append(matchDirect(s.Underlay, set, p.Addr().Is6()), notrack)...)...)
-			}
 			if s.Bridge != "" {
-				add(raw, "drover: no conntrack from the containers to a direct member's",
-					append(matchIfname(s.Bridge), append(matchDst(d4, false), notrack)...)...)
-				add(raw, "drover: no conntrack from the containers to a direct member's (IPv6)",
-					append(matchIfname(s.Bridge), append(matchDst(d6, true), notrack)...)...)
+				rawBr := &nftables.Chain{Name: RawBridgeChain, Table: t}
+				rs.Chains = append(rs.Chains, rawBr)
+				rawElems = append(rawElems, ifaceElement(s.Bridge, jump(RawBridgeChain)))
+				add(rawBr, "drover: no conntrack from the containers to a direct member's",
+					append(matchDst(d4, false), notrack)...)
+				add(rawBr, "drover: no conntrack from the containers to a direct member's (IPv6)",
+					append(matchDst(d6, true), notrack)...)
 			}
+			rs.Elements[RawIfaceMap] = rawElems
+			add(raw, "drover: no conntrack for direct members, by input interface", matchIfaceMap(rawIif)...)
+			// One rule per family, whatever the number of protected
+			// prefixes: every packet from the underlay runs it.
+			p4, p6 := dstSets(t)
+			p4.Name, p4.ID, p6.Name, p6.ID = Protected4, idProt4, Protected6, idProt6
+			rs.Maps = append(rs.Maps, p4, p6)
+			var v4p, v6p []netip.Prefix
+			for _, p := range pfx {
+				if p.Addr().Is6() {
+					v6p = append(v6p, p)
+				} else {
+					v4p = append(v4p, p)
+				}
+			}
+			rs.Elements[Protected4], rs.Elements[Protected6] = dstElements(v4p), dstElements(v6p)
+			add(rawUl, "drover: no conntrack for a direct member's containers",
+				append(matchSrc(d4, false), append(matchDst(p4, false)[2:], notrack)...)...)
+			add(rawUl, "drover: no conntrack for a direct member's containers (IPv6)",
+				append(matchSrc(d6, true), append(matchDst(p6, true)[2:], notrack)...)...)
 		}
 	}
 	for _, p := range pfx {
@@ -405,8 +490,44 @@ func Build(s Spec) (Ruleset, error) {
 	return rs, nil
 }
 
-// matchDst matches packets of a family whose destination lies in set:
-// `ip daddr @direct_dst4`.
+// ifaceMap is a verdict map keyed by input interface name: by name, not
+// index, as the bridge may not exist yet (the CNI plugin creates it with
+// the first container) and the TUN may be recreated. Its key is a
+// string, in host byte order for nft(8) to show it: google/nftables marks
+// a constant set's key big-endian, which nft list showed as "" (the name
+// read backwards, NUL first), so the map is not flagged constant; nothing
+// changes it after the install.
+func ifaceMap(t *nftables.Table, name string, id uint32) *nftables.Set {
+	return &nftables.Set{Table: t, Name: name, ID: id, IsMap: true,
+		KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, KeyByteOrder: binaryutil.NativeEndian}
+}
+
+// ifaceElement maps interface name to v.
+func ifaceElement(name string, v *expr.Verdict) nftables.SetElement {
+	b := make([]byte, ifnameLen)
+	copy(b, name)
+	return nftables.SetElement{Key: b, VerdictData: v}
+}
+
+// matchIfaceMap is `iifname vmap @m`.
+func matchIfaceMap(m *nftables.Set) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
+	}
+}
+
+// matchSrc matches a source address in set (an interval set of addresses).
+func matchSrc(set *nftables.Set, v6 bool) []expr.Any {
+	e := matchDst(set, v6)
+	p := e[2].(*expr.Payload)
+	p.Offset -= 4 // RFC 791: saddr at 12, daddr at 16
+	if v6 {
+		p.Offset -= 12 // RFC 8200: saddr at 8, daddr at 24
+	}
+	return e
+}
+
 func matchDst(set *nftables.Set, v6 bool) []expr.Any {
 	proto, off, n := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4)
 	if v6 {
@@ -450,18 +571,6 @@ func matchAddr(p netip.Prefix, src bool) []expr.Any {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()},
 	)
-}
-
-// matchIfname matches packets that arrived on the named interface. By
-// name, not index: the bridge may not exist yet (the CNI plugin creates it
-// with the first container) and the TUN may be recreated.
-func matchIfname(name string) []expr.Any {
-	b := make([]byte, ifnameLen)
-	copy(b, name)
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b},
-	}
 }
 
 // matchCt matches packets whose conntrack key (state or status) has any of

@@ -123,6 +123,35 @@ func eval(t *testing.T, rs Ruleset, p packet, direct ...Source) (verdict string,
 						reg.set(e.DestRegister, slices.Clone(hdr[e.Offset:e.Offset+e.Len]))
 					}
 				case *expr.Lookup:
+					if e.IsDestRegSet {
+						// A verdict map on the input interface.
+						var m *nftables.Set
+						for _, s := range rs.Maps {
+							if s.Name == e.SetName && s.ID == e.SetID {
+								m = s
+							}
+						}
+						if m == nil || !m.IsMap || m.KeyType != nftables.TypeIFName || e.DestRegister != 0 {
+							t.Fatalf("lookup %+v: no such verdict map", e)
+						}
+						key := reg.get(e.SourceRegister)
+						var v *expr.Verdict
+						for _, el := range rs.Elements[m.Name] {
+							if bytes.Equal(el.Key, key) {
+								v = el.VerdictData
+							}
+						}
+						if v == nil {
+							continue rules // no element: the rule ends
+						}
+						if v.Kind == expr.VerdictJump {
+							if got, ok := run(v.Chain, depth+1); ok {
+								return got, true
+							}
+							continue rules
+						}
+						return v.Kind, true
+					}
 					var set *nftables.Set
 					for _, s := range rs.Sets {
 						if s.Name == e.SetName && s.ID == e.SetID {
@@ -393,9 +422,12 @@ func TestBuildShape(t *testing.T) {
 	if rs.Chains[1].Hooknum != nil {
 		t.Errorf("%s is a base chain, want a regular one", rs.Chains[1].Name)
 	}
-	// 1 jump; tun, bridge, dnat, 1 source, replies, drop.
-	if got := len(rs.Rules); got != 7 {
-		t.Errorf("got %d rules, want 7", got)
+	// The interface map, 1 jump; dnat, 1 source, replies, drop.
+	if got := len(rs.Rules); got != 6 {
+		t.Errorf("got %d rules, want 6", got)
+	}
+	if len(rs.Maps) != 1 || len(rs.Elements[IfaceMap]) != 2 {
+		t.Errorf("maps %v with %d elements, want %s with the TUN and the bridge", rs.Maps, len(rs.Elements[IfaceMap]), IfaceMap)
 	}
 	for _, r := range rs.Rules {
 		if r.Table != rs.Table || len(r.UserData) == 0 {
@@ -503,8 +535,8 @@ func TestInstallOneTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"add table drover_filter", "del table drover_filter", "add table drover_filter", "add counter",
-		"add chain forward", "add chain to_containers", "add rule forward",
-		"add rule to_containers", "add rule to_containers", "add rule to_containers", "add rule to_containers", "add rule to_containers", "add rule to_containers",
+		"add chain forward", "add chain to_containers", "add set by_iif", "add rule forward", "add rule forward",
+		"add rule to_containers", "add rule to_containers", "add rule to_containers", "add rule to_containers",
 		"flush"}
 	if !slices.Equal(c.calls, want) {
 		t.Errorf("install calls:\n got %q\nwant %q", c.calls, want)
