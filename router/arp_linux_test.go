@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -45,15 +46,17 @@ func (p *failingPort) mac() (packet.MAC, error) { return macA, nil }
 
 // TestARPSendFailureFlood: when every ARP reply fails to send, a flood of
 // requests writes a few log lines, not one per request.
-func TestARPSendFailureFlood(t *testing.T) {
-	var logs bytes.Buffer
+// arpRouter is router a (pfxA) with one live peer b (pfxB) whose
+// addresses are answered for, logging to logs.
+func arpRouter(t *testing.T, logs io.Writer) *Router {
+	t.Helper()
 	conn, err := udp.Listen(udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	r, err := New(Config{Name: "a", Encap: EncapVXLAN, VNI: 1, MAC: macA, Prefixes: []netip.Prefix{pfxA},
-		MTU: 1400, TUN: "tuntest", Log: slog.New(slog.NewTextHandler(&logs, nil))}, tuntest.NewFrames(), conn)
+		MTU: 1400, TUN: "tuntest", Log: slog.New(slog.NewTextHandler(logs, nil))}, tuntest.NewFrames(), conn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +64,12 @@ func TestARPSendFailureFlood(t *testing.T) {
 	if err := r.SetPeers([]*Peer{peer}); err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+func TestARPSendFailureFlood(t *testing.T) {
+	var logs bytes.Buffer
+	r := arpRouter(t, &logs)
 
 	const requests = 1000
 	req := packet.ARP{Op: packet.ARPRequest, SenderMAC: macA, SenderIP: netip.MustParseAddr("10.42.1.2"),

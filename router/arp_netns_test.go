@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
-	"net/netip"
 	"os/exec"
 	"strings"
 	"sync"
@@ -15,8 +13,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/drovernet/drover/internal/netnstest"
-	"github.com/drovernet/drover/router/udp"
-	"github.com/drovernet/drover/tun/tuntest"
 )
 
 // syncBuf is a log sink safe for the responder's goroutine.
@@ -69,21 +65,8 @@ func TestAnswerARPKernel(t *testing.T) {
 	}
 	brLink, _ := h.LinkByName(br)
 
-	conn, err := udp.Listen(udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
 	var logs syncBuf
-	r, err := New(Config{Name: "a", Encap: EncapVXLAN, VNI: 1, MAC: macA, Prefixes: []netip.Prefix{pfxA},
-		MTU: 1400, TUN: "tuntest", Log: slog.New(slog.NewTextHandler(&logs, nil))}, tuntest.NewFrames(), conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := &Peer{Name: "b", Underlay: netip.MustParseAddrPort("127.0.0.9:4789"), MAC: macB, Prefixes: []netip.Prefix{pfxB}, TunnelMTU: 1400}
-	if err := r.SetPeers([]*Peer{peer}); err != nil {
-		t.Fatal(err)
-	}
+	r := arpRouter(t, &logs)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
