@@ -227,8 +227,13 @@ func directSets(t *nftables.Table) (v4, v6 *nftables.Set) {
 
 // dstSets are the filter's sets of direct members' prefixes in table t.
 func dstSets(t *nftables.Table) (v4, v6 *nftables.Set) {
-	return &nftables.Set{Table: t, Name: DirectDst4, ID: idDst4, Interval: true, KeyType: nftables.TypeIPAddr},
-		&nftables.Set{Table: t, Name: DirectDst6, ID: idDst6, Interval: true, KeyType: nftables.TypeIP6Addr}
+	return addrSets(t, DirectDst4, idDst4, DirectDst6, idDst6)
+}
+
+// addrSets are an IPv4 and an IPv6 interval set of addresses in table t.
+func addrSets(t *nftables.Table, name4 string, id4 uint32, name6 string, id6 uint32) (v4, v6 *nftables.Set) {
+	return &nftables.Set{Table: t, Name: name4, ID: id4, Interval: true, KeyType: nftables.TypeIPAddr},
+		&nftables.Set{Table: t, Name: name6, ID: id6, Interval: true, KeyType: nftables.TypeIP6Addr}
 }
 
 // dstElements are prefixes (one family) as elements of an interval set:
@@ -300,22 +305,19 @@ func directElement(s Source) nftables.SetElement {
 // source MAC in set: `ip saddr . ether saddr @direct4`. The input
 // interface is the map's (from_underlay), not compared again here.
 func matchDirect(set *nftables.Set, v6 bool) []expr.Any {
-	proto, off, n := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4)
+	n := uint32(4)
 	if v6 {
-		proto, off, n = unix.NFPROTO_IPV6, 8, 16
+		n = 16
 	}
-	e := []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	return append(matchFamily(v6),
 		// Interfaces without a link-layer header (a TUN, a WireGuard
 		// device) have none to read: the payload load then ends the rule.
 		&expr.Meta{Key: expr.MetaKeyIIFTYPE, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint16(unix.ARPHRD_ETHER)},
-		&expr.Payload{DestRegister: regReg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Payload{DestRegister: regReg1, Base: expr.PayloadBaseNetworkHeader, Offset: addrOffset(v6, true), Len: n},
 		&expr.Payload{DestRegister: reg32First + n/4, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
 		&expr.Lookup{SourceRegister: regReg1, SetName: set.Name, SetID: set.ID},
-	}
-	return e
+	)
 }
 
 // Build returns the filter for s, without touching the kernel:
@@ -460,8 +462,7 @@ func Build(s Spec) (Ruleset, error) {
 			add(raw, "drover: no conntrack for direct members, by input interface", matchIfaceMap(rawIif)...)
 			// One rule per family, whatever the number of protected
 			// prefixes: every packet from the underlay runs it.
-			p4, p6 := dstSets(t)
-			p4.Name, p4.ID, p6.Name, p6.ID = Protected4, idProt4, Protected6, idProt6
+			p4, p6 := addrSets(t, Protected4, idProt4, Protected6, idProt6)
 			rs.Maps = append(rs.Maps, p4, p6)
 			var v4p, v6p []netip.Prefix
 			for _, p := range pfx {
@@ -473,9 +474,9 @@ func Build(s Spec) (Ruleset, error) {
 			}
 			rs.Elements[Protected4], rs.Elements[Protected6] = dstElements(v4p), dstElements(v6p)
 			add(rawUl, "drover: no conntrack for a direct member's containers",
-				append(matchSrc(d4, false), append(matchDst(p4, false)[2:], notrack)...)...)
+				append(matchFamily(false), append(lookupAddr(d4, false, true), append(lookupAddr(p4, false, false), notrack)...)...)...)
 			add(rawUl, "drover: no conntrack for a direct member's containers (IPv6)",
-				append(matchSrc(d6, true), append(matchDst(p6, true)[2:], notrack)...)...)
+				append(matchFamily(true), append(lookupAddr(d6, true, true), append(lookupAddr(p6, true, false), notrack)...)...)...)
 		}
 	}
 	for _, p := range pfx {
@@ -517,47 +518,58 @@ func matchIfaceMap(m *nftables.Set) []expr.Any {
 	}
 }
 
-// matchSrc matches a source address in set (an interval set of addresses).
-func matchSrc(set *nftables.Set, v6 bool) []expr.Any {
-	e := matchDst(set, v6)
-	p := e[2].(*expr.Payload)
-	p.Offset -= 4 // RFC 791: saddr at 12, daddr at 16
-	if v6 {
-		p.Offset -= 12 // RFC 8200: saddr at 8, daddr at 24
-	}
-	return e
+// matchDst matches packets of a family (v6) whose destination address
+// is in set (an interval set of addresses).
+func matchDst(set *nftables.Set, v6 bool) []expr.Any {
+	return append(matchFamily(v6), lookupAddr(set, v6, false)...)
 }
 
-func matchDst(set *nftables.Set, v6 bool) []expr.Any {
-	proto, off, n := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4)
+// matchFamily is `meta nfproto ipv4` (or ipv6).
+func matchFamily(v6 bool) []expr.Any {
+	proto := byte(unix.NFPROTO_IPV4)
 	if v6 {
-		proto, off, n = unix.NFPROTO_IPV6, 24, 16
+		proto = unix.NFPROTO_IPV6
 	}
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}
+}
+
+// lookupAddr looks the source (src) or destination address up in set;
+// the family must have been matched before.
+func lookupAddr(set *nftables.Set, v6, src bool) []expr.Any {
+	off, n := addrOffset(v6, src), uint32(4)
+	if v6 {
+		n = 16
+	}
+	return []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
 		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
 	}
 }
 
+// addrOffset is where the source (src) or destination address starts in
+// the network header: RFC 791 saddr at 12, daddr at 16; RFC 8200 saddr at
+// 8, daddr at 24.
+func addrOffset(v6, src bool) uint32 {
+	switch {
+	case v6 && src:
+		return 8
+	case v6:
+		return 24
+	case src:
+		return 12
+	}
+	return 16
+}
+
 // matchAddr matches packets of p's family whose source (src) or
 // destination address lies in p.
 func matchAddr(p netip.Prefix, src bool) []expr.Any {
-	proto, off := byte(unix.NFPROTO_IPV4), uint32(16) // RFC 791: daddr at 16, saddr at 12
-	if src {
-		off = 12
-	}
-	if p.Addr().Is6() {
-		proto, off = unix.NFPROTO_IPV6, 24 // RFC 8200: daddr at 24, saddr at 8
-		if src {
-			off = 8
-		}
-	}
-	e := []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-	}
+	v6 := p.Addr().Is6()
+	off := addrOffset(v6, src)
+	e := matchFamily(v6)
 	if p.Bits() == 0 {
 		return e // the whole family
 	}

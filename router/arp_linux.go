@@ -135,7 +135,6 @@ type packetPort struct {
 	file    *os.File
 	rc      syscall.RawConn
 	ifindex int
-	proto   uint16
 
 	// The poller callbacks' arguments and results: method values made
 	// once (readFn, sendFn), not a closure per frame.
@@ -169,7 +168,7 @@ func openPacketPort(ifname string) (*packetPort, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("bind %s: %w", ifname, err)
 	}
-	p := &packetPort{file: os.NewFile(uintptr(fd), "arp:"+ifname), ifindex: ifi.Index, proto: proto}
+	p := &packetPort{file: os.NewFile(uintptr(fd), "arp:"+ifname), ifindex: ifi.Index}
 	if p.rc, err = p.file.SyscallConn(); err != nil {
 		p.file.Close()
 		return nil, fmt.Errorf("%s: %w", ifname, err)
