@@ -167,12 +167,17 @@ func TestUnexpectedAS(t *testing.T) {
 	if s.State == "established" || !strings.Contains(s.LastError, "session reset") {
 		t.Errorf("refusing side: state %s, last error %q; want not established and the notification it sent", s.State, s.LastError)
 	}
-	if h := status(t, host); h.State == "established" || h.LastError == "" {
-		t.Errorf("refused side: state %s, last error %q; want not established, with an error", h.State, h.LastError)
-	}
-	if !strings.Contains(logs.String(), "bgp session reset") || !strings.Contains(logs.String(), "peer=127.0.0.1") {
-		t.Errorf("refused side's log does not name the reset and the neighbour:\n%s", logs)
-	}
+	// The refused side learns of it when the NOTIFICATION arrives, which
+	// may be after the refusing side has recorded sending it.
+	poll(t, 5*time.Second, func() error {
+		if h := status(t, host); h.State == "established" || h.LastError == "" {
+			return fmt.Errorf("refused side: state %s, last error %q; want not established, with an error", h.State, h.LastError)
+		}
+		if !strings.Contains(logs.String(), "bgp session reset") || !strings.Contains(logs.String(), "peer=127.0.0.1") {
+			return fmt.Errorf("refused side's log does not name the reset and the neighbour:\n%s", logs)
+		}
+		return nil
+	})
 	if err := refuser.Announce([]netip.Prefix{netip.MustParsePrefix("10.42.1.0/24")}); err != nil {
 		t.Errorf("announce after a refused session: %v", err)
 	}
