@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
@@ -49,8 +50,14 @@ const (
 	idMetadata = 2
 )
 
+// portsSet is the map from port name to port chain. Its key is marked
+// host byte order (the set's user data, which only nft(8) reads): without
+// it nft list showed every element as "" (the name read backwards, NUL
+// first), so an operator saw no port names and a saved listing could not
+// be loaded back with nft -f.
 func (g *Guard) portsSet() *nftables.Set {
-	return &nftables.Set{Table: g.t, ID: idPorts, Name: mapPorts, KeyType: nftables.TypeIFName, IsMap: true, DataType: nftables.TypeVerdict}
+	return &nftables.Set{Table: g.t, ID: idPorts, Name: mapPorts, KeyType: nftables.TypeIFName, IsMap: true,
+		DataType: nftables.TypeVerdict, KeyByteOrder: binaryutil.NativeEndian}
 }
 
 func (g *Guard) metadataSet() *nftables.Set {

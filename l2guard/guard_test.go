@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -361,6 +362,27 @@ func TestGuardCheck(t *testing.T) {
 	wrong.IP = c2Addr
 	if err := l.g.Check(wrong, nil); err == nil || !strings.Contains(err.Error(), "rule") {
 		t.Errorf("Check with another address: %v, want a rule that differs", err)
+	}
+	// The listing names each port, and loads back with the ports it
+	// lists (an operator's save and restore; nft(8) compiles a few
+	// matches to other, equivalent expressions, which Check reports, so
+	// the table Add made is put back afterwards).
+	listed := nft(t, l.H, "list", "table", "bridge", l2guard.Table)
+	for _, p := range []l2guard.Port{l.p1, l.p2} {
+		if want := fmt.Sprintf("%q : jump %s", p.IfName, l2guard.PortChain(p.IfName)); !strings.Contains(listed, want) {
+			t.Errorf("nft list: no %s in:\n%s", want, listed)
+		}
+	}
+	saved := filepath.Join(t.TempDir(), "guard.nft")
+	must(t, os.WriteFile(saved, []byte(listed), 0o600))
+	nft(t, l.H, "delete", "table", "bridge", l2guard.Table)
+	nft(t, l.H, "-f", saved)
+	if ports, err := l.g.Ports(); err != nil || strings.Join(ports, ",") != "drv-gp1,drv-gp2" {
+		t.Errorf("Ports after nft -f of the listing: %v, %v; want drv-gp1,drv-gp2", ports, err)
+	}
+	must(t, l.g.Delete())
+	for _, p := range []l2guard.Port{l.p1, l.p2} {
+		must(t, l.g.Add(p, []netip.Addr{metaAddr}))
 	}
 	// Delete one rule of p1's chain with the nft tool.
 	out := nft(t, l.H, "-a", "list", "chain", "bridge", l2guard.Table, l2guard.PortChain(l.p1.IfName))
