@@ -436,9 +436,13 @@ func guardDrops(t *testing.T, h *lanHost, reason string) float64 {
 }
 
 // TestLabUplinkThroughput: iperf3 between containers on two hosts of the
-// uplink lab against two plain stations of the same LAN, in one run. A
-// measurement: it runs without -race, with the machine to itself (CI's
-// scale step).
+// uplink lab against two plain stations of the same LAN, in one run; and,
+// in the same rounds, against the bare topology: the same two hosts'
+// bridges and veth pairs built by hand, with no drover, no guard and no
+// daemon. The first ratio is issue 13's; the other two split it into what
+// the topology the issue prescribes costs (a veth pair and a bridge more
+// on each side than a station) and what drover adds to it. A measurement:
+// it runs without -race, with the machine to itself (CI's scale step).
 func TestLabUplinkThroughput(t *testing.T) {
 	if raceEnabled {
 		t.Skip("measures throughput: run without -race, alone (CI's scale step runs it)")
@@ -455,45 +459,91 @@ func TestLabUplinkThroughput(t *testing.T) {
 		t.Cleanup(func() { h.th.del(t, h.name+"-perf", ns, h.th.conf(nil)) })
 		ctrs, addrs = append(ctrs, ns), append(addrs, resultAddr(t, res).Addr())
 	}
-	// Throughput: containers on two hosts against two plain stations of
-	// the same LAN, alternately (ABBA...), in the same run: 20 rounds of
-	// two 2 s runs back to back, as TestNetpolScale does, since this
-	// machine's speed drifts over seconds.
+	bare := l.bareContainers(t)
+	// Three arms, each round in an order reversed from the last (ABC,
+	// CBA, ...), 20 rounds of 2 s runs back to back, as TestNetpolScale
+	// does, since this machine's speed drifts over seconds.
+	type arm struct {
+		name     string
+		from, to *testenv.NetNS
+		addr     netip.Addr
+		bps      []float64
+	}
+	arms := []*arm{
+		{name: "containers", from: ctrs[0], to: ctrs[1], addr: addrs[1]},
+		{name: "plain stations", from: l.P1, to: l.P2, addr: netip.MustParseAddr("192.168.88.62")},
+		{name: "bare topology", from: bare[0], to: bare[1], addr: bareAddr(2)},
+	}
 	const rounds, runFor = 20, 2 * time.Second
-	var viaDrover, plain []float64
 	for round := range rounds {
-		for _, drover := range []bool{round%2 == 0, round%2 != 0} {
-			var bps float64
-			var err error
-			if drover {
-				bps, err = lab.Iperf(ctrs[0], ctrs[1], addrs[1], runFor)
-				viaDrover = append(viaDrover, bps)
-			} else {
-				bps, err = lab.Iperf(l.P1, l.P2, netip.MustParseAddr("192.168.88.62"), runFor)
-				plain = append(plain, bps)
+		for i := range arms {
+			a := arms[i]
+			if round%2 != 0 {
+				a = arms[len(arms)-1-i]
 			}
+			bps, err := lab.Iperf(a.from, a.to, a.addr, runFor)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("%s: %v", a.name, err)
 			}
-			t.Logf("iperf3 round %d, containers %v: %s", round, drover, lab.FormatBits(bps))
+			a.bps = append(a.bps, bps)
+			t.Logf("iperf3 round %d, %s: %s", round, a.name, lab.FormatBits(bps))
 		}
 	}
-	ratio, median := lab.PairedRatios(viaDrover, plain)
-	mean, lo, hi := lab.RatioInterval(viaDrover, plain)
-	t.Logf("RESULT uplink iperf3 (%v x %d rounds each, ABBA): containers h1 -> h2 %s, plain stations %s, ratio of the means %.3f, median ratio of the rounds %.3f, mean ratio %.3f (95 %% interval %.3f-%.3f)",
-		runFor, rounds, lab.FormatBits(lab.Mean(viaDrover)), lab.FormatBits(lab.Mean(plain)), ratio, median, mean, lo, hi)
-	// Issue 13 asks for 90 %. Containers are one veth pair and one host
-	// bridge further from the LAN than a station on it, on each side, and
-	// on this machine a stream between stations ranges from 10 to 20
-	// Gbit/s from one run to the next: measured ratios 0.75 to 1.02 with
-	// 4 rounds of 3 s (the guard's fast path and bridged frames kept out
-	// of netfilter included); with 20 rounds of 2 s, 0.904 (95 % interval
-	// 0.871-0.937) and 0.873 (0.836-0.921), close to the 0.87-0.91 of a
-	// replica of the topology without drover. Until the 90 % holds run
-	// after run, the test guards against a gross regression only and logs
-	// the ratio.
+	ctr, plain, topo := arms[0].bps, arms[1].bps, arms[2].bps
+	report := func(what string, a, b []float64) float64 {
+		ratio, median := lab.PairedRatios(a, b)
+		mean, lo, hi := lab.RatioInterval(a, b)
+		t.Logf("RESULT uplink iperf3 %s: %s against %s, ratio of the means %.3f, median ratio of the rounds %.3f, mean ratio %.3f (95 %% interval %.3f-%.3f)",
+			what, lab.FormatBits(lab.Mean(a)), lab.FormatBits(lab.Mean(b)), ratio, median, mean, lo, hi)
+		return ratio
+	}
+	t.Logf("RESULT uplink iperf3: %v x %d rounds of each arm, order reversed each round", runFor, rounds)
+	ratio := report("containers h1 -> h2 / plain stations (issue 13)", ctr, plain)
+	report("bare topology / plain stations (what the topology costs)", topo, plain)
+	own := report("containers / bare topology (what drover adds)", ctr, topo)
+	// Issue 13 asks for 90 % of plain stations. The topology alone, with
+	// no drover, has measured 0.87-0.97 of them on this machine; drover's
+	// containers 0.96-0.98 of the bare topology. So the first ratio is
+	// bounded only against a gross regression, and drover's own share,
+	// which it controls, against 10 %.
 	if ratio < 0.7 {
 		t.Errorf("containers reach %.1f%% of plain stations' throughput, want at least 70%%", 100*ratio)
 	}
+	if own < 0.9 {
+		t.Errorf("containers reach %.1f%% of the bare topology's throughput, want at least 90%%", 100*own)
+	}
+}
 
+// bareAddr is the LAN address of bare topology container i (1 or 2):
+// outside the lab's range, stations and hosts.
+func bareAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 168, 88, byte(230 + i)}) }
+
+// bareContainers builds, beside the lab's hosts, the topology issue 13
+// prescribes with nothing of drover's: two hosts, each a bridge with an
+// uplink veth into the LAN (its netfilter calls off, as drover's) and a
+// container on a veth pair. It returns the two containers.
+func (l *lanLab) bareContainers(t *testing.T) []*testenv.NetNS {
+	t.Helper()
+	sh := func(format string, a ...any) {
+		t.Helper()
+		s := fmt.Sprintf(format, a...)
+		if out, err := run(strings.Fields(s)...); err != nil {
+			t.Fatalf("%s: %v\n%s", s, err, out)
+		}
+	}
+	var ctrs []*testenv.NetNS
+	for i := 1; i <= 2; i++ {
+		h, c := testenv.NewNetNS(t, fmt.Sprintf("lb%d", i)), testenv.NewNetNS(t, fmt.Sprintf("lbc%d", i))
+		sh("ip -n %s link add drv-ob%d type veth peer name %s netns %s", l.O.Name, i, upNIC, h.Name)
+		sh("ip -n %s link set drv-ob%d master drv-lan up", l.O.Name, i)
+		sh("ip -n %s link add drv-br type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0", h.Name)
+		sh("ip -n %s link set %s master drv-br up", h.Name, upNIC)
+		sh("ip -n %s link add drv-port type veth peer name eth0 netns %s", h.Name, c.Name)
+		sh("ip -n %s link set drv-port master drv-br up", h.Name)
+		sh("ip -n %s link set drv-br up", h.Name)
+		sh("ip -n %s addr add %s/24 dev eth0", c.Name, bareAddr(i))
+		sh("ip -n %s link set eth0 up", c.Name)
+		ctrs = append(ctrs, c)
+	}
+	return ctrs
 }
