@@ -20,6 +20,8 @@ type conn interface {
 	AddChain(*nftables.Chain) *nftables.Chain
 	AddRule(*nftables.Rule) *nftables.Rule
 	AddSet(*nftables.Set, []nftables.SetElement) error
+	DelSet(*nftables.Set)
+	FlushChain(*nftables.Chain)
 	FlushSet(*nftables.Set)
 	SetAddElements(*nftables.Set, []nftables.SetElement) error
 	Flush() error
@@ -30,8 +32,9 @@ type conn interface {
 type Filter struct {
 	rs Ruleset
 
-	mu sync.Mutex // serialises use of c (Drops is called by HTTP handlers)
-	c  conn
+	mu     sync.Mutex // serialises use of c (Drops is called by HTTP handlers)
+	c      conn
+	direct Direct // what SetDirect installed last
 }
 
 // Install builds the filter for s and installs it in the calling process's
@@ -121,48 +124,79 @@ var ErrNoUnderlay = errors.New("firewall: no underlay interface: direct sources 
 // one transaction (nothing is admitted twice or missing in between). A
 // source's prefix is accepted only from its MAC address. Invalid prefixes
 // are refused before anything changes.
+//
+// The transaction empties UnderlayChain, empties or removes the direct
+// sets of the last call, adds those of new prefix lengths and the
+// chain's rules (BuildDirect), and with NoTrack refills DirectDst4 and
+// DirectDst6.
 func (f *Filter) SetDirect(srcs []Source) error {
-	if len(f.rs.Sets) < 2 {
+	var ul *nftables.Chain
+	for _, ch := range f.rs.Chains {
+		if ch.Name == UnderlayChain {
+			ul = ch
+		}
+	}
+	if ul == nil {
 		return ErrNoUnderlay
 	}
-	// Elements per set, in the order of f.rs.Sets: direct4, direct6 and,
-	// with NoTrack, direct_dst4, direct_dst6.
-	elems := make([][]nftables.SetElement, len(f.rs.Sets))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, err := BuildDirect(f.rs.Table, srcs, idDirectFirst)
+	if err != nil {
+		return err
+	}
 	var dst [2][]netip.Prefix
 	for _, s := range srcs {
 		p := s.Prefix
-		if !p.IsValid() {
-			return fmt.Errorf("firewall: direct source %v: not a prefix", p)
-		}
 		if p.Addr().Is4In6() {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
 		}
-		s.Prefix = p
 		fam := 0
 		if p.Addr().Is6() {
 			fam = 1
 		}
-		elems[fam] = append(elems[fam], directElement(s))
 		dst[fam] = append(dst[fam], p)
 	}
-	if len(elems) == 4 {
-		elems[2], elems[3] = dstElements(dst[0]), dstElements(dst[1])
+	f.c.FlushChain(ul)
+	old := map[string]*nftables.Set{}
+	for _, set := range f.direct.Sets {
+		old[set.Name] = set
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i, es := range elems {
-		set := f.rs.Sets[i]
-		f.c.FlushSet(set)
-		if len(es) == 0 {
+	for i, set := range d.Sets {
+		if o, ok := old[set.Name]; ok {
+			delete(old, set.Name)
+			*set = *o // the kernel's set: the rule looks it up by name
+			f.c.FlushSet(set)
+			if err := f.c.SetAddElements(set, d.Elements[i]); err != nil {
+				return fmt.Errorf("firewall: set %s: %w", set.Name, err)
+			}
 			continue
 		}
-		if err := f.c.SetAddElements(set, es); err != nil {
+		if err := f.c.AddSet(set, d.Elements[i]); err != nil {
 			return fmt.Errorf("firewall: set %s: %w", set.Name, err)
+		}
+	}
+	for _, set := range f.direct.Sets {
+		if _, gone := old[set.Name]; gone {
+			f.c.DelSet(set)
+		}
+	}
+	for _, r := range d.Rules {
+		f.c.AddRule(r)
+	}
+	// With NoTrack: DirectDst4 and DirectDst6.
+	for i, set := range f.rs.Sets {
+		f.c.FlushSet(set)
+		if es := dstElements(dst[i]); len(es) > 0 {
+			if err := f.c.SetAddElements(set, es); err != nil {
+				return fmt.Errorf("firewall: set %s: %w", set.Name, err)
+			}
 		}
 	}
 	if err := f.c.Flush(); err != nil {
 		return fmt.Errorf("firewall: direct sources: %w", err)
 	}
+	f.direct = d
 	return nil
 }
 

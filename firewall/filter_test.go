@@ -401,6 +401,25 @@ func TestFilterDirect(t *testing.T) {
 	wantRecv(t, ctr, "member block from its MAC", "direct")
 	forge("10.42.8.5:7000", "other-block")
 	wantRecv(t, ctr, "another block from the member's MAC")
+	// A second prefix length (a set and a rule of its own), then the
+	// first length alone again (the other set removed).
+	if err := f.SetDirect([]firewall.Source{
+		{Prefix: netip.MustParsePrefix("10.42.9.0/24"), MAC: omac},
+		{Prefix: netip.MustParsePrefix("10.42.8.7/32"), MAC: omac},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	forge("10.42.8.7:7000", "host-route")
+	wantRecv(t, ctr, "member /32 from its MAC", "host-route")
+	forge("10.42.8.5:7000", "beside-host-route")
+	wantRecv(t, ctr, "an address beside the member's /32")
+	forge("10.42.9.6:7000", "direct-2")
+	wantRecv(t, ctr, "member block beside a /32", "direct-2")
+	if err := f.SetDirect([]firewall.Source{{Prefix: netip.MustParsePrefix("10.42.9.0/24"), MAC: omac}}); err != nil {
+		t.Fatal(err)
+	}
+	forge("10.42.8.7:7000", "host-route-gone")
+	wantRecv(t, ctr, "the /32 after it is withdrawn")
 
 	// The same block announced with another MAC: O's packets are no
 	// longer the member's.
@@ -416,8 +435,8 @@ func TestFilterDirect(t *testing.T) {
 	}
 	forge("10.42.9.5:7002", "withdrawn")
 	wantRecv(t, ctr, "member block after the member is withdrawn")
-	if got := drops(t, f); got != 4 {
-		t.Errorf("drops: got %d, want 4", got)
+	if got := drops(t, f); got != 6 {
+		t.Errorf("drops: got %d, want 6", got)
 	}
 
 	if path, err := exec.LookPath("nft"); err == nil {
@@ -428,13 +447,13 @@ func TestFilterDirect(t *testing.T) {
 		}
 		t.Logf("nft list table inet %s:\n%s", firewall.Table, b)
 		for _, want := range []string{`"drv-up" : jump ` + firewall.UnderlayChain,
-			fmt.Sprintf(`ip saddr . ether saddr @%s accept`, firewall.DirectSet4)} {
+			fmt.Sprintf(`ip saddr & 255.255.255.0 . ether saddr @%s_24 accept`, firewall.DirectSet4)} {
 			if !strings.Contains(string(b), want) {
 				t.Errorf("nft list: no %q", want)
 			}
 		}
-		if !strings.Contains(string(b), "10.42.9.0/24 . "+net.HardwareAddr(omac[:]).String()) {
-			t.Errorf("nft list: no element for 10.42.9.0/24 . %s", net.HardwareAddr(omac[:]))
+		if !strings.Contains(string(b), "10.42.9.0 . "+net.HardwareAddr(omac[:]).String()) {
+			t.Errorf("nft list: no element for 10.42.9.0 . %s", net.HardwareAddr(omac[:]))
 		}
 	}
 	// Without an underlay interface there is nothing to admit into.

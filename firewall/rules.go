@@ -1,8 +1,10 @@
 package firewall
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -26,8 +28,9 @@ const (
 	ContainersChain = "to_containers"
 	// DropCounter is the named counter every drop of the filter updates.
 	DropCounter = "forward_drops"
-	// DirectSet4 and DirectSet6 hold the sources accepted from the
-	// underlay interface (Spec.Underlay): a member's prefix and the MAC
+	// DirectSet4 and DirectSet6 start the names of the sets of sources
+	// accepted from the underlay interface (Spec.Underlay): per prefix
+	// length one set, "direct4_24" say, of a member's prefix and the MAC
 	// address of its underlay interface, concatenated (cluster.direct).
 	DirectSet4 = "direct4"
 	DirectSet6 = "direct6"
@@ -59,14 +62,15 @@ const (
 // transaction with the table: google/nftables' own counter is global and
 // unsynchronised.
 const (
-	idDirect4 = 1
-	idDirect6 = 2
-	idDst4    = 3
-	idDst6    = 4
-	idIfaces  = 5
-	idRawIf   = 6
-	idProt4   = 7
-	idProt6   = 8
+	idDst4   = 3
+	idDst6   = 4
+	idIfaces = 5
+	idRawIf  = 6
+	idProt4  = 7
+	idProt6  = 8
+	// idDirectFirst is the first ID of the direct sets SetDirect adds,
+	// one transaction each, after the table's.
+	idDirectFirst = 16
 )
 
 // Priority of the forward chain: the filter priority (0), as iptables'
@@ -202,9 +206,9 @@ type Ruleset struct {
 	Counter *nftables.NamedObj
 	// Chains: the forward base chain, then the containers chain.
 	Chains []*nftables.Chain
-	// Sets: DirectSet4 and DirectSet6 with Spec.Underlay (then, with
-	// NoTrack, DirectDst4 and DirectDst6), else none. Filter.SetDirect
-	// fills them.
+	// Sets: with Spec.Underlay and NoTrack, DirectDst4 and DirectDst6,
+	// else none. Filter.SetDirect fills them, and adds the direct sets
+	// and the rules of UnderlayChain (Direct).
 	Sets []*nftables.Set
 	// Maps are the sets and maps whose elements never change, installed
 	// with their Elements: the verdict maps keyed by input interface
@@ -212,17 +216,6 @@ type Ruleset struct {
 	Maps     []*nftables.Set
 	Elements map[string][]nftables.SetElement
 	Rules    []*nftables.Rule
-}
-
-// directSets are the filter's sets of direct sources in table t.
-func directSets(t *nftables.Table) (v4, v6 *nftables.Set) {
-	mk := func(name string, id uint32, addr nftables.SetDatatype) *nftables.Set {
-		return &nftables.Set{
-			Table: t, Name: name, ID: id, Interval: true, Concatenation: true,
-			KeyType: nftables.MustConcatSetType(addr, nftables.TypeEtherAddr),
-		}
-	}
-	return mk(DirectSet4, idDirect4, nftables.TypeIPAddr), mk(DirectSet6, idDirect6, nftables.TypeIP6Addr)
 }
 
 // dstSets are the filter's sets of direct members' prefixes in table t.
@@ -287,34 +280,118 @@ const (
 	etherPadLen = 8 // 6 bytes, padded to a 32-bit boundary
 )
 
-// directElement is s as an element of its family's set: an interval of
-// addresses, each concatenated with the MAC.
-func directElement(s Source) nftables.SetElement {
-	p := s.Prefix.Masked()
-	first := p.Addr().AsSlice()
-	last := slices.Clone(first)
-	for i := p.Bits(); i < len(last)*8; i++ {
-		last[i/8] |= 0x80 >> (i % 8)
-	}
-	mac := make([]byte, etherPadLen)
-	copy(mac, s.MAC[:])
-	return nftables.SetElement{Key: append(first, mac...), KeyEnd: append(last, mac...)}
+// Direct is what admits a set of direct sources: per family and prefix
+// length one set of exact keys, the masked source address concatenated
+// with the MAC, and one rule in UnderlayChain that looks it up:
+//
+//	set direct4_24 { type ipv4_addr . ether_addr; elements = { 10.42.2.0 . 02:42:c0:00:02:02, ... } }
+//	ip saddr & 255.255.255.0 . ether saddr @direct4_24 accept
+//
+// Exact keys, not one set of intervals: the kernel keeps a concatenation
+// of intervals in a pipapo set, whose lookup uses AVX2 and so saves the
+// FPU state in softirq, for every packet of a direct flow; a hash of exact
+// keys costs a third of that and in the harness's held topology moved 4
+// streams about 3 % (docs/benchmarks.md). The prefix lengths a cluster
+// uses are few (its block size, a host's /32): a rule each.
+type Direct struct {
+	Sets     []*nftables.Set
+	Elements [][]nftables.SetElement // per set, in the order of Sets
+	Rules    []*nftables.Rule
 }
 
-// matchDirect matches packets of a family (v6) with a source address and
-// source MAC in set: `ip saddr . ether saddr @direct4`. The input
-// interface is the map's (from_underlay), not compared again here.
-func matchDirect(set *nftables.Set, v6 bool) []expr.Any {
+// directKey is a source's family, prefix length and set name.
+type directKey struct {
+	v6   bool
+	bits int
+}
+
+func (k directKey) name() string {
+	base := DirectSet4
+	if k.v6 {
+		base = DirectSet6
+	}
+	return fmt.Sprintf("%s_%d", base, k.bits)
+}
+
+// BuildDirect returns the sets and UnderlayChain's rules that admit srcs
+// in table t, the sets numbered from id. A source of an IPv4-mapped IPv6
+// prefix counts as IPv4; an invalid prefix is an error.
+func BuildDirect(t *nftables.Table, srcs []Source, id uint32) (Direct, error) {
+	byKey := map[directKey][]nftables.SetElement{}
+	for _, s := range srcs {
+		p := s.Prefix
+		if !p.IsValid() {
+			return Direct{}, fmt.Errorf("firewall: direct source %v: not a prefix", p)
+		}
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+		}
+		k := directKey{v6: p.Addr().Is6(), bits: p.Bits()}
+		mac := make([]byte, etherPadLen)
+		copy(mac, s.MAC[:])
+		e := nftables.SetElement{Key: append(p.Masked().Addr().AsSlice(), mac...)}
+		if !slices.ContainsFunc(byKey[k], func(o nftables.SetElement) bool { return bytes.Equal(o.Key, e.Key) }) {
+			byKey[k] = append(byKey[k], e)
+		}
+	}
+	keys := slices.Collect(maps.Keys(byKey))
+	// IPv4 first; then the length with the most members first (a
+	// cluster's blocks), as every packet tries the rules in order.
+	slices.SortFunc(keys, func(a, b directKey) int {
+		if a.v6 != b.v6 {
+			if a.v6 {
+				return 1
+			}
+			return -1
+		}
+		if d := len(byKey[b]) - len(byKey[a]); d != 0 {
+			return d
+		}
+		return a.bits - b.bits
+	})
+	ul := &nftables.Chain{Name: UnderlayChain, Table: t}
+	var d Direct
+	for i, k := range keys {
+		addr := nftables.TypeIPAddr
+		if k.v6 {
+			addr = nftables.TypeIP6Addr
+		}
+		set := &nftables.Set{Table: t, Name: k.name(), ID: id + uint32(i), Concatenation: true,
+			KeyType: nftables.MustConcatSetType(addr, nftables.TypeEtherAddr)}
+		d.Sets = append(d.Sets, set)
+		d.Elements = append(d.Elements, byKey[k])
+		comment := fmt.Sprintf("drover: a direct member's containers (/%d)", k.bits)
+		d.Rules = append(d.Rules, &nftables.Rule{Table: t, Chain: ul,
+			Exprs:    append(matchDirect(set, k.v6, k.bits), &expr.Verdict{Kind: expr.VerdictAccept}),
+			UserData: userdata.AppendString(nil, userdata.TypeComment, comment)})
+	}
+	return d, nil
+}
+
+// matchDirect matches packets of a family (v6) whose source address,
+// masked to bits, and source MAC are in set: `ip saddr & 255.255.255.0 .
+// ether saddr @direct4_24`. The input interface is the map's
+// (from_underlay), not compared again here.
+func matchDirect(set *nftables.Set, v6 bool, bits int) []expr.Any {
 	n := uint32(4)
 	if v6 {
 		n = 16
 	}
-	return append(matchFamily(v6),
+	e := append(matchFamily(v6),
 		// Interfaces without a link-layer header (a TUN, a WireGuard
 		// device) have none to read: the payload load then ends the rule.
 		&expr.Meta{Key: expr.MetaKeyIIFTYPE, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint16(unix.ARPHRD_ETHER)},
 		&expr.Payload{DestRegister: regReg1, Base: expr.PayloadBaseNetworkHeader, Offset: addrOffset(v6, true), Len: n},
+	)
+	if bits < int(n)*8 {
+		mask := make([]byte, n)
+		for i := range bits {
+			mask[i/8] |= 0x80 >> (i % 8)
+		}
+		e = append(e, &expr.Bitwise{SourceRegister: regReg1, DestRegister: regReg1, Len: n, Mask: mask, Xor: make([]byte, n)})
+	}
+	return append(e,
 		&expr.Payload{DestRegister: reg32First + n/4, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
 		&expr.Lookup{SourceRegister: regReg1, SetName: set.Name, SetID: set.ID},
 	)
@@ -334,8 +411,7 @@ func matchDirect(set *nftables.Set, v6 bool) []expr.Any {
 //	    ip daddr 10.42.0.0/16 jump to_containers        # one rule per protected prefix
 //	  }
 //	  chain from_underlay {                             # with Spec.Underlay: direct members
-//	    ip saddr . ether saddr @direct4 accept
-//	    ip6 saddr . ether saddr @direct6 accept
+//	    ip saddr & 255.255.255.0 . ether saddr @direct4_24 accept  # Filter.SetDirect (Direct)
 //	  }
 //	  chain to_containers {
 //	    ct status dnat accept                           # a host port (portmap)
@@ -430,12 +506,7 @@ func Build(s Spec) (Ruleset, error) {
 	}
 	add(ctr, "drover: host port (dnat)", append(matchCt(expr.CtKeySTATUS, ctStatusDstNAT), accept)...)
 	if s.Underlay != "" {
-		v4, v6 := directSets(t)
-		rs.Sets = []*nftables.Set{v4, v6}
-		ul := &nftables.Chain{Name: UnderlayChain, Table: t}
-		rs.Chains = append(rs.Chains, ul)
-		add(ul, "drover: a direct member's containers", append(matchDirect(v4, false), accept)...)
-		add(ul, "drover: a direct member's containers (IPv6)", append(matchDirect(v6, true), accept)...)
+		rs.Chains = append(rs.Chains, &nftables.Chain{Name: UnderlayChain, Table: t})
 		if s.NoTrack {
 			d4, d6 := dstSets(t)
 			rs.Sets = append(rs.Sets, d4, d6)

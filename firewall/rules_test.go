@@ -54,13 +54,13 @@ func (p packet) header(t *testing.T) (nfproto byte, hdr []byte) {
 func eval(t *testing.T, rs Ruleset, p packet, direct ...Source) (verdict string, counted int) {
 	t.Helper()
 	proto, hdr := p.header(t)
+	d, err := BuildDirect(rs.Table, direct, idDirectFirst)
+	if err != nil {
+		t.Fatal(err)
+	}
 	sets := map[string][]nftables.SetElement{}
-	for _, s := range direct {
-		name := DirectSet4
-		if s.Prefix.Addr().Is6() {
-			name = DirectSet6
-		}
-		sets[name] = append(sets[name], directElement(s))
+	for i, s := range d.Sets {
+		sets[s.Name] = d.Elements[i]
 	}
 	var mac []byte
 	if p.mac != "" {
@@ -79,7 +79,7 @@ func eval(t *testing.T, rs Ruleset, p packet, direct ...Source) (verdict string,
 		return r
 	}
 	chains := map[string][]*nftables.Rule{}
-	for _, r := range rs.Rules {
+	for _, r := range append(slices.Clone(rs.Rules), d.Rules...) {
 		chains[r.Chain.Name] = append(chains[r.Chain.Name], r)
 	}
 	var run func(chain string, depth int) (expr.VerdictKind, bool)
@@ -153,28 +153,28 @@ func eval(t *testing.T, rs Ruleset, p packet, direct ...Source) (verdict string,
 						return v.Kind, true
 					}
 					var set *nftables.Set
-					for _, s := range rs.Sets {
+					for _, s := range d.Sets {
 						if s.Name == e.SetName && s.ID == e.SetID {
 							set = s
 						}
 					}
-					if set == nil || !set.Concatenation || !set.Interval {
-						t.Fatalf("lookup %+v: no such interval concatenation set", e)
+					if set == nil || !set.Concatenation || set.Interval {
+						t.Fatalf("lookup %+v: no such direct set (exact keys, concatenated)", e)
 					}
-					// The key's fields: the address, then the MAC.
+					// The key's fields: the address, then the MAC padded
+					// to 8 bytes.
 					alen := uint32(4)
-					if set.Name == DirectSet6 {
+					if strings.HasPrefix(set.Name, DirectSet6+"_") {
 						alen = 16
 					}
 					a, m := reg.get(e.SourceRegister), regs[reg32(e.SourceRegister)+alen/4]
 					if len(a) != int(alen) || len(m) != 6 {
 						t.Fatalf("lookup %+v: key fields of %d and %d bytes", e, len(a), len(m))
 					}
+					key := append(append(slices.Clone(a), m...), 0, 0)
 					found := false
 					for _, el := range sets[set.Name] {
-						lo, hi := el.Key[:alen], el.KeyEnd[:alen]
-						if bytes.Compare(a, lo) >= 0 && bytes.Compare(a, hi) <= 0 &&
-							bytes.Equal(m, el.Key[alen:alen+6]) && bytes.Equal(m, el.KeyEnd[alen:alen+6]) {
+						if bytes.Equal(el.Key, key) {
 							found = true
 						}
 					}
@@ -347,9 +347,9 @@ const (
 	macOther = "02:00:00:00:00:99"
 )
 
-// TestBuildDirect: with an underlay interface, a member's prefix is
+// TestDirectVerdicts: with an underlay interface, a member's prefix is
 // accepted there from its MAC only; every other rule stands.
-func TestBuildDirect(t *testing.T) {
+func TestDirectVerdicts(t *testing.T) {
 	spec := Spec{
 		Protected: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("fd42::/32")},
 		TUN:       "drover0", Bridge: "drover-br0", Underlay: "eth0",
@@ -397,13 +397,66 @@ func TestBuildDirect(t *testing.T) {
 	}
 }
 
-func TestDirectElement(t *testing.T) {
-	e := directElement(Source{netip.MustParsePrefix("10.42.2.0/23"), [6]byte{2, 0, 0, 0, 0, 0xb}})
-	wantKey := []byte{10, 42, 2, 0, 2, 0, 0, 0, 0, 0xb, 0, 0}
-	wantEnd := []byte{10, 42, 3, 255, 2, 0, 0, 0, 0, 0xb, 0, 0}
-	if !bytes.Equal(e.Key, wantKey) || !bytes.Equal(e.KeyEnd, wantEnd) {
-		t.Errorf("got key %x end %x, want %x %x", e.Key, e.KeyEnd, wantKey, wantEnd)
+// BuildDirect: one set per family and prefix length, IPv4 first and the
+// most used length first, the key the masked address and the MAC padded
+// to 8 bytes; duplicates once; IPv4-mapped prefixes as IPv4.
+func TestBuildDirect(t *testing.T) {
+	mac := [6]byte{2, 0, 0, 0, 0, 0xb}
+	var srcs []Source
+	for _, p := range []string{"fd42:0:2::/48", "10.42.9.1/32", "10.42.2.7/23", "::ffff:10.42.4.0/119", "10.42.4.0/23", "10.42.6.0/24"} {
+		srcs = append(srcs, Source{netip.MustParsePrefix(p), mac})
 	}
+	tbl := &nftables.Table{Name: Table, Family: nftables.TableFamilyINet}
+	d, err := BuildDirect(tbl, srcs, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i, s := range d.Sets {
+		var keys []string
+		for _, e := range d.Elements[i] {
+			keys = append(keys, fmt.Sprintf("%x", e.Key))
+		}
+		got = append(got, fmt.Sprintf("%s#%d{%s}", s.Name, s.ID, strings.Join(keys, " ")))
+		if s.Interval || !s.Concatenation {
+			t.Errorf("set %s: interval %v, concatenation %v; want exact keys, concatenated", s.Name, s.Interval, s.Concatenation)
+		}
+	}
+	want := []string{
+		"direct4_23#40{0a2a020002000000000b0000 0a2a040002000000000b0000}",
+		"direct4_24#41{0a2a060002000000000b0000}",
+		"direct4_32#42{0a2a090102000000000b0000}",
+		"direct6_48#43{fd42000000020000000000000000000002000000000b0000}",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("sets:\n got %q\nwant %q", got, want)
+	}
+	if len(d.Rules) != len(d.Sets) {
+		t.Fatalf("got %d rules for %d sets", len(d.Rules), len(d.Sets))
+	}
+	for i, r := range d.Rules {
+		var bits int
+		for _, e := range r.Exprs {
+			if b, ok := e.(*expr.Bitwise); ok {
+				for _, m := range b.Mask {
+					bits += popcount(m)
+				}
+			}
+		}
+		if want := []int{23, 24, 0, 48}[i]; bits != want || r.Chain.Name != UnderlayChain {
+			t.Errorf("rule %d: chain %s, mask of %d bits; want %s, %d (none for a full length)", i, r.Chain.Name, bits, UnderlayChain, want)
+		}
+	}
+	if _, err := BuildDirect(tbl, []Source{{}}, 40); err == nil {
+		t.Error("invalid prefix: got nil error")
+	}
+}
+
+func popcount(b byte) (n int) {
+	for ; b != 0; b &= b - 1 {
+		n++
+	}
+	return n
 }
 
 func TestBuildShape(t *testing.T) {
@@ -515,6 +568,10 @@ func (f *fakeConn) AddSet(s *nftables.Set, _ []nftables.SetElement) error {
 	return nil
 }
 func (f *fakeConn) FlushSet(s *nftables.Set) { f.calls = append(f.calls, "flush set "+s.Name) }
+func (f *fakeConn) DelSet(s *nftables.Set)   { f.calls = append(f.calls, "del set "+s.Name) }
+func (f *fakeConn) FlushChain(c *nftables.Chain) {
+	f.calls = append(f.calls, "flush chain "+c.Name)
+}
 func (f *fakeConn) SetAddElements(s *nftables.Set, es []nftables.SetElement) error {
 	f.calls = append(f.calls, fmt.Sprintf("add %d elements to %s", len(es), s.Name))
 	return nil
@@ -567,30 +624,46 @@ func TestInstallOneTransaction(t *testing.T) {
 	}
 }
 
-// SetDirect replaces both sets in one transaction; a bad prefix changes
-// nothing.
+// SetDirect replaces the direct sets and rules in one transaction: sets
+// of lengths still used are refilled, new ones added, unused ones
+// removed after the rules that used them; a bad prefix changes nothing.
 func TestSetDirectOneTransaction(t *testing.T) {
 	c := &fakeConn{}
-	spec := Spec{Protected: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}, TUN: "drover0", Underlay: "eth0"}
+	spec := Spec{Protected: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16")}, TUN: "drover0", Underlay: "eth0", NoTrack: true}
 	f, err := install(c, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(c.calls, "add set direct4") || !slices.Contains(c.calls, "add set direct6") {
-		t.Errorf("install calls %q: want both direct sets added", c.calls)
+	if slices.ContainsFunc(c.calls, func(s string) bool { return strings.HasPrefix(s, "add set direct4") }) {
+		t.Errorf("install calls %q: want no direct set before SetDirect", c.calls)
 	}
-	c.calls = nil
-	srcs := []Source{
-		{Prefix: netip.MustParsePrefix("10.42.2.0/24")},
-		{Prefix: netip.MustParsePrefix("::ffff:10.42.3.0/120")},
-		{Prefix: netip.MustParsePrefix("fd42:0:2::/48")},
+	steps := []struct {
+		srcs []string
+		want []string
+	}{
+		{[]string{"10.42.2.0/24", "::ffff:10.42.3.0/120", "fd42:0:2::/48"}, []string{
+			"flush chain from_underlay", "add set direct4_24", "add set direct6_48",
+			"add rule from_underlay", "add rule from_underlay",
+			"flush set direct_dst4", "add 2 elements to direct_dst4", "flush set direct_dst6", "add 2 elements to direct_dst6", "flush"}},
+		{[]string{"10.42.2.0/24", "10.42.9.1/32"}, []string{
+			"flush chain from_underlay", "flush set direct4_24", "add 1 elements to direct4_24", "add set direct4_32", "del set direct6_48",
+			"add rule from_underlay", "add rule from_underlay",
+			"flush set direct_dst4", "add 4 elements to direct_dst4", "flush set direct_dst6", "flush"}},
+		{nil, []string{"flush chain from_underlay", "del set direct4_24", "del set direct4_32",
+			"flush set direct_dst4", "flush set direct_dst6", "flush"}},
 	}
-	if err := f.SetDirect(srcs); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"flush set direct4", "add 2 elements to direct4", "flush set direct6", "add 1 elements to direct6", "flush"}
-	if !slices.Equal(c.calls, want) {
-		t.Errorf("SetDirect calls:\n got %q\nwant %q", c.calls, want)
+	for i, st := range steps {
+		c.calls = nil
+		var srcs []Source
+		for _, p := range st.srcs {
+			srcs = append(srcs, Source{Prefix: netip.MustParsePrefix(p)})
+		}
+		if err := f.SetDirect(srcs); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(c.calls, st.want) {
+			t.Errorf("step %d, SetDirect calls:\n got %q\nwant %q", i, c.calls, st.want)
+		}
 	}
 	c.calls = nil
 	if err := f.SetDirect([]Source{{}}); err == nil || len(c.calls) != 0 {
