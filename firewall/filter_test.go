@@ -247,8 +247,8 @@ func TestFilterForward(t *testing.T) {
 		}
 		s := string(b)
 		t.Logf("nft list table inet %s:\n%s", firewall.Table, s)
-		for _, want := range []string{"hook forward priority filter; policy accept;", "iifname vmap @by_iif",
-			`"drv-tun" : accept`, `"drv-br" : accept`, "ct status dnat accept", "ct state established,related accept",
+		for _, want := range []string{"hook forward priority filter; policy accept;",
+			`iifname "drv-tun" accept`, `iifname "drv-br" accept`, "ct status dnat accept", "ct state established,related accept",
 			`counter name "forward_drops" drop`, "packets 4 bytes"} {
 			if !strings.Contains(s, want) {
 				t.Errorf("nft list: no %q", want)
@@ -446,7 +446,7 @@ func TestFilterDirect(t *testing.T) {
 			t.Fatalf("nft list: %v\n%s", err, b)
 		}
 		t.Logf("nft list table inet %s:\n%s", firewall.Table, b)
-		for _, want := range []string{`"drv-up" : jump ` + firewall.UnderlayChain,
+		for _, want := range []string{`iifname "drv-up" jump ` + firewall.UnderlayChain,
 			fmt.Sprintf(`ip saddr & 255.255.255.0 . ether saddr @%s_24 accept`, firewall.DirectSet4)} {
 			if !strings.Contains(string(b), want) {
 				t.Errorf("nft list: no %q", want)

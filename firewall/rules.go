@@ -47,10 +47,6 @@ const (
 	UnderlayChain    = "from_underlay"
 	RawBridgeChain   = "raw_from_bridge"
 	RawUnderlayChain = "raw_from_underlay"
-	// IfaceMap and RawIfaceMap are the verdict maps keyed by input
-	// interface that start the forward and raw chains.
-	IfaceMap    = "by_iif"
-	RawIfaceMap = "raw_by_iif"
 	// Protected4 and Protected6 hold the protected prefixes, for the raw
 	// chain (Spec.NoTrack).
 	Protected4 = "protected4"
@@ -62,12 +58,10 @@ const (
 // transaction with the table: google/nftables' own counter is global and
 // unsynchronised.
 const (
-	idDst4   = 3
-	idDst6   = 4
-	idIfaces = 5
-	idRawIf  = 6
-	idProt4  = 7
-	idProt6  = 8
+	idDst4  = 3
+	idDst6  = 4
+	idProt4 = 7
+	idProt6 = 8
 	// idDirectFirst is the first ID of the direct sets SetDirect adds,
 	// one transaction each, after the table's.
 	idDirectFirst = 16
@@ -212,7 +206,7 @@ type Ruleset struct {
 	Sets []*nftables.Set
 	// Maps are the sets and maps whose elements never change, installed
 	// with their Elements: the verdict maps keyed by input interface
-	// (IfaceMap, then with NoTrack RawIfaceMap, Protected4, Protected6).
+	// (with NoTrack, Protected4 and Protected6).
 	Maps     []*nftables.Set
 	Elements map[string][]nftables.SetElement
 	Rules    []*nftables.Rule
@@ -401,13 +395,11 @@ func matchDirect(set *nftables.Set, v6 bool, bits int) []expr.Any {
 //
 //	table inet drover_filter {
 //	  counter forward_drops {}
-//	  map by_iif { type ifname : verdict;
-//	    elements = { "drover0" : accept,                 # out of the tunnel
-//	                 "drover-br0" : accept,              # from the containers
-//	                 "eth0" : jump from_underlay } }     # with Spec.Underlay
 //	  chain forward {
 //	    type filter hook forward priority filter; policy accept;
-//	    iifname vmap @by_iif
+//	    iifname "eth0" jump from_underlay               # with Spec.Underlay
+//	    iifname "drover-br0" accept                     # from the containers
+//	    iifname "drover0" accept                        # out of the tunnel
 //	    ip daddr 10.42.0.0/16 jump to_containers        # one rule per protected prefix
 //	  }
 //	  chain from_underlay {                             # with Spec.Underlay: direct members
@@ -426,9 +418,11 @@ func matchDirect(set *nftables.Set, v6 bool, bits int) []expr.Any {
 // outside the protected prefixes they only say early what the chain's
 // policy says at its end. Every forwarded packet of the host passes this
 // chain, and on a 2-core host each expression evaluated per packet is
-// measurable (docs/benchmarks.md): one map lookup on the input interface
+// measurable (docs/benchmarks.md): a comparison of the input interface
 // settles the container's own traffic, the tunnel's and, through
-// from_underlay, a direct member's.
+// from_underlay, a direct member's. Comparisons, not a verdict map: for
+// the two or three interfaces the filter names, the map's hash lookup
+// cost more (4 streams 4 % slower in the held topology).
 //
 // The source rule comes before the conntrack accept: an address of the
 // cluster never arrives from outside the TUN and the bridge, so such a
@@ -437,11 +431,12 @@ func matchDirect(set *nftables.Set, v6 bool, bits int) []expr.Any {
 // DNAT comes before it, as a mapped host port is open to every source.
 //
 // With NoTrack a prerouting chain at raw priority exempts direct members'
-// traffic from conntrack, again through a map on the input interface:
+// traffic from conntrack, again by input interface:
 //
 //	chain raw {
 //	  type filter hook prerouting priority raw; policy accept;
-//	  iifname vmap @raw_by_iif       # "drover-br0" : jump raw_from_bridge, "eth0" : jump raw_from_underlay
+//	  iifname "eth0" jump raw_from_underlay
+//	  iifname "drover-br0" jump raw_from_bridge
 //	}
 //	chain raw_from_bridge {
 //	  ip daddr @direct_dst4 notrack
@@ -488,17 +483,16 @@ func Build(s Spec) (Ruleset, error) {
 	accept := &expr.Verdict{Kind: expr.VerdictAccept}
 	jump := func(chain string) *expr.Verdict { return &expr.Verdict{Kind: expr.VerdictJump, Chain: chain} }
 
-	byIif := ifaceMap(t, IfaceMap, idIfaces)
-	rs.Maps = append(rs.Maps, byIif)
-	elems := []nftables.SetElement{ifaceElement(s.TUN, accept)}
-	if s.Bridge != "" {
-		elems = append(elems, ifaceElement(s.Bridge, accept))
-	}
+	// The underlay first: with direct members, half the packets of the
+	// host come in there (the other half from the bridge), and each
+	// comparison that fails is evaluated for nothing.
 	if s.Underlay != "" {
-		elems = append(elems, ifaceElement(s.Underlay, jump(UnderlayChain)))
+		add(fwd, "drover: direct members, from the underlay", append(matchIif(s.Underlay), jump(UnderlayChain))...)
 	}
-	rs.Elements[IfaceMap] = elems
-	add(fwd, "drover: the tunnel, the containers and direct members by input interface", matchIfaceMap(byIif)...)
+	if s.Bridge != "" {
+		add(fwd, "drover: the containers", append(matchIif(s.Bridge), accept)...)
+	}
+	add(fwd, "drover: the tunnel", append(matchIif(s.TUN), accept)...)
 
 	pfx := s.prefixes()
 	for _, p := range pfx {
@@ -516,21 +510,19 @@ func Build(s Spec) (Ruleset, error) {
 			}
 			rawUl := &nftables.Chain{Name: RawUnderlayChain, Table: t}
 			rs.Chains = append(rs.Chains, raw, rawUl)
-			rawIif := ifaceMap(t, RawIfaceMap, idRawIf)
-			rs.Maps = append(rs.Maps, rawIif)
-			rawElems := []nftables.SetElement{ifaceElement(s.Underlay, jump(RawUnderlayChain))}
+			add(raw, "drover: no conntrack for direct members, from the underlay",
+				append(matchIif(s.Underlay), jump(RawUnderlayChain))...)
 			notrack := &expr.Notrack{}
 			if s.Bridge != "" {
 				rawBr := &nftables.Chain{Name: RawBridgeChain, Table: t}
 				rs.Chains = append(rs.Chains, rawBr)
-				rawElems = append(rawElems, ifaceElement(s.Bridge, jump(RawBridgeChain)))
+				add(raw, "drover: no conntrack for direct members, from the containers",
+					append(matchIif(s.Bridge), jump(RawBridgeChain))...)
 				add(rawBr, "drover: no conntrack from the containers to a direct member's",
 					append(matchDst(d4, false), notrack)...)
 				add(rawBr, "drover: no conntrack from the containers to a direct member's (IPv6)",
 					append(matchDst(d6, true), notrack)...)
 			}
-			rs.Elements[RawIfaceMap] = rawElems
-			add(raw, "drover: no conntrack for direct members, by input interface", matchIfaceMap(rawIif)...)
 			// One rule per family, whatever the number of protected
 			// prefixes: every packet from the underlay runs it.
 			p4, p6 := addrSets(t, Protected4, idProt4, Protected6, idProt6)
@@ -562,30 +554,15 @@ func Build(s Spec) (Ruleset, error) {
 	return rs, nil
 }
 
-// ifaceMap is a verdict map keyed by input interface name: by name, not
-// index, as the bridge may not exist yet (the CNI plugin creates it with
-// the first container) and the TUN may be recreated. Its key is a
-// string, in host byte order for nft(8) to show it: google/nftables marks
-// a constant set's key big-endian, which nft list showed as "" (the name
-// read backwards, NUL first), so the map is not flagged constant; nothing
-// changes it after the install.
-func ifaceMap(t *nftables.Table, name string, id uint32) *nftables.Set {
-	return &nftables.Set{Table: t, Name: name, ID: id, IsMap: true,
-		KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, KeyByteOrder: binaryutil.NativeEndian}
-}
-
-// ifaceElement maps interface name to v.
-func ifaceElement(name string, v *expr.Verdict) nftables.SetElement {
+// matchIif is `iifname "name"`: by name, not index, as the bridge may
+// not exist yet (the CNI plugin creates it with the first container) and
+// the TUN may be recreated.
+func matchIif(name string) []expr.Any {
 	b := make([]byte, ifnameLen)
 	copy(b, name)
-	return nftables.SetElement{Key: b, VerdictData: v}
-}
-
-// matchIfaceMap is `iifname vmap @m`.
-func matchIfaceMap(m *nftables.Set) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b},
 	}
 }
 

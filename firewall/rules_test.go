@@ -475,12 +475,12 @@ func TestBuildShape(t *testing.T) {
 	if rs.Chains[1].Hooknum != nil {
 		t.Errorf("%s is a base chain, want a regular one", rs.Chains[1].Name)
 	}
-	// The interface map, 1 jump; dnat, 1 source, replies, drop.
-	if got := len(rs.Rules); got != 6 {
-		t.Errorf("got %d rules, want 6", got)
+	// The bridge and the TUN, 1 jump; dnat, 1 source, replies, drop.
+	if got := len(rs.Rules); got != 7 {
+		t.Errorf("got %d rules, want 7", got)
 	}
-	if len(rs.Maps) != 1 || len(rs.Elements[IfaceMap]) != 2 {
-		t.Errorf("maps %v with %d elements, want %s with the TUN and the bridge", rs.Maps, len(rs.Elements[IfaceMap]), IfaceMap)
+	if len(rs.Maps) != 0 {
+		t.Errorf("maps %v, want none without NoTrack", rs.Maps)
 	}
 	for _, r := range rs.Rules {
 		if r.Table != rs.Table || len(r.UserData) == 0 {
@@ -592,7 +592,7 @@ func TestInstallOneTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"add table drover_filter", "del table drover_filter", "add table drover_filter", "add counter",
-		"add chain forward", "add chain to_containers", "add set by_iif", "add rule forward", "add rule forward",
+		"add chain forward", "add chain to_containers", "add rule forward", "add rule forward", "add rule forward",
 		"add rule to_containers", "add rule to_containers", "add rule to_containers", "add rule to_containers",
 		"flush"}
 	if !slices.Equal(c.calls, want) {
