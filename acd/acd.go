@@ -27,19 +27,21 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/drovernet/drover/arpsock"
 	"github.com/drovernet/drover/router/packet"
 )
 
-// ErrTimeout is what Conn.Recv returns when nothing arrived by the deadline.
-var ErrTimeout = errors.New("acd: receive timeout")
+// ErrTimeout is what Conn.Recv returns when nothing arrived by the
+// deadline: the ARP socket's.
+var ErrTimeout = arpsock.ErrTimeout
 
 // Conn sends and receives ARP frames (whole Ethernet frames) on one
-// interface: an AF_PACKET socket (Open), or a fake in tests.
+// interface: an ARP socket (*arpsock.Conn), or a fake in tests.
 type Conn interface {
 	Send(frame []byte) error
 	// Recv reads one ARP frame into buf, waiting at most until deadline
-	// (then ErrTimeout).
-	Recv(buf []byte, deadline time.Time) (int, error)
+	// (then ErrTimeout); outgoing reports a frame this host sent.
+	Recv(buf []byte, deadline time.Time) (n int, outgoing bool, err error)
 }
 
 // Config sets the probe timing (zero values take the defaults).
@@ -119,7 +121,10 @@ func (p *Prober) listen(ctx context.Context, ip netip.Addr, deadline time.Time) 
 		if !p.now().Before(deadline) {
 			return nil
 		}
-		n, err := p.conn.Recv(p.buf, deadline)
+		// Frames this host sent count too: conflict skips only our
+		// own MAC's (our probes, looped back), not another of the
+		// host's interfaces holding the address.
+		n, _, err := p.conn.Recv(p.buf, deadline)
 		if errors.Is(err, ErrTimeout) {
 			continue
 		}

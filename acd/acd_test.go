@@ -27,15 +27,15 @@ func (f *fakeConn) Send(b []byte) error {
 	return nil
 }
 
-func (f *fakeConn) Recv(buf []byte, deadline time.Time) (int, error) {
+func (f *fakeConn) Recv(buf []byte, deadline time.Time) (int, bool, error) {
 	if len(f.queue) == 0 {
 		f.now = deadline
-		return 0, ErrTimeout
+		return 0, false, ErrTimeout
 	}
 	f.now = f.now.Add(time.Millisecond)
 	n := copy(buf, f.queue[0])
 	f.queue = f.queue[1:]
-	return n, nil
+	return n, false, nil
 }
 
 var (

@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/drovernet/drover/arpsock"
 	"github.com/drovernet/drover/internal/netnstest"
 	"github.com/drovernet/drover/router/packet"
 )
@@ -55,12 +56,16 @@ func TestKernelStation(t *testing.T) {
 	if err := dl.LinkSetUp(eth); err != nil {
 		t.Fatal(err)
 	}
-	var c *PacketConn
-	if err := h.Do(func() error { c, err = Open("drv-abr"); return err }); err != nil {
+	var c *arpsock.Conn
+	if err := h.Do(func() error { c, err = arpsock.Open("drv-abr"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	p := NewProber(c, c.MAC(), Config{})
+	mac, err := c.MAC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewProber(c, mac, Config{})
 	// The station's link may take a moment to forward (bridge port
 	// state): poll to a deadline for the first conflict.
 	deadline := time.Now().Add(5 * time.Second)
@@ -83,7 +88,7 @@ func TestKernelStation(t *testing.T) {
 		t.Errorf("probe for a free address: %v, want nil", err)
 	}
 	t.Logf("a free address took %v", time.Since(start).Round(time.Millisecond))
-	if err := Announce(c, c.MAC(), other); err != nil {
+	if err := Announce(c, mac, other); err != nil {
 		t.Error(err)
 	}
 }

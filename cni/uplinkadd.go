@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/drovernet/drover/acd"
+	"github.com/drovernet/drover/arpsock"
 	"github.com/drovernet/drover/cni/ipam"
 	"github.com/drovernet/drover/router/packet"
 )
@@ -131,12 +132,16 @@ func (c *config) resolveUplink(ctx context.Context, d *daemonClient, h *netlink.
 // attach runs under the lock before each reservation: the uplink is back
 // on the bridge should a DEL have restored it since the ADD began.
 func (p *plugin) allocateProbed(ctx context.Context, store *ipam.Store, pool ipam.Pool, owner ipam.Owner, pod ipam.Pod, brName string, attach func() error) (netip.Addr, error) {
-	var conn *acd.PacketConn
-	if err := inNS(p.hostNS, func() (err error) { conn, err = acd.Open(brName); return err }); err != nil {
+	var conn *arpsock.Conn
+	if err := inNS(p.hostNS, func() (err error) { conn, err = arpsock.Open(brName); return err }); err != nil {
 		return netip.Addr{}, err
 	}
 	defer conn.Close()
-	prober := acd.NewProber(conn, conn.MAC(), acd.Config{})
+	mac, err := conn.MAC()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("bridge %s: %w", brName, err)
+	}
+	prober := acd.NewProber(conn, mac, acd.Config{})
 	for {
 		unlock, err := lockUplink(store.Dir())
 		if err != nil {
@@ -170,8 +175,8 @@ func (p *plugin) allocateProbed(ctx context.Context, store *ipam.Store, pool ipa
 // the bridge, so LAN stations that cached the address's previous holder
 // learn its new MAC at once (RFC 5227 2.3).
 func (p *plugin) announce(brName string, mac packet.MAC, ip netip.Addr) error {
-	var conn *acd.PacketConn
-	if err := inNS(p.hostNS, func() (err error) { conn, err = acd.Open(brName); return err }); err != nil {
+	var conn *arpsock.Conn
+	if err := inNS(p.hostNS, func() (err error) { conn, err = arpsock.Open(brName); return err }); err != nil {
 		return err
 	}
 	defer conn.Close()

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/drovernet/drover/internal/ratelog"
 	"github.com/drovernet/drover/router/packet"
@@ -17,7 +18,7 @@ import (
 )
 
 // failingPort is an arpPort whose sends all fail: it hands out frames, one
-// per recv, then errDone.
+// per Recv, then errDone.
 type failingPort struct {
 	frames [][]byte
 	sends  int
@@ -28,7 +29,7 @@ var (
 	errSendFail = errors.New("fake: no buffer space")
 )
 
-func (p *failingPort) recv(buf []byte) (int, bool, error) {
+func (p *failingPort) Recv(buf []byte, _ time.Time) (int, bool, error) {
 	if len(p.frames) == 0 {
 		return 0, false, errDone
 	}
@@ -37,12 +38,12 @@ func (p *failingPort) recv(buf []byte) (int, bool, error) {
 	return n, false, nil
 }
 
-func (p *failingPort) send([]byte, packet.MAC) error {
+func (p *failingPort) Send([]byte) error {
 	p.sends++
 	return errSendFail
 }
 
-func (p *failingPort) mac() (packet.MAC, error) { return macA, nil }
+func (p *failingPort) MAC() (packet.MAC, error) { return macA, nil }
 
 // TestARPSendFailureFlood: when every ARP reply fails to send, a flood of
 // requests writes a few log lines, not one per request.
