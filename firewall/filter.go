@@ -147,10 +147,7 @@ func (f *Filter) SetDirect(srcs []Source) error {
 	}
 	var dst [2][]netip.Prefix
 	for _, s := range srcs {
-		p := s.Prefix
-		if p.Addr().Is4In6() {
-			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
-		}
+		p, _ := directPrefix(s.Prefix) // valid: BuildDirect checked
 		fam := 0
 		if p.Addr().Is6() {
 			fam = 1

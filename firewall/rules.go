@@ -264,6 +264,18 @@ func dstElements(prefixes []netip.Prefix) []nftables.SetElement {
 	return out
 }
 
+// directPrefix is p as the filter keeps a direct source's prefix: an
+// IPv4-mapped IPv6 prefix as IPv4 (one of fewer than 96 bits is not one).
+func directPrefix(p netip.Prefix) (netip.Prefix, error) {
+	if p.IsValid() && p.Addr().Is4In6() {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	if !p.IsValid() {
+		return netip.Prefix{}, fmt.Errorf("firewall: direct source %v: not a prefix", p)
+	}
+	return p, nil
+}
+
 // Registers of a concatenated lookup key: the address in the first
 // 128-bit register (NFT_REG_1), the MAC right after it in 32-bit
 // registers (NFT_REG32_00 is 8), as nft(8) lays out `ip saddr . ether
@@ -313,12 +325,9 @@ func (k directKey) name() string {
 func BuildDirect(t *nftables.Table, srcs []Source, id uint32) (Direct, error) {
 	byKey := map[directKey][]nftables.SetElement{}
 	for _, s := range srcs {
-		p := s.Prefix
-		if !p.IsValid() {
-			return Direct{}, fmt.Errorf("firewall: direct source %v: not a prefix", p)
-		}
-		if p.Addr().Is4In6() {
-			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+		p, err := directPrefix(s.Prefix)
+		if err != nil {
+			return Direct{}, err
 		}
 		k := directKey{v6: p.Addr().Is6(), bits: p.Bits()}
 		mac := make([]byte, etherPadLen)

@@ -447,8 +447,10 @@ func TestBuildDirect(t *testing.T) {
 			t.Errorf("rule %d: chain %s, mask of %d bits; want %s, %d (none for a full length)", i, r.Chain.Name, bits, UnderlayChain, want)
 		}
 	}
-	if _, err := BuildDirect(tbl, []Source{{}}, 40); err == nil {
-		t.Error("invalid prefix: got nil error")
+	for _, p := range []netip.Prefix{{}, netip.MustParsePrefix("::ffff:0:0/80")} {
+		if _, err := BuildDirect(tbl, []Source{{Prefix: p}}, 40); err == nil {
+			t.Errorf("prefix %v: got nil error, want one", p)
+		}
 	}
 }
 
